@@ -1,0 +1,37 @@
+"""pairx: explain why a re-identification model says two images show the same individual.
+
+The heavy entry points are imported lazily so that ``import pairx`` stays fast:
+
+>>> import pairx
+>>> model = pairx.load_model("default")            # doctest: +SKIP
+>>> result = pairx.explain(model, "a.jpg", "b.jpg", layer="layer2")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "explain": "pairx.explainers.pairx",
+    "PairExplanation": "pairx.core.results",
+    "load_model": "pairx.models.loaders",
+    "ReIDModel": "pairx.models.adapter",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pairx.core.results import PairExplanation
+    from pairx.explainers.pairx import explain
+    from pairx.models.adapter import ReIDModel
+    from pairx.models.loaders import load_model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pairx' has no attribute {name!r}")

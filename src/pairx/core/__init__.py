@@ -1,0 +1,1 @@
+"""Shared infrastructure: errors, optional imports, result types, base classes."""
