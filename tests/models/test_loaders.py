@@ -221,3 +221,58 @@ def test_mismatched_keys_name_a_few(tmp_path: Path) -> None:
     save_file(_contiguous(ReIDNet("resnet10t").state_dict()), str(other))
     with pytest.raises(ModelError, match="do not match timm:resnet18"):
         load_model("timm:resnet18", weights=other)
+
+
+def test_pairx_export_and_training_checkpoint(tmp_path: Path) -> None:
+    """The files written by `pairx train` (export_model + checkpoint.pt) load by path."""
+    from pairx.models.adapter import Preprocessing
+    from pairx.models.default import export_model, load_exported
+
+    torch.manual_seed(0)
+    src = ReIDNet("resnet10t")
+    _randomise_bn(src)
+    src.eval()
+    run = tmp_path / "run"
+    exported = export_model(
+        src,
+        run / "model.safetensors",
+        preprocessing=Preprocessing(size=(80, 80)),
+        layers=("backbone.layer2",),
+        name="run",
+    )
+    reference = load_exported(exported)
+    x = _x(80)
+    for spec in (run, exported):
+        model = load_model(spec)
+        assert model.preprocessing == reference.preprocessing
+        assert model.metadata["default_layers"] == ["backbone.layer2"]
+        torch.testing.assert_close(model.embed(x), reference.embed(x), rtol=0, atol=0)
+    # Config only in the safetensors metadata (no sidecar).
+    exported.with_suffix(".json").unlink()
+    torch.testing.assert_close(load_model(exported).embed(x), reference.embed(x), rtol=0, atol=0)
+    # A training checkpoint: {"model": state dict, "head": ..., "config": {...}, ...}.
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save(
+        {
+            "model": src.state_dict(),
+            "head": {"weight": torch.ones(3, 4)},
+            "epoch": 2,
+            "history": [{"loss": 1.0}],
+            "config": {"backbone": "resnet10t", "size": [80, 80]},
+        },
+        ckpt,
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(ckpt).embed(x), src(x), rtol=0, atol=0)
+
+
+def test_default_spec_loads_or_explains() -> None:
+    try:
+        model = load_model("default")
+    except ModelError as exc:  # weights not installed in this build
+        assert "default" in str(exc)
+        return
+    assert model.name == "default"
+    assert not model.net.training
+    with pytest.raises(ModelError, match="ships its own weights"):
+        load_model("default", weights="x.safetensors")

@@ -324,6 +324,18 @@ def _find_sidecar(path: Path) -> tuple[Path, dict[str, Any] | None]:
             if not isinstance(cfg, dict):
                 raise ModelError(f"model config {cfg_path} must hold a JSON object")
             return weight_file, cfg
+    if weight_file.suffix == ".safetensors":  # config stored in the file (pairx export_model)
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(weight_file), framework="pt") as fh:
+                text = (fh.metadata() or {}).get("pairx_config")
+            if text is not None:
+                cfg = json.loads(text)
+                if isinstance(cfg, dict):
+                    return weight_file, cfg
+        except Exception as exc:
+            raise ModelError(f"cannot read weights from {weight_file}: {exc}") from exc
     return weight_file, None
 
 
@@ -355,6 +367,7 @@ def _load_checkpoint(path: Path, size: tuple[int, int] | None) -> ReIDModel:
     timm_kwargs = cfg.get("timm_kwargs") or {}
     if not isinstance(timm_kwargs, Mapping):
         raise ModelError(f"'timm_kwargs' in the model config of {weight_file} must be an object")
+    timm_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in timm_kwargs.items()}
     net = _build_reidnet(backbone_name, timm_kwargs)
     _load_reidnet_weights(net, state, f"{weight_file} ({backbone_name})")
     backbone: nn.Module = net.backbone  # type: ignore[assignment]
@@ -371,7 +384,7 @@ def _load_checkpoint(path: Path, size: tuple[int, int] | None) -> ReIDModel:
         m = [float(v) for v in cfg["mean"]]
         s = [float(v) for v in cfg["std"]]
         pre = Preprocessing(size=pre.size, mean=(m[0], m[1], m[2]), std=(s[0], s[1], s[2]))
-    meta: dict[str, object] = {"weights": str(weight_file), "config": cfg}
+    meta: dict[str, object] = {**cfg, "weights": str(weight_file), "config": cfg}
     if "layers" in cfg:
         meta["default_layers"] = list(cfg["layers"])
     return ReIDModel(
