@@ -1,0 +1,389 @@
+"""The training loop: ReIDNet + sub-center ArcFace + batch-hard triplet with PK batches.
+
+:func:`train` writes into a run folder:
+
+* ``checkpoint.pt``: model, ArcFace head, optimizer, scheduler, epoch, RNG states and history,
+  rewritten atomically after every epoch (``resume=True`` continues from it);
+* ``log.jsonl``: one JSON line per epoch (losses, learning rate, seconds);
+* ``model.safetensors`` + ``model.json``: the exported embedding network (no head), loadable with
+  :func:`pairx.models.default.load_exported` or ``pairx.load_model(RUN_DIR / "model.safetensors")``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pairx.core.errors import DatasetError, InputError
+from pairx.data.datasets import load_dataset
+from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from pairx.models.architectures import ReIDNet
+from pairx.models.default import DEFAULT_LAYERS, export_model, load_exported
+from pairx.training.data import AugmentConfig, augment, load_images, normalize
+from pairx.training.losses import SubCenterArcFace, batch_hard_triplet_loss
+from pairx.training.retrieval import evaluate_retrieval
+from pairx.training.sampler import PKSampler
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+CHECKPOINT = "checkpoint.pt"
+EXPORT = "model.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint and the export).
+
+    Attributes
+    ----------
+    data
+        Dataset folder (``metadata.csv``); its ``train`` split is used (all samples when the
+        dataset has no split).
+    backbone, timm_kwargs
+        timm backbone of the :class:`~pairx.models.architectures.ReIDNet`.
+    size
+        Square input side in pixels.
+    epochs
+        Number of epochs (each about one pass over the training images).
+    batch_p, batch_k
+        PK batches: ``P`` identities x ``K`` images.
+    lr, weight_decay, warmup_epochs
+        AdamW learning rate and weight decay; linear warm-up then cosine decay to 1 % of ``lr``.
+    arcface_weight, arcface_margin, arcface_scale, subcenters
+        Sub-center ArcFace term (weight 0 disables it).
+    triplet_weight, triplet_margin
+        Batch-hard triplet term (weight 0 disables it).
+    seed
+        Seeds weights, batches and augmentation.
+    species
+        Train on these species only (``None``: all).
+    layers
+        Recommended PAIR-X layers written into the export.
+    augment
+        Augmentation strengths.
+    evaluate
+        After training, evaluate retrieval on the dataset's ``test`` split (if any) and store
+        the figures in the export's config.
+    """
+
+    data: str
+    backbone: str = "resnet10t"
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    size: int = 160
+    epochs: int = 20
+    batch_p: int = 16
+    batch_k: int = 4
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    arcface_weight: float = 1.0
+    arcface_margin: float = 0.35
+    arcface_scale: float = 30.0
+    subcenters: int = 3
+    triplet_weight: float = 1.0
+    triplet_margin: float = 0.3
+    seed: int = 0
+    species: list[str] | None = None
+    layers: list[str] = field(default_factory=lambda: list(DEFAULT_LAYERS))
+    augment: dict[str, Any] = field(default_factory=lambda: _augment_dict(AugmentConfig()))
+    evaluate: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` on values that cannot train."""
+        checks = [
+            (self.size >= 32, f"size must be >= 32 pixels; got {self.size}"),
+            (self.epochs >= 1, f"epochs must be >= 1; got {self.epochs}"),
+            (self.batch_p >= 2, f"batch-p must be >= 2; got {self.batch_p}"),
+            (self.batch_k >= 2, f"batch-k must be >= 2; got {self.batch_k}"),
+            (self.lr > 0, f"lr must be positive; got {self.lr}"),
+            (
+                self.arcface_weight > 0 or self.triplet_weight > 0,
+                "at least one of arcface_weight and triplet_weight must be positive",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    def augment_config(self) -> AugmentConfig:
+        """The :class:`AugmentConfig` described by :attr:`augment`."""
+        known = {f.name for f in fields(AugmentConfig)}
+        unknown = set(self.augment) - known
+        if unknown:
+            raise InputError(
+                f"unknown augmentation option(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()
+        }
+        return AugmentConfig(**values)
+
+
+def _augment_dict(config: AugmentConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes
+    ----------
+    run_dir
+        The run folder.
+    model_path
+        Exported ``model.safetensors``.
+    history
+        One dict per epoch: ``epoch``, ``loss``, ``arcface``, ``triplet``, ``lr``, ``seconds``.
+    retrieval
+        Test-split retrieval figures (empty when not evaluated).
+    """
+
+    run_dir: Path
+    model_path: Path
+    history: list[dict[str, float]]
+    retrieval: dict[str, Any]
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in ("evaluate",)}
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+) -> TrainResult:
+    """Train an embedding network and export it.
+
+    Parameters
+    ----------
+    config
+        The run's settings.
+    run_dir
+        Output folder (created). Without ``resume`` an existing checkpoint there is an error.
+    resume
+        Continue from ``run_dir/checkpoint.pt`` (same config required) at the epoch after the
+        last completed one; a finished run is only re-exported.
+    progress
+        Show tqdm bars.
+    threads
+        ``torch.set_num_threads`` for the run (``None``: leave as is).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    InputError
+        Invalid settings, or a checkpoint exists without ``resume`` / differs from ``config``.
+    DatasetError
+        Missing dataset, no training split, fewer identities than ``batch_p``.
+    """
+    config.validate()
+    out = Path(run_dir)
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise InputError(f"{ckpt_path} exists: pass resume=True (--resume) or use a new run folder")
+    if resume and not ckpt_path.is_file():
+        raise InputError(f"cannot resume: no checkpoint at {ckpt_path}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    dataset = load_dataset(config.data)
+    samples = [s for s in dataset if s.split in ("train", "")]
+    if config.species is not None:
+        unknown = set(config.species) - set(dataset.species)
+        if unknown:
+            raise DatasetError(
+                f"species {sorted(unknown)} not in {config.data} ({dataset.species})"
+            )
+        samples = [s for s in samples if s.species in config.species]
+    if not samples:
+        raise DatasetError(f"{config.data} has no training samples (split 'train')")
+    identities = sorted({s.identity for s in samples})
+    if len(identities) < config.batch_p:
+        raise DatasetError(
+            f"{config.data} has {len(identities)} training identities, fewer than "
+            f"batch-p = {config.batch_p}; lower --batch-p or generate more individuals"
+        )
+    label_of = {ident: i for i, ident in enumerate(identities)}
+    labels = torch.tensor([label_of[s.identity] for s in samples], dtype=torch.long)
+
+    torch.manual_seed(config.seed)
+    timm_kwargs: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in config.timm_kwargs.items()
+    }
+    net = ReIDNet(config.backbone, **timm_kwargs)
+    head = SubCenterArcFace(
+        net.num_features,
+        len(identities),
+        k=config.subcenters,
+        margin=config.arcface_margin,
+        scale=config.arcface_scale,
+    )
+    params = list(net.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sampler = PKSampler(labels.tolist(), config.batch_p, config.batch_k, seed=config.seed)
+    steps_per_epoch = len(sampler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        _lr_lambda(
+            config.epochs * steps_per_epoch, max(1, round(config.warmup_epochs * steps_per_epoch))
+        ),
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    cfg_dict = asdict(config)
+    if resume:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if _comparable(ckpt["train_config"]) != _comparable(cfg_dict):
+            diff = sorted(
+                k
+                for k in cfg_dict
+                if ckpt["train_config"].get(k) != cfg_dict[k] and k != "evaluate"
+            )
+            raise InputError(f"cannot resume {ckpt_path}: the settings differ ({', '.join(diff)})")
+        net.load_state_dict(ckpt["model"])
+        head.load_state_dict(ckpt["head"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        history = list(ckpt["history"])
+        start_epoch = int(ckpt["epoch"]) + 1
+    out.mkdir(parents=True, exist_ok=True)
+
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    images = (
+        load_images(samples, (config.size, config.size), progress=progress)
+        if start_epoch < config.epochs
+        else None
+    )
+    aug = config.augment_config()
+    export_config = {
+        "backbone": config.backbone,
+        "timm_kwargs": config.timm_kwargs,
+        "size": [config.size, config.size],
+        "mean": list(mean),
+        "std": list(std),
+        "layers": list(config.layers),
+    }
+    net.train()
+    head.train()
+    for epoch in range(start_epoch, config.epochs):
+        assert images is not None
+        sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "arcface": 0.0, "triplet": 0.0}
+        bar = tqdm(sampler, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        for batch in bar:
+            index = torch.tensor(batch, dtype=torch.long)
+            x = normalize(augment(images[index], aug, generator), mean, std)
+            y = labels[index]
+            emb = net(x)
+            arc = head(emb, y) if config.arcface_weight > 0 else emb.new_zeros(())
+            tri = (
+                batch_hard_triplet_loss(emb, y, margin=config.triplet_margin)
+                if config.triplet_weight > 0
+                else emb.new_zeros(())
+            )
+            loss = config.arcface_weight * arc + config.triplet_weight * tri
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            scheduler.step()
+            sums["loss"] += float(loss.detach())
+            sums["arcface"] += float(arc.detach())
+            sums["triplet"] += float(tri.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        record = {k: v / steps_per_epoch for k, v in sums.items()}
+        record.update(
+            epoch=float(epoch + 1),
+            lr=float(scheduler.get_last_lr()[0]),
+            seconds=time.perf_counter() - t0,
+        )
+        history.append(record)
+        with (out / "log.jsonl").open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        _save_atomic(
+            {
+                "model": net.state_dict(),
+                "head": head.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "history": history,
+                "train_config": cfg_dict,
+                "config": export_config,
+            },
+            ckpt_path,
+        )
+
+    net.eval()
+    extra = {
+        "train_config": cfg_dict,
+        "epochs_trained": len(history),
+        "train_seconds": round(sum(h["seconds"] for h in history), 1),
+        "n_train_images": len(samples),
+        "n_train_identities": len(identities),
+    }
+    model_path = export_model(
+        net,
+        out / EXPORT,
+        preprocessing=Preprocessing(size=(config.size, config.size), mean=mean, std=std),
+        layers=config.layers,
+        name=out.name or "pairx-reidnet",
+        extra=extra,
+    )
+    retrieval: dict[str, Any] = {}
+    if config.evaluate and any(s.split == "test" for s in dataset):
+        test = dataset.subset(split="test", species=config.species)
+        if len(test):
+            retrieval = dict(evaluate_retrieval(load_exported(model_path), test, progress=progress))
+            extra["test_retrieval"] = retrieval
+            export_model(
+                net,
+                out / EXPORT,
+                preprocessing=Preprocessing(size=(config.size, config.size), mean=mean, std=std),
+                layers=config.layers,
+                name=out.name or "pairx-reidnet",
+                extra=extra,
+            )
+    return TrainResult(run_dir=out, model_path=model_path, history=history, retrieval=retrieval)

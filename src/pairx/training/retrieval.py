@@ -1,0 +1,188 @@
+"""Retrieval evaluation: rank-1 and mean average precision with cosine similarity.
+
+Protocol (``pairx retrieval``): queries are the test sightings; the gallery of a query is every
+other test sighting (all test identities, all species); a query whose identity has no other
+sighting is skipped. Figures are reported per query species and over all queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from pairx.core.errors import DatasetError, InputError
+from pairx.data.datasets import ReIDDataset, Sample
+from pairx.models.adapter import ReIDModel
+from pairx.training.data import load_images, normalize
+
+__all__ = [
+    "RetrievalScores",
+    "embed_samples",
+    "evaluate_retrieval",
+    "retrieval_metrics",
+    "retrieval_per_query",
+]
+
+
+class RetrievalScores(TypedDict):
+    """Aggregated figures of one group of queries."""
+
+    rank1: float
+    mAP: float
+    n_queries: int
+
+
+def retrieval_per_query(
+    similarity: np.ndarray, identities: Sequence[object]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank-1 hit and average precision of every query against all other items.
+
+    Parameters
+    ----------
+    similarity
+        ``(N, N)`` similarity matrix (higher is more similar); the diagonal is ignored.
+    identities
+        ``(N,)`` identity of each item.
+
+    Returns
+    -------
+    valid : np.ndarray
+        ``(N,)`` bool, the item has at least one other item of its identity.
+    rank1 : np.ndarray
+        ``(N,)`` float, 1.0 when the most similar other item shares the identity. Ties are
+        broken by item order (stable sort).
+    ap : np.ndarray
+        ``(N,)`` float average precision: mean over the true matches of the precision at
+        their rank. ``nan`` where ``valid`` is false.
+    """
+    sim = np.asarray(similarity, dtype=np.float64)
+    n = len(identities)
+    if sim.shape != (n, n):
+        raise InputError(f"similarity must be ({n}, {n}); got {sim.shape}")
+    ids = np.asarray([str(i) for i in identities])
+    valid = np.zeros(n, dtype=bool)
+    rank1 = np.zeros(n, dtype=np.float64)
+    ap = np.full(n, np.nan, dtype=np.float64)
+    for q in range(n):
+        others = np.delete(np.arange(n), q)
+        order = others[np.argsort(-sim[q, others], kind="stable")]
+        hits = ids[order] == ids[q]
+        if not hits.any():
+            continue
+        valid[q] = True
+        rank1[q] = float(hits[0])
+        ranks = np.flatnonzero(hits) + 1
+        ap[q] = float(np.mean(np.arange(1, ranks.size + 1) / ranks))
+    return valid, rank1, ap
+
+
+def retrieval_metrics(
+    embeddings: torch.Tensor | np.ndarray,
+    identities: Sequence[object],
+    groups: Sequence[str] | None = None,
+) -> dict[str, RetrievalScores]:
+    """Rank-1 and mAP with cosine similarity, per group and over all queries.
+
+    Parameters
+    ----------
+    embeddings
+        ``(N, D)`` embeddings (normalised here).
+    identities
+        ``(N,)`` identity of each item.
+    groups
+        ``(N,)`` group (species) of each item; figures are also given per group of the query.
+
+    Returns
+    -------
+    dict[str, RetrievalScores]
+        ``{group: {"rank1", "mAP", "n_queries"}, ..., "all": {...}}``; groups whose queries are
+        all skipped report ``nan`` figures and ``n_queries = 0``.
+    """
+    emb = torch.as_tensor(embeddings).double()
+    if emb.dim() != 2 or emb.shape[0] != len(identities):
+        raise InputError(
+            f"embeddings must be (N, D) with N = {len(identities)}; got {tuple(emb.shape)}"
+        )
+    emb = F.normalize(emb, dim=1)
+    valid, rank1, ap = retrieval_per_query((emb @ emb.T).numpy(), identities)
+    group_of = np.asarray(groups if groups is not None else ["all"] * len(identities), dtype=str)
+    out: dict[str, RetrievalScores] = {}
+    for name in [*sorted(set(group_of.tolist()) - {"all"}), "all"]:
+        mask = valid & ((group_of == name) if name != "all" else True)
+        count = int(mask.sum())
+        out[name] = RetrievalScores(
+            rank1=float(rank1[mask].mean()) if count else float("nan"),
+            mAP=float(ap[mask].mean()) if count else float("nan"),
+            n_queries=count,
+        )
+    return out
+
+
+@torch.no_grad()
+def embed_samples(
+    model: ReIDModel,
+    samples: Sequence[Sample],
+    *,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Embed dataset samples with the model's own preprocessing.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, D)`` float32 embeddings on the CPU.
+    """
+    pre = model.preprocessing
+    was_training = model.net.training
+    model.net.eval()
+    chunks: list[torch.Tensor] = []
+    try:
+        starts = range(0, len(samples), batch_size)
+        for start in tqdm(starts, desc="embedding", disable=not progress):
+            batch = samples[start : start + batch_size]
+            images = load_images(batch, pre.size, progress=False)
+            chunks.append(model.embed(normalize(images, pre.mean, pre.std)).float().cpu())
+    finally:
+        model.net.train(was_training)
+    return torch.cat(chunks)
+
+
+def evaluate_retrieval(
+    model: ReIDModel,
+    dataset: ReIDDataset,
+    *,
+    split: str | None = "test",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict[str, RetrievalScores]:
+    """Rank-1 / mAP of ``model`` on the test sightings of ``dataset``.
+
+    Parameters
+    ----------
+    model
+        Embedding model.
+    dataset
+        Re-ID dataset; with ``split="test"`` only its test samples are used (a dataset without
+        a split column is used whole).
+    split
+        Split to evaluate, or ``None`` for every sample.
+
+    Returns
+    -------
+    dict[str, RetrievalScores]
+        See :func:`retrieval_metrics`; groups are species (``"all"`` only when unannotated).
+    """
+    samples = list(dataset.samples)
+    if split is not None and any(s.split for s in samples):
+        samples = [s for s in samples if s.split == split]
+    if not samples:
+        raise DatasetError(f"dataset {dataset.root} has no {split!r} samples to evaluate")
+    embeddings = embed_samples(model, samples, batch_size=batch_size, progress=progress)
+    species = [s.species or "all" for s in samples]
+    return retrieval_metrics(embeddings, [s.identity for s in samples], species)
