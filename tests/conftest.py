@@ -24,3 +24,13 @@ def golden_dir() -> Path:
             "set PAIRX_SHARED to its path to run these tests)"
         )
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset: all 4 species, 3 individuals each, 3 sightings, size 224."""
+    from pairx.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    generate(out, seed=0, individuals=3, sightings=3, size=224, progress=False)
+    return out

@@ -15,7 +15,7 @@ import typer
 from pairx.core.errors import PairxError
 
 # Modules that define commands; each has ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("pairx.cli.synth",)
 
 app = typer.Typer(
     name="pairx",

@@ -1,0 +1,1 @@
+"""Internals of the synthetic patterned-individual benchmark (public API: pairx.data.synthetic)."""
