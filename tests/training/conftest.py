@@ -22,7 +22,7 @@ def make_pattern_dataset(
     root.mkdir(parents=True, exist_ok=True)
     rows = []
     n_test = max(2, identities // 4)
-    yy, xx = np.mgrid[0:size, 0:size]
+    _, xx = np.mgrid[0:size, 0:size]
     for ident in range(identities):
         # a pattern of random dark discs on a light coat, on a 1.5x canvas so shifts stay inside
         canvas = 3 * size // 2

@@ -15,7 +15,7 @@ import typer
 from pairx.core.errors import PairxError
 
 # Modules that define commands; each has ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("pairx.cli.synth",)
+COMMAND_MODULES: tuple[str, ...] = ("pairx.cli.synth", "pairx.cli.train")
 
 app = typer.Typer(
     name="pairx",

@@ -63,6 +63,10 @@ class TrainConfig:
         Sub-center ArcFace term (weight 0 disables it).
     triplet_weight, triplet_margin
         Batch-hard triplet term (weight 0 disables it).
+    triplet_same_view
+        Triplet positives must also share the ``orientation`` (flank) annotation: the two
+        flanks of a patterned animal differ, so only same-flank sightings are pulled together
+        (ArcFace's sub-centers model the flanks of one identity).
     seed
         Seeds weights, batches and augmentation.
     species
@@ -92,6 +96,7 @@ class TrainConfig:
     subcenters: int = 3
     triplet_weight: float = 1.0
     triplet_margin: float = 0.3
+    triplet_same_view: bool = True
     seed: int = 0
     species: list[str] | None = None
     layers: list[str] = field(default_factory=lambda: list(DEFAULT_LAYERS))
@@ -239,6 +244,8 @@ def train(
         )
     label_of = {ident: i for i, ident in enumerate(identities)}
     labels = torch.tensor([label_of[s.identity] for s in samples], dtype=torch.long)
+    view_names = sorted({s.orientation for s in samples})
+    views = torch.tensor([view_names.index(s.orientation) for s in samples], dtype=torch.long)
 
     torch.manual_seed(config.seed)
     timm_kwargs: dict[str, Any] = {
@@ -315,7 +322,12 @@ def train(
             emb = net(x)
             arc = head(emb, y) if config.arcface_weight > 0 else emb.new_zeros(())
             tri = (
-                batch_hard_triplet_loss(emb, y, margin=config.triplet_margin)
+                batch_hard_triplet_loss(
+                    emb,
+                    y,
+                    margin=config.triplet_margin,
+                    views=views[index] if config.triplet_same_view else None,
+                )
                 if config.triplet_weight > 0
                 else emb.new_zeros(())
             )

@@ -152,6 +152,7 @@ def batch_hard_triplet_loss(
     *,
     margin: float = 0.3,
     normalize: bool = True,
+    views: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Batch-hard triplet loss (Hermans et al. 2017).
 
@@ -169,6 +170,10 @@ def batch_hard_triplet_loss(
         Required gap between the hardest negative and the hardest positive distance.
     normalize
         Measure distances between L2-normalised embeddings.
+    views
+        Optional ``(B,)`` integer view of each sample (e.g. the flank: left/right). When
+        given, positives must share label *and* view (two flanks of one animal carry different
+        patterns and need not be close); negatives are still all other labels.
 
     Returns
     -------
@@ -180,6 +185,10 @@ def batch_hard_triplet_loss(
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
     pos_mask, neg_mask = same & ~eye, ~same
+    if views is not None:
+        if views.shape != labels.shape:
+            raise InputError(f"views must be (B,) like labels; got shape {tuple(views.shape)}")
+        pos_mask = pos_mask & (views[:, None] == views[None, :])
     valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)
     if not bool(valid.any()):
         return embeddings.sum() * 0.0

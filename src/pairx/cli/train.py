@@ -1,0 +1,135 @@
+"""``pairx train`` and ``pairx retrieval``: train an embedding model, measure rank-1 / mAP."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pairx.core.errors import ModelError
+
+__all__ = ["load_any_model", "register"]
+
+
+def load_any_model(spec: str, *, device: str = "cpu") -> Any:
+    """Load ``"default"``, an exported ``.safetensors`` model, a run folder or a checkpoint.
+
+    Uses :func:`pairx.models.loaders.load_model` when that module is available; pairx's own
+    export format is read directly.
+    """
+    from pairx.models.default import load_default, load_exported
+
+    if spec == "default":
+        return load_default(device=device)
+    path = Path(spec)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        return load_exported(path / "model.safetensors", device=device)
+    if path.suffix == ".safetensors" and path.with_suffix(".json").is_file():
+        return load_exported(path, device=device)
+    try:
+        from pairx.models.loaders import load_model
+    except ImportError as exc:
+        raise ModelError(
+            f"cannot load {spec!r}: expected 'default', a run folder or an exported "
+            ".safetensors model"
+        ) from exc
+    return load_model(spec, device=device)
+
+
+def _clean(scores: dict[str, Any]) -> dict[str, Any]:
+    """Replace NaN by None so the output is strict JSON."""
+    return {
+        group: {
+            k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()
+        }
+        for group, figures in scores.items()
+    }
+
+
+def train_command(
+    data: Annotated[Path, typer.Argument(help="Dataset folder (metadata.csv with a train split).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Run folder (checkpoints, export).")],
+    backbone: Annotated[str, typer.Option(help="timm backbone name.")] = "resnet10t",
+    size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 160,
+    epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 20,
+    batch_p: Annotated[int, typer.Option("--batch-p", help="Identities per batch.")] = 16,
+    batch_k: Annotated[int, typer.Option("--batch-k", help="Images per identity.")] = 4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    species: Annotated[
+        str | None, typer.Option(help="Comma-separated species to train on (default: all).")
+    ] = None,
+    arcface_weight: Annotated[float, typer.Option(help="Sub-center ArcFace weight.")] = 1.0,
+    triplet_weight: Annotated[float, typer.Option(help="Batch-hard triplet weight.")] = 1.0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")
+    ] = False,
+    evaluate: Annotated[
+        bool,
+        typer.Option("--evaluate/--no-evaluate", help="Retrieval on the test split at the end."),
+    ] = True,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet)."""
+    from pairx.training.loop import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(data),
+        backbone=backbone,
+        size=size,
+        epochs=epochs,
+        batch_p=batch_p,
+        batch_k=batch_k,
+        lr=lr,
+        seed=seed,
+        species=[s.strip() for s in species.split(",") if s.strip()] if species else None,
+        arcface_weight=arcface_weight,
+        triplet_weight=triplet_weight,
+        evaluate=evaluate,
+    )
+    result = train(config, out, resume=resume, progress=not quiet, threads=threads)
+    summary = {
+        "model": str(result.model_path),
+        "epochs": len(result.history),
+        "final_loss": result.history[-1]["loss"] if result.history else None,
+        "train_seconds": round(sum(h["seconds"] for h in result.history), 1),
+        "retrieval": _clean(result.retrieval),
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def retrieval_command(
+    data: Annotated[Path, typer.Argument(help="Dataset folder (metadata.csv).")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="'default', a run folder or a model file.")
+    ] = "default",
+    split: Annotated[
+        str, typer.Option(help="Split to evaluate ('test'; 'all' for every sample).")
+    ] = "test",
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Print rank-1 and mAP per species as JSON (queries: test sightings; cosine similarity)."""
+    from pairx.data.datasets import load_dataset
+    from pairx.training.retrieval import evaluate_retrieval
+
+    dataset = load_dataset(data)
+    reid = load_any_model(model)
+    scores = evaluate_retrieval(
+        reid,
+        dataset,
+        split=None if split == "all" else split,
+        batch_size=batch_size,
+        progress=not quiet,
+    )
+    typer.echo(json.dumps(_clean(dict(scores)), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``retrieval`` to the ``pairx`` app."""
+    app.command("train")(train_command)
+    app.command("retrieval")(retrieval_command)
