@@ -242,6 +242,10 @@ def _render_individual(
     return rows
 
 
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # one process per core; no nested OpenCV thread pools
+
+
 def _splits(seed: int, species: str, n: int, test_fraction: float) -> list[str]:
     rng = np.random.default_rng(
         np.random.SeedSequence(seed, spawn_key=(_SPLIT_KEY, SPECIES.index(species)))
@@ -347,7 +351,9 @@ def generate(
                 rows.extend(r)
                 bar.update(len(r))
         else:
-            with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(
+                n_workers, mp_context=get_context("spawn"), initializer=_worker_init
+            ) as pool:
                 for r in pool.map(_render_individual, jobs, chunksize=1):
                     rows.extend(r)
                     bar.update(len(r))

@@ -57,6 +57,38 @@ class SightingTransform:
         p = np.asarray(xy, np.float64)
         return _apply_projective(self.proj, p + self.displacement(p))
 
+    def canvas_grid_map(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Canvas coordinates of every pixel of a ``size x size`` image (fast separable path).
+
+        Equal to :meth:`image_to_canvas` on the pixel grid (up to float rounding), computed with
+        ``sin(a + b) = sin a cos b + cos a sin b`` outer products instead of per-pixel sines.
+
+        Returns
+        -------
+        map_x, map_y
+            Two ``(size, size)`` float32 arrays (NaN where the projective map is undefined).
+        """
+        t = np.arange(size, dtype=np.float64)
+        disp = []
+        for c in range(2):
+            acc = np.zeros((size, size))
+            for k in range(self.amp.shape[1]):
+                ax = t * self.freq[c, k, 0] + self.phase[c, k]
+                by = t * self.freq[c, k, 1]
+                acc += self.amp[c, k] * (
+                    np.outer(np.cos(by), np.sin(ax)) + np.outer(np.sin(by), np.cos(ax))
+                )
+            disp.append(acc)
+        x = t[None, :] + disp[0]
+        y = t[:, None] + disp[1]
+        m = self.proj
+        w = m[2, 0] * x + m[2, 1] * y + m[2, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv_w = np.where(w > 1e-9, 1.0 / w, np.nan)
+        map_x = ((m[0, 0] * x + m[0, 1] * y + m[0, 2]) * inv_w).astype(np.float32)
+        map_y = ((m[1, 0] * x + m[1, 1] * y + m[1, 2]) * inv_w).astype(np.float32)
+        return map_x, map_y
+
     def image_to_uv(self, xy: np.ndarray) -> np.ndarray:
         """Image pixels ``(N, 2)`` -> body coordinates ``(N, 2)`` in the unit square."""
         return (self.image_to_canvas(xy) + 0.5) / self.canvas

@@ -199,20 +199,22 @@ def coat_texture(
         ys, xs = np.nonzero((region.sdf(u, v) < -r) & on)
         if len(xs):
             k = rng.integers(0, len(xs), 10)
-            for x, y in zip((xs[k] + 0.5) / c, (ys[k] + 0.5) / c, strict=True):
-                _paint((np.hypot(u - x, v - y) < r) & on, img, (0.1, 0.07, 0.06))
+            spots = np.zeros((c, c), np.uint8)
+            for x, y in zip(xs[k], ys[k], strict=True):
+                cv2.circle(spots, (int(x), int(y)), max(1, round(r * c)), 1, -1)
+            _paint((spots > 0) & on, img, (0.1, 0.07, 0.06))
     if a["scar"]:
         region_label = HEAD if template.family == "face" else BODY
         ys, xs = np.nonzero(labels == region_label)
         if len(xs):
             k = rng.integers(0, len(xs), 3)
-            p = np.stack([(xs[k] + 0.5) / c, (ys[k] + 0.5) / c], 1)
+            p = np.stack([xs[k], ys[k]], 1).astype(np.float64)
             t = np.linspace(0, 1, 24)[:, None]
             curve = ((1 - t) ** 2) * p[0] + 2 * (1 - t) * t * p[1] + (t**2) * p[2]
-            tree = cKDTree(curve)
-            d, _ = tree.query(np.stack([u.ravel(), v.ravel()], 1), k=1)
-            scar = (d.reshape(c, c) < 0.007) & (labels == region_label)
-            _paint(scar, img, (0.86, 0.66, 0.62))
+            scar = np.zeros((c, c), np.uint8)
+            cv2.polylines(scar, [np.rint(curve).astype(np.int32)], False, 1,
+                          max(1, round(0.014 * c)))
+            _paint((scar > 0) & (labels == region_label), img, (0.86, 0.66, 0.62))
     # soft shading: darker towards the silhouette edge
     dist = cv2.distanceTransform(on.astype(np.uint8), cv2.DIST_L2, 3)
     shade = 0.72 + 0.28 * np.sqrt(np.clip(dist / (0.04 * c), 0.0, 1.0))

@@ -100,15 +100,15 @@ def make_individual(
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     pair = _SCENES[rng.integers(len(_SCENES))]
-    c1 = np.asarray(pair[0], np.float64) * rng.uniform(0.8, 1.2, 3)
-    c2 = np.asarray(pair[1], np.float64) * rng.uniform(0.8, 1.2, 3)
+    c1 = (np.asarray(pair[0], np.float64) * rng.uniform(0.8, 1.2, 3)).astype(np.float32)
+    c2 = (np.asarray(pair[1], np.float64) * rng.uniform(0.8, 1.2, 3)).astype(np.float32)
     n = max(3, int(rng.integers(3, 7)))
     mix = cv2.resize(rng.standard_normal((n, n)).astype(np.float32), (size, size),
                      interpolation=cv2.INTER_CUBIC)
     mix = 1.0 / (1.0 + np.exp(-2.0 * mix))
     img = c1 + (c2 - c1) * mix[..., None]
     fine = cv2.GaussianBlur(rng.standard_normal((size, size)).astype(np.float32), (0, 0), 1.2)
-    img = img * (1.0 + rng.uniform(0.05, 0.2) * fine[..., None])
+    img = img * (1.0 + np.float32(rng.uniform(0.05, 0.2)) * fine[..., None])
     canvas = np.clip(img, 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(6, 18))):
         colour = tuple(int(v) for v in np.clip((c1 if rng.random() < 0.5 else c2)
@@ -178,15 +178,20 @@ def _camera(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Lighting (gain, colour cast, gradient, gamma), blur and noise: float [0,1] -> uint8."""
     size = img.shape[0]
     gain = rng.uniform(0.7, 1.2) * rng.uniform(0.9, 1.1, 3)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1) * 2 - 1
+    t = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     ang = rng.uniform(0, 2 * np.pi)
-    grad = 1.0 + rng.uniform(-0.25, 0.25) * (xx * np.cos(ang) + yy * np.sin(ang))
-    out = np.clip(img * gain[None, None, :].astype(np.float32) * grad[..., None], 0, 1)
-    out = out ** np.float32(rng.uniform(0.8, 1.25))
+    strength = rng.uniform(-0.25, 0.25)
+    grad = 1.0 + strength * (np.cos(ang) * t[None, :] + np.sin(ang) * t[:, None])
+    out = img.astype(np.float32) * grad[..., None].astype(np.float32)
+    out *= gain.astype(np.float32)[None, None, :]
+    np.clip(out, 0.0, 1.0, out=out)
+    gamma = rng.uniform(0.8, 1.25)
+    lut = np.clip((np.arange(1024) / 1023.0) ** gamma * 255.0, 0, 255).astype(np.float32)
+    out = lut[(out * 1023.0 + 0.5).astype(np.int32)]
     if rng.random() < 0.6:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.1))
-    out = out + rng.normal(0, rng.uniform(0.0, 0.025), out.shape).astype(np.float32)
-    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(rng.uniform(0, 6.0))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -229,12 +234,7 @@ def render_sighting(ind: Individual, size: int, rng: np.random.Generator) -> Sig
     flank = 0 if (face or orientation == "right") else 1
     canvas = ind.labels.shape[0]
     tf = random_transform(rng, size=size, canvas=canvas, bbox=ind.bbox, mirror=mirror, yaw=yaw)
-    yy, xx = np.mgrid[0:size, 0:size]
-    grid = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float64)
-    q = tf.image_to_canvas(grid).astype(np.float32)
-    q = np.nan_to_num(q, nan=-10.0)
-    map_x = q[:, 0].reshape(size, size)
-    map_y = q[:, 1].reshape(size, size)
+    map_x, map_y = (np.nan_to_num(m, nan=-10.0) for m in tf.canvas_grid_map(size))
     tex = cv2.remap(ind.textures[flank], map_x, map_y, cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     alpha = cv2.remap(ind.alpha, map_x, map_y, cv2.INTER_LINEAR,
