@@ -1,0 +1,262 @@
+"""Layer-wise relevance propagation (LRP) for embedding networks, via zennit.
+
+The composite is EpsilonPlus: ``ZPlus`` for convolutions, ``Epsilon`` for dense layers (and the
+detached-std LayerNorm of canonized ConvNeXts), ``Norm`` for sums and average pools, and
+pass-through for activations, BatchNorm and GeM's power steps. In zennit's convention the
+gradient that flows backwards *is* the relevance, so the relevance at any tensor of the forward
+graph is ``torch.autograd.grad(output, tensor, grad_outputs=relevance_at_output)``.
+
+:func:`lrp_mode` puts a model in that state for a ``with`` block (eval mode, parameters frozen,
+family canonizer applied, rule hooks registered) and restores everything afterwards, even when
+an exception is raised inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from zennit.composites import EpsilonPlus
+from zennit.rules import Epsilon, Pass
+from zennit.types import BatchNorm, Convolution
+
+from pairx.core.errors import ModelError
+from pairx.models.adapter import ReIDModel
+from pairx.models.canonizers import (
+    DetachedLayerNorm,
+    Power,
+    canonizer_for,
+    check_lrp_support,
+)
+from pairx.models.layers import get_layer, require_spatial_output
+
+__all__ = [
+    "RULE_TYPES",
+    "capture_layers",
+    "input_relevance",
+    "lrp_composite",
+    "lrp_mode",
+    "pixel_relevance",
+    "similarity_relevance",
+]
+
+RULE_TYPES: tuple[type, ...] = (Convolution, nn.Linear, BatchNorm, DetachedLayerNorm, Power)
+"""Module types with parameters that the composite gives an LRP rule."""
+
+
+def _extra_activations() -> tuple[type, ...]:
+    """timm activation modules that zennit does not list as activations."""
+    import timm.layers.activations as acts
+
+    names = ("Swish", "Mish", "HardSwish", "HardSigmoid", "GELU", "GELUTanh", "QuickGELU",
+             "Sigmoid", "Tanh", "PReLU")
+    return tuple(getattr(acts, n) for n in names if isinstance(getattr(acts, n, None), type))
+
+
+def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlus:
+    """The EpsilonPlus composite extended with rules for pairx's canonical modules."""
+    layer_map = [
+        ((Power,), Pass()),
+        ((DetachedLayerNorm,), Epsilon(epsilon=epsilon)),
+        (_extra_activations(), Pass()),
+    ]
+    return EpsilonPlus(epsilon=epsilon, stabilizer=stabilizer, layer_map=layer_map)
+
+
+def _net(model: ReIDModel | nn.Module) -> nn.Module:
+    return model.net if isinstance(model, ReIDModel) else model
+
+
+@contextmanager
+def lrp_mode(
+    model: ReIDModel | nn.Module,
+    *,
+    family: str | None = None,
+    epsilon: float = 1e-6,
+    stabilizer: float = 1e-6,
+) -> Iterator[nn.Module]:
+    """Canonize ``model`` and register LRP rule hooks for the duration of the block.
+
+    Inside the block, gradients of the network's output are LRP relevances. On exit (normal or
+    not) hooks and canonizer edits are removed and each module's training flag and each
+    parameter's ``requires_grad`` flag are restored.
+
+    Yields
+    ------
+    nn.Module
+        The (temporarily canonized) network.
+    """
+    net = _net(model)
+    modes = [(m, m.training) for m in net.modules()]
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    canonizer = canonizer_for(model, family)
+    try:
+        net.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with canonizer.applied(net):
+            check_lrp_support(net, RULE_TYPES, canonizer.handled_types)
+            with lrp_composite(epsilon, stabilizer).context(net):
+                yield net
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def capture_layers(
+    model: ReIDModel | nn.Module, layers: Sequence[str]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named layers during forward passes inside the block.
+
+    Yields
+    ------
+    dict[str, torch.Tensor]
+        Filled by the forward pass: layer name -> its output. Hooks are always removed.
+    """
+    net = _net(model)
+    found: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in layers:
+            module = get_layer(model if isinstance(model, ReIDModel) else net, name)
+
+            def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
+                found[name] = out  # type: ignore[assignment]
+
+            handles.append(module.register_forward_hook(hook))
+        yield found
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def similarity_relevance(
+    e_a: torch.Tensor, e_b: torch.Tensor
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Cosine similarity and the starting relevance ``cos * d(cos)/d(e)`` for each embedding.
+
+    Parameters
+    ----------
+    e_a, e_b
+        ``(1, D)`` embeddings.
+
+    Returns
+    -------
+    tuple
+        ``(cos, r_a, r_b)`` with ``r_a``, ``r_b`` of shape ``(1, D)``.
+
+    Raises
+    ------
+    ModelError
+        An embedding is NaN/inf or has (numerically) zero norm.
+    """
+    for name, e in (("first", e_a), ("second", e_b)):
+        if not torch.isfinite(e).all():
+            raise ModelError(f"the model produced NaN or infinite values in the {name} embedding")
+        if float(e.detach().double().norm()) < 1e-12:
+            raise ModelError(
+                f"the {name} embedding has zero norm, so the cosine similarity is undefined"
+            )
+    a = e_a.detach().clone().requires_grad_(True)
+    b = e_b.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        cos = F.cosine_similarity(a, b, dim=1)
+        r_a, r_b = torch.autograd.grad(cos, (a, b), grad_outputs=cos.detach())
+    return float(cos.detach()[0]), r_a, r_b
+
+
+def pixel_relevance(
+    layer_output: torch.Tensor,
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    retain_graph: bool = True,
+) -> torch.Tensor:
+    """Per-position LRP from a layer's activation back to the input pixels, one graph reused.
+
+    For map ``k`` and batch item ``b`` the starting relevance is the activation of item ``b``
+    masked to position ``positions[k, b]`` (all channels); the input relevance is summed over
+    RGB and made absolute. Batch items never mix (every module acts per item), so one backward
+    pass yields map ``k`` of every item.
+
+    Parameters
+    ----------
+    layer_output
+        ``(B, C, h, w)`` activation captured inside :func:`lrp_mode` (graph attached).
+    x
+        ``(B, 3, H, W)`` input with ``requires_grad``.
+    positions
+        ``(K, B, 2)`` int ``(col, row)`` grid positions (or ``(K, 2)`` when ``B == 1``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K, B, H, W)`` (or ``(K, H, W)`` for ``(K, 2)`` positions) pixel relevance.
+    """
+    squeeze = positions.dim() == 2
+    if squeeze:
+        positions = positions[:, None, :]
+    k, b = int(positions.shape[0]), int(positions.shape[1])
+    if b != layer_output.shape[0]:
+        raise ValueError(f"positions have {b} batch items, the activation {layer_output.shape[0]}")
+    out = torch.zeros(k, b, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    act = layer_output.detach()
+    items = torch.arange(b)
+    for i in range(k):
+        cols, rows = positions[i, :, 0].long(), positions[i, :, 1].long()
+        seed = torch.zeros_like(act)
+        seed[items, :, rows, cols] = act[items, :, rows, cols]
+        (grad,) = torch.autograd.grad(
+            layer_output, x, grad_outputs=seed, retain_graph=retain_graph or i < k - 1
+        )
+        out[i] = grad.sum(dim=1).abs()
+    return out[:, 0] if squeeze else out
+
+
+def input_relevance(
+    model: ReIDModel | nn.Module,
+    x: torch.Tensor,
+    relevance_out: torch.Tensor | None = None,
+    *,
+    layer: str | None = None,
+    family: str | None = None,
+    epsilon: float = 1e-6,
+    stabilizer: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LRP of ``relevance_out`` from the network output back to the input (or to a layer).
+
+    Parameters
+    ----------
+    model
+        Network or :class:`ReIDModel`.
+    x
+        ``(B, 3, H, W)`` input.
+    relevance_out
+        ``(B, D)`` relevance at the output; defaults to the output itself.
+    layer
+        If given, return the relevance at this layer's output instead of at the input.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor]
+        ``(relevance, output)``: relevance shaped like ``x`` (or the layer output) and the
+        network output ``(B, D)`` computed by the canonized network.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    with lrp_mode(model, family=family, epsilon=epsilon, stabilizer=stabilizer) as net:
+        names = [layer] if layer is not None else []
+        with capture_layers(model, names) as found, torch.enable_grad():
+            out = net(x)
+        if relevance_out is None:
+            relevance_out = out.detach()
+        target = (
+            require_spatial_output(layer, found.get(layer), model) if layer is not None else x
+        )
+        (rel,) = torch.autograd.grad(out, target, grad_outputs=relevance_out)
+    return rel.detach(), out.detach()

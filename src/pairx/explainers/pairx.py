@@ -1,0 +1,355 @@
+"""PAIR-X: pairwise matching of intermediate representations for explainable re-identification.
+
+For a pair of images and a layer: per-position descriptors of the layer's activation are matched
+(brute-force L2, cross-checked); LRP relevance at the layer starts from the cosine similarity
+(``cos * d(cos)/d(embedding)``); a match's relevance is the product of the two positions'
+channel-summed absolute relevances; the top matches are propagated back to pixels by LRP from
+the activation masked to the matched position.
+
+Cost per pair: one forward pass per image (graph kept), one LRP backward per image from the
+embedding to the layer (not to the pixels), and the pixel maps reuse that same graph. Per-image
+inputs, embeddings and features are cached (keyed by path string or an explicit key).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from pairx.core.errors import InputError, ModelError
+from pairx.core.results import Matches, PairExplanation
+from pairx.data.images import ImageLike
+from pairx.explainers.lrp import (
+    capture_layers,
+    lrp_mode,
+    pixel_relevance,
+    similarity_relevance,
+)
+from pairx.explainers.matching import (
+    feature_descriptors,
+    grid_centres,
+    mutual_nearest_neighbours,
+)
+from pairx.models.adapter import ReIDModel
+from pairx.models.layers import get_layer, require_spatial_output
+
+__all__ = ["PairX", "explain"]
+
+ImageInput = ImageLike | torch.Tensor
+
+
+@dataclass
+class _Image:
+    """Per-image work shared by every pair the image takes part in."""
+
+    x: torch.Tensor  # (1, 3, H, W) preprocessed input
+    rgb: np.ndarray  # (H, W, 3) uint8 in the model-input frame
+    embedding: torch.Tensor | None = None  # (1, D)
+
+
+@dataclass
+class _Graph:
+    """A live LRP forward graph of one image (valid only inside ``lrp_mode``)."""
+
+    x: torch.Tensor  # (1, 3, H, W), requires grad
+    out: torch.Tensor  # (1, D)
+    layers: dict[str, torch.Tensor]  # name -> (1, C, h, w) with graph
+
+
+class PairX:
+    """PAIR-X explainer bound to a model and a set of layers.
+
+    Parameters
+    ----------
+    model
+        The embedding model.
+    layers
+        ``get_submodule`` names (relative to ``model.net``) of spatial layers to explain at.
+    n_matches
+        Number of top matches meant to be drawn as lines (all matches are returned).
+    n_pixel_maps
+        Number of top matches propagated to pixels; ``0`` skips pixel-level LRP.
+    cache_size
+        Number of images whose inputs and embeddings are kept (LRU).
+    family
+        Canonizer family, overriding ``model.family`` and detection.
+    """
+
+    def __init__(
+        self,
+        model: ReIDModel,
+        layers: Sequence[str],
+        *,
+        n_matches: int = 20,
+        n_pixel_maps: int = 10,
+        cache_size: int = 512,
+        family: str | None = None,
+    ) -> None:
+        if not isinstance(model, ReIDModel):
+            raise InputError(
+                f"PairX needs a pairx ReIDModel (see pairx.load_model); got {type(model).__name__}"
+            )
+        if isinstance(layers, str):
+            layers = [layers]
+        self.layers = list(dict.fromkeys(layers))
+        if not self.layers:
+            raise InputError("give at least one layer name")
+        for name in self.layers:
+            get_layer(model, name)
+        if n_matches < 0 or n_pixel_maps < 0:
+            raise InputError("n_matches and n_pixel_maps must be >= 0")
+        self.model = model
+        self.n_matches = int(n_matches)
+        self.n_pixel_maps = int(n_pixel_maps)
+        self.cache_size = int(cache_size)
+        self.family = family
+        self._cache: OrderedDict[Hashable, _Image] = OrderedDict()
+
+    # -- per-image work ----------------------------------------------------------------------
+    def _key(self, image: ImageInput, key: Hashable | None) -> Hashable | None:
+        if key is not None:
+            return key
+        if isinstance(image, (str, os.PathLike)):
+            return os.fspath(image)
+        return None
+
+    def _image(self, image: ImageInput, key: Hashable | None = None) -> _Image:
+        k = self._key(image, key)
+        if k is not None and k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        pre = self.model.preprocessing
+        if isinstance(image, torch.Tensor):
+            x = pre(image)
+            rgb = pre.denormalise(x)
+        else:
+            rgb = pre.resize(image)
+            x = pre.normalise(rgb)
+        state = _Image(x=x.to(self.model.device), rgb=rgb)
+        if k is not None and self.cache_size > 0:
+            self._cache[k] = state
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return state
+
+    def _forward(self, net: torch.nn.Module, sa: _Image, sb: _Image) -> _Graph:
+        """One forward pass of the pair as a batch of two (graph kept for the backward passes).
+
+        The pair is one batch because zennit's rule hooks store each module's last input: two
+        separate forward passes would make the first image's backward use the second's inputs.
+        """
+        if sa.x.shape != sb.x.shape:
+            raise InputError(
+                f"both images must have the same input size; got {tuple(sa.x.shape)} and "
+                f"{tuple(sb.x.shape)}"
+            )
+        x = torch.cat([sa.x, sb.x]).detach().requires_grad_(True)
+        with capture_layers(self.model, self.layers) as found, torch.enable_grad():
+            out = net(x)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise ModelError(
+                f"model {self.model.name!r} must return (B, D) embeddings; got "
+                f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+            )
+        layers = {n: require_spatial_output(n, found.get(n), self.model) for n in self.layers}
+        sa.embedding, sb.embedding = out[:1].detach(), out[1:].detach()
+        return _Graph(x=x, out=out, layers=layers)
+
+    # -- public API ------------------------------------------------------------------------
+    def embed(self, images: Iterable[ImageInput], batch_size: int = 32) -> torch.Tensor:
+        """Embed images (cached ones are not recomputed).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, D)`` embeddings.
+        """
+        states = [self._image(im) for im in images]
+        todo = [s for s in states if s.embedding is None]
+        for start in tqdm(range(0, len(todo), batch_size), desc="embed", disable=len(todo) < 64):
+            chunk = todo[start:start + batch_size]
+            out = self.model.embed(torch.cat([s.x for s in chunk]))
+            for s, e in zip(chunk, out, strict=True):
+                s.embedding = e[None]
+        if not states:
+            raise InputError("no images to embed")
+        return torch.cat([s.embedding for s in states if s.embedding is not None])
+
+    def similarity(self, a: ImageInput, b: ImageInput) -> float:
+        """Cosine similarity of the two images' embeddings."""
+        e = self.embed([a, b])
+        return float(F.cosine_similarity(e[:1], e[1:], dim=1)[0])
+
+    def explain(
+        self,
+        image_a: ImageInput,
+        image_b: ImageInput,
+        *,
+        key_a: Hashable | None = None,
+        key_b: Hashable | None = None,
+        n_pixel_maps: int | None = None,
+    ) -> dict[str, PairExplanation]:
+        """Explain one pair at every layer.
+
+        Parameters
+        ----------
+        image_a, image_b
+            Paths, PIL images, ``(H, W, 3)`` uint8 arrays, or preprocessed ``(1, 3, H, W)``.
+        key_a, key_b
+            Cache keys for non-path inputs.
+        n_pixel_maps
+            Overrides the instance's ``n_pixel_maps`` for this call.
+
+        Returns
+        -------
+        dict[str, PairExplanation]
+            One explanation per layer.
+        """
+        return self.explain_pairs([(image_a, image_b)], keys=[(key_a, key_b)],
+                                  n_pixel_maps=n_pixel_maps, progress=False)[0]
+
+    def explain_pairs(
+        self,
+        pairs: Sequence[tuple[ImageInput, ImageInput]],
+        *,
+        keys: Sequence[tuple[Hashable | None, Hashable | None]] | None = None,
+        n_pixel_maps: int | None = None,
+        progress: bool = True,
+    ) -> list[dict[str, PairExplanation]]:
+        """Explain many pairs in one call; each image's forward graph is built once per call.
+
+        The model is canonized once for the whole call and always restored afterwards.
+        """
+        n_pix = self.n_pixel_maps if n_pixel_maps is None else int(n_pixel_maps)
+        keys = list(keys) if keys is not None else [(None, None)] * len(pairs)
+        if len(keys) != len(pairs):
+            raise InputError("keys must have one (key_a, key_b) entry per pair")
+        states = [
+            (self._image(a, ka), self._image(b, kb))
+            for (a, b), (ka, kb) in zip(pairs, keys, strict=True)
+        ]
+        results: list[dict[str, PairExplanation]] = []
+        with lrp_mode(self.model, family=self.family) as net:
+            for sa, sb in tqdm(states, desc="PAIR-X", disable=not progress or len(states) < 2):
+                graph = self._forward(net, sa, sb)
+                results.append(self._explain_pair(sa, sb, graph, n_pix))
+                del graph
+        return results
+
+    def _explain_pair(
+        self, sa: _Image, sb: _Image, graph: _Graph, n_pix: int
+    ) -> dict[str, PairExplanation]:
+        cos, r_a, r_b = similarity_relevance(graph.out[:1].detach(), graph.out[1:].detach())
+        rel = torch.autograd.grad(graph.out, list(graph.layers.values()),
+                                  grad_outputs=torch.cat([r_a, r_b]), retain_graph=True,
+                                  allow_unused=True)
+        out: dict[str, PairExplanation] = {}
+        for i, name in enumerate(self.layers):
+            feats = graph.layers[name]
+            fa, fb = feats[:1], feats[1:]
+            map_a = _channel_abs_sum(None if rel[i] is None else rel[i][:1], fa)
+            map_b = _channel_abs_sum(None if rel[i] is None else rel[i][1:], fb)
+            matches = _matches(fa, fb, map_a, map_b, sa.x.shape[-2:], sb.x.shape[-2:])
+            if len(matches) == 0:
+                warnings.warn(
+                    f"PAIR-X found no cross-checked matches at layer {name!r}", stacklevel=3
+                )
+            k = min(n_pix, len(matches))
+            pix = pixel_relevance(feats, graph.x, torch.from_numpy(
+                np.stack([matches.grid_a[:k], matches.grid_b[:k]], axis=1)))
+            pix_a, pix_b = pix[:, 0], pix[:, 1]
+            out[name] = PairExplanation(
+                similarity=cos,
+                layer=name,
+                matches=matches,
+                relevance_a=map_a.numpy(),
+                relevance_b=map_b.numpy(),
+                pixel_relevance_a=pix_a.detach().cpu().numpy(),
+                pixel_relevance_b=pix_b.detach().cpu().numpy(),
+                image_a=sa.rgb,
+                image_b=sb.rgb,
+                n_matches=self.n_matches,
+            )
+        return out
+
+
+def _channel_abs_sum(rel: torch.Tensor | None, feature: torch.Tensor) -> torch.Tensor:
+    """``(1, C, h, w)`` relevance -> ``(h, w)`` float32 absolute value summed over channels."""
+    if rel is None:  # the layer does not influence the embedding
+        return torch.zeros(feature.shape[-2:], dtype=torch.float32)
+    return rel.detach()[0].abs().sum(dim=0).float().cpu()
+
+
+def _matches(
+    fa: torch.Tensor,
+    fb: torch.Tensor,
+    map_a: torch.Tensor,
+    map_b: torch.Tensor,
+    size_a: tuple[int, int] | torch.Size,
+    size_b: tuple[int, int] | torch.Size,
+) -> Matches:
+    idx_a, idx_b, dist = mutual_nearest_neighbours(
+        feature_descriptors(fa.detach()), feature_descriptors(fb.detach())
+    )
+    if idx_a.numel() == 0:
+        return Matches.empty()
+    wa, wb = fa.shape[-1], fb.shape[-1]
+    rel = map_a.reshape(-1)[idx_a].double() * map_b.reshape(-1)[idx_b].double()
+    order = np.argsort(-rel.numpy(), kind="stable")
+    idx_a, idx_b = idx_a[order], idx_b[order]
+    grid_a = torch.stack([idx_a % wa, idx_a // wa], dim=1)
+    grid_b = torch.stack([idx_b % wb, idx_b // wb], dim=1)
+    grid_shape_a = (int(fa.shape[-2]), int(fa.shape[-1]))
+    grid_shape_b = (int(fb.shape[-2]), int(fb.shape[-1]))
+    xy_a = grid_centres(grid_shape_a, (int(size_a[0]), int(size_a[1])))[idx_a]
+    xy_b = grid_centres(grid_shape_b, (int(size_b[0]), int(size_b[1])))[idx_b]
+    return Matches(
+        grid_a=grid_a.numpy(),
+        grid_b=grid_b.numpy(),
+        xy_a=xy_a.numpy(),
+        xy_b=xy_b.numpy(),
+        distance=dist[order].numpy(),
+        relevance=rel[order].numpy(),
+    )
+
+
+def explain(
+    model: ReIDModel,
+    image_a: ImageInput,
+    image_b: ImageInput,
+    *,
+    layer: str | Sequence[str],
+    n_matches: int = 20,
+    n_pixel_maps: int = 10,
+) -> PairExplanation | dict[str, PairExplanation]:
+    """Explain why ``model`` finds ``image_a`` and ``image_b`` similar (PAIR-X).
+
+    Parameters
+    ----------
+    model
+        The embedding model (see :func:`pairx.load_model`).
+    image_a, image_b
+        Paths, PIL images, ``(H, W, 3)`` uint8 arrays, or preprocessed ``(1, 3, H, W)`` tensors.
+    layer
+        One layer name, or several (then a dict keyed by layer is returned).
+    n_matches
+        Number of top matches meant to be drawn as lines.
+    n_pixel_maps
+        Number of top matches propagated back to pixels (``0``: none).
+
+    Returns
+    -------
+    PairExplanation or dict[str, PairExplanation]
+    """
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    result = PairX(model, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
+                   cache_size=0).explain(image_a, image_b)
+    return result[layer] if isinstance(layer, str) else result

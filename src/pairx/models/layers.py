@@ -1,0 +1,155 @@
+"""Layer access by ``get_submodule`` name, and discovery of layers usable by PAIR-X.
+
+PAIR-X matches per-position descriptors of an intermediate activation, so a usable layer is a
+module whose output is a spatial ``(B, C, h, w)`` tensor. :func:`candidate_layers` finds them
+with one dry forward pass; :func:`get_layer` resolves a name and raises a :class:`LayerError`
+that lists the valid names when it does not exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pairx.core.errors import LayerError
+from pairx.models.adapter import ReIDModel
+
+__all__ = ["LayerInfo", "candidate_layers", "get_layer", "require_spatial_output"]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A module with a spatial output.
+
+    Attributes
+    ----------
+    name
+        ``get_submodule`` key relative to :attr:`ReIDModel.net`.
+    channels
+        ``C`` of the module's ``(B, C, h, w)`` output.
+    grid
+        ``(h, w)`` of that output for the model's preprocessing size.
+    """
+
+    name: str
+    channels: int
+    grid: tuple[int, int]
+
+
+def _net(model: ReIDModel | nn.Module) -> nn.Module:
+    return model.net if isinstance(model, ReIDModel) else model
+
+
+def candidate_layers(
+    model: ReIDModel | nn.Module, input_size: tuple[int, int] | None = None
+) -> list[LayerInfo]:
+    """List every module whose output is a ``(B, C, h, w)`` tensor.
+
+    One dry forward pass with a zero image records the output shape of every named module; the
+    hooks are always removed and the training mode is restored.
+
+    Parameters
+    ----------
+    model
+        A :class:`ReIDModel` (its preprocessing size is used) or a bare module.
+    input_size
+        ``(H, W)`` of the dry input; required for a bare module, defaults to the model's size.
+
+    Returns
+    -------
+    list[LayerInfo]
+        In the order the modules were first executed.
+    """
+    net = _net(model)
+    if input_size is None:
+        if not isinstance(model, ReIDModel):
+            raise LayerError("candidate_layers needs input_size=(H, W) for a bare nn.Module")
+        input_size = model.preprocessing.size
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    found: dict[str, LayerInfo] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable[[nn.Module, object, object], None]:
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            if name in found or not isinstance(output, torch.Tensor) or output.dim() != 4:
+                return
+            found[name] = LayerInfo(
+                name, int(output.shape[1]), (int(output.shape[2]), int(output.shape[3]))
+            )
+
+        return hook
+
+    was_training = net.training
+    try:
+        for name, module in net.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make_hook(name)))
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(1, 3, *input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        net.train(was_training)
+    return list(found.values())
+
+
+def _suggest(net: nn.Module, name: str, model: ReIDModel | nn.Module) -> str:
+    try:
+        names = [info.name for info in candidate_layers(model)] if isinstance(
+            model, ReIDModel
+        ) else [n for n, _ in net.named_modules() if n]
+    except Exception:  # the listing is only a hint; never mask the original error
+        names = [n for n, _ in net.named_modules() if n]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
+    return f"{hint} Valid layer names (modules with spatial output): {shown}"
+
+
+def get_layer(model: ReIDModel | nn.Module, name: str) -> nn.Module:
+    """Return the submodule called ``name`` (a ``get_submodule`` key of ``model.net``).
+
+    Raises
+    ------
+    LayerError
+        The name does not exist; the message lists the valid candidate names.
+    """
+    net = _net(model)
+    if not isinstance(name, str) or not name:
+        raise LayerError(f"a layer name must be a non-empty string; got {name!r}." + _suggest(
+            net, str(name), model
+        ))
+    try:
+        return net.get_submodule(name)
+    except AttributeError:
+        raise LayerError(
+            f"layer {name!r} does not exist in model "
+            f"{getattr(model, 'name', type(net).__name__)!r}." + _suggest(net, name, model)
+        ) from None
+
+
+def require_spatial_output(name: str, output: object, model: ReIDModel | nn.Module) -> torch.Tensor:
+    """Check that a captured layer output is a ``(B, C, h, w)`` tensor.
+
+    Raises
+    ------
+    LayerError
+        The layer was not executed or its output is not spatial; the message lists valid names.
+    """
+    if output is None:
+        raise LayerError(
+            f"layer {name!r} was not executed by the model's forward pass."
+            + _suggest(_net(model), name, model)
+        )
+    if not isinstance(output, torch.Tensor) or output.dim() != 4:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise LayerError(
+            f"layer {name!r} has no spatial (B, C, h, w) output (it returns {shape}); PAIR-X "
+            "needs a convolutional feature map." + _suggest(_net(model), name, model)
+        )
+    return output
