@@ -15,7 +15,7 @@ import typer
 from pairx.core.errors import PairxError
 
 # Modules that define commands; each has ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("pairx.cli.synth", "pairx.cli.train")
+COMMAND_MODULES: tuple[str, ...] = ("pairx.cli.synth", "pairx.cli.train", "pairx.cli.explain")
 
 app = typer.Typer(
     name="pairx",

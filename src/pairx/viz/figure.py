@@ -73,6 +73,14 @@ def _fit_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     )
 
 
+def _smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-blur each ``(H, W)`` map of a ``(K, H, W)`` stack (absolute values)."""
+    maps = np.abs(np.nan_to_num(maps.astype(np.float32), nan=0.0))
+    if sigma <= 0:
+        return maps
+    return np.stack([cv2.GaussianBlur(m, (0, 0), sigmaX=sigma, sigmaY=sigma) for m in maps])
+
+
 def _point(xy: np.ndarray, dx: float = 0.0) -> tuple[int, int]:
     scale = 1 << _SHIFT
     return (round((float(xy[0]) + dx) * scale), round(float(xy[1]) * scale))
@@ -124,6 +132,7 @@ def render_explanation(
     heatmap_alpha: float = 0.4,
     combine: Combine = "argmax",
     line_thickness: int | None = None,
+    pixel_smooth: float = 1.0,
 ) -> np.ndarray:
     """Draw a PAIR-X explanation like Figure 1 of the paper (see the module docstring).
 
@@ -154,6 +163,10 @@ def render_explanation(
         (see :func:`pairx.viz.heatmap.composite_pixel_maps`).
     line_thickness
         Line width in pixels; default scales with the image (1 px per 224 px).
+    pixel_smooth
+        Standard deviation, in pixels per 224 pixels of image, of a Gaussian blur applied to
+        each pixel map before colouring; it removes the checkerboard texture LRP leaves behind
+        strided convolutions without moving the blobs. ``0`` draws the raw maps.
 
     Returns
     -------
@@ -172,6 +185,8 @@ def render_explanation(
         raise InputError(f"n_lines must be >= 0; got {n_lines}")
     if not 0.0 <= background_alpha <= 1.0:
         raise InputError(f"background_alpha must be in [0, 1]; got {background_alpha}")
+    if pixel_smooth < 0:
+        raise InputError(f"pixel_smooth must be >= 0; got {pixel_smooth}")
     img_a = _as_rgb_image(expl.image_a, "image_a")
     img_b = _as_rgb_image(expl.image_b, "image_b")
     h, w = img_a.shape[:2]
@@ -224,11 +239,18 @@ def render_explanation(
 
     panels = [match_panel]
     if n_maps > 0:
+        sigma = pixel_smooth * min(h, w) / 224.0
         pix_a = composite_pixel_maps(
-            _fit_maps(maps_a, (h, w)), map_colors, fade(img_a, background_alpha), combine=combine
+            _smooth(_fit_maps(maps_a, (h, w)), sigma),
+            map_colors,
+            fade(img_a, background_alpha),
+            combine=combine,
         )
         pix_b = composite_pixel_maps(
-            _fit_maps(maps_b, (h, w)), map_colors, fade(img_b, background_alpha), combine=combine
+            _smooth(_fit_maps(maps_b, (h, w)), sigma),
+            map_colors,
+            fade(img_b, background_alpha),
+            combine=combine,
         )
         panels.append(np.concatenate([pix_a, pix_b], axis=1))
     figure = np.concatenate(panels, axis=0 if layout == "stacked" else 1)

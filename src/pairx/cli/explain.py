@@ -1,0 +1,247 @@
+"""``pairx explain`` (a PAIR-X picture of one image pair) and ``pairx layers`` (usable layers).
+
+Both commands only call the public API: :func:`pairx.models.loaders.load_model`,
+:func:`pairx.explainers.pairx.explain`, :func:`pairx.models.layers.candidate_layers` and
+:func:`pairx.viz.figure.render_explanation`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from torch import nn
+
+from pairx.core.errors import InputError, LayerError
+from pairx.core.results import PairExplanation
+from pairx.models.adapter import ReIDModel
+
+__all__ = ["default_layers", "explain_command", "layers_command", "output_path", "register"]
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model spec: default | timm:NAME | torchvision:resnet18 | miewid | PATH.",
+    ),
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", "-w", help="Local weights file (or Hugging Face cache folder)."),
+]
+
+
+def default_layers(model: ReIDModel) -> list[str]:
+    """The layers to explain when the user names none.
+
+    Parameters
+    ----------
+    model
+        A loaded model; its metadata may recommend layers (``"default_layers"`` or
+        ``"layers"``, written by the loaders and by ``pairx train``).
+
+    Returns
+    -------
+    list[str]
+        The first recommended layer.
+
+    Raises
+    ------
+    LayerError
+        The model recommends no layer; the message lists candidate layers.
+    """
+    for key in ("default_layers", "layers"):
+        value = model.metadata.get(key)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            return [str(value[0])]
+    if model.name == "default":
+        from pairx.models.default import DEFAULT_LAYERS
+
+        return [DEFAULT_LAYERS[0]]
+    from pairx.models.layers import candidate_layers
+
+    names = [info.name for info in candidate_layers(model)]
+    shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
+    raise LayerError(
+        f"model {model.name!r} recommends no PAIR-X layer; pass one or more --layer NAME "
+        f"(layers near the middle of the network work best). Candidates: {shown}"
+    )
+
+
+def output_path(out: Path, layer: str, several: bool) -> Path:
+    """File for one layer: ``out`` itself, or ``<stem>_<layer>.<suffix>`` for several layers.
+
+    Characters other than letters, digits, ``-`` and ``_`` in the layer name become ``-``
+    (``backbone.layer2`` -> ``out_backbone-layer2.png``).
+    """
+    if not several:
+        return out
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", layer).strip("-") or "layer"
+    return out.with_name(f"{out.stem}_{safe}{out.suffix}")
+
+
+def _summary(expl: PairExplanation, top: int) -> str:
+    m = expl.matches
+    lines = [
+        f"layer {expl.layer}: grid {expl.relevance_a.shape[0]}x{expl.relevance_a.shape[1]}, "
+        f"{len(m)} cross-checked matches"
+    ]
+    for k in range(min(top, len(m))):
+        ca, ra = (int(v) for v in m.grid_a[k])
+        cb, rb = (int(v) for v in m.grid_b[k])
+        lines.append(
+            f"  #{k + 1:<2d} A(col {ca:>2d}, row {ra:>2d}) -> B(col {cb:>2d}, row {rb:>2d})  "
+            f"relevance {float(m.relevance[k]):.3g}  distance {float(m.distance[k]):.3g}"
+        )
+    return "\n".join(lines)
+
+
+def explain_command(
+    image_a: Annotated[Path, typer.Argument(help="First image.")],
+    image_b: Annotated[Path, typer.Argument(help="Second image.")],
+    model: ModelOpt = "default",
+    weights: WeightsOpt = None,
+    layer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--layer",
+            "-l",
+            help="Layer to match (get_submodule name, see `pairx layers MODEL`); repeatable.",
+        ),
+    ] = None,
+    n_matches: Annotated[int, typer.Option(help="Top matches drawn as lines.")] = 20,
+    n_pixel_maps: Annotated[
+        int, typer.Option(help="Top matches traced back to pixels (0: none, faster).")
+    ] = 10,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output PNG (suffixed per layer if several).")
+    ] = Path("pairx.png"),
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the explanation as JSON (suffixed per layer)."),
+    ] = None,
+    layout: Annotated[
+        str, typer.Option(help="stacked: matches above pixel maps; side: one row.")
+    ] = "stacked",
+    no_heatmap: Annotated[
+        bool, typer.Option("--no-heatmap", help="Do not overlay the layer relevance.")
+    ] = False,
+    background_alpha: Annotated[
+        float, typer.Option(help="Opacity of the photos under the pixel maps (0-1).")
+    ] = 0.35,
+    line_cmap: Annotated[str, typer.Option(help="Colour map of the matches.")] = "hsv",
+    top: Annotated[int, typer.Option(help="Matches listed in the printed summary.")] = 5,
+    device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+) -> None:
+    """Explain why MODEL finds IMAGE_A and IMAGE_B similar, as a PAIR-X picture.
+
+    Prints the cosine similarity and the top matches, and writes one PNG per layer.
+    """
+    from pairx.explainers.pairx import explain
+    from pairx.models.loaders import load_model
+    from pairx.viz.figure import render_explanation, save_png
+
+    if layout not in ("stacked", "side"):
+        raise InputError(f"--layout must be 'stacked' or 'side'; got {layout!r}")
+    if n_matches < 0 or n_pixel_maps < 0:
+        raise InputError("--n-matches and --n-pixel-maps must be >= 0")
+    if out.suffix.lower() != ".png":
+        raise InputError(f"--out must be a .png file; got {out}")
+    start = time.perf_counter()
+    net = load_model(model, weights=weights, device=device)
+    layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
+    result = explain(
+        net, image_a, image_b, layer=layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps
+    )
+    results = result if isinstance(result, dict) else {layers[0]: result}
+    several = len(layers) > 1
+    first = next(iter(results.values()))
+    typer.echo(f"model {net.name}: cosine similarity {first.similarity:.4f}")
+    for name, expl in results.items():
+        typer.echo(_summary(expl, top))
+        picture = render_explanation(
+            expl,
+            n_lines=n_matches,
+            heatmap=not no_heatmap,
+            background_alpha=background_alpha,
+            layout=layout,  # type: ignore[arg-type]
+            line_cmap=line_cmap,
+        )
+        path = save_png(picture, output_path(out, name, several))
+        typer.echo(f"  wrote {path}")
+        if json_out is not None:
+            jpath = output_path(json_out, name, several)
+            jpath.parent.mkdir(parents=True, exist_ok=True)
+            jpath.write_text(expl.to_json(indent=1) + "\n")
+            typer.echo(f"  wrote {jpath}")
+    typer.echo(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _is_block(module: nn.Module) -> bool:
+    """A block or stage: a container holding a spatial (kernel > 1) convolution."""
+    if next(module.children(), None) is None:
+        return False
+    return any(
+        isinstance(m, nn.modules.conv._ConvNd) and max(m.kernel_size) > 1 for m in module.modules()
+    )
+
+
+def layers_command(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Model spec: default | timm:NAME | torchvision:resnet18 | miewid | PATH."
+        ),
+    ] = "default",
+    weights: WeightsOpt = None,
+    size: Annotated[
+        int | None, typer.Option(help="Input side in pixels (default: the model's own).")
+    ] = None,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Also list leaf modules (conv, norm, activation) and 1x1 grids."
+        ),
+    ] = False,
+) -> None:
+    """List the layers of MODEL that PAIR-X can match (spatial outputs), with grid sizes.
+
+    By default only blocks and stages (containers holding a spatial convolution) with a grid of
+    at least 2x2 are listed; ``--all`` lists every module with a spatial output.
+    """
+    import warnings
+
+    from pairx.models.layers import candidate_layers
+    from pairx.models.loaders import load_model
+
+    with warnings.catch_warnings():  # random init is fine for listing layers
+        warnings.simplefilter("ignore", UserWarning)
+        net = load_model(model, weights=weights, size=size)
+    infos = candidate_layers(net)
+    if not show_all:
+        infos = [i for i in infos if min(i.grid) >= 2 and _is_block(net.net.get_submodule(i.name))]
+    try:
+        recommended = set(default_layers(net))
+    except LayerError:
+        recommended = set()
+    h, w = net.preprocessing.size
+    width = max([len("layer"), *(len(i.name) for i in infos)])
+    typer.echo(f"model {net.name}, input {h}x{w}; * = recommended PAIR-X layer")
+    typer.echo(f"  {'layer':<{width}}  {'channels':>8}  {'grid':>9}  {'stride':>6}")
+    for info in infos:
+        gh, gw = info.grid
+        stride = f"{h / gh:g}" if gh else "-"
+        mark = "*" if info.name in recommended else " "
+        typer.echo(
+            f"{mark} {info.name:<{width}}  {info.channels:>8d}  {f'{gh}x{gw}':>9}  {stride:>6}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``explain`` and ``layers`` commands to the ``pairx`` app."""
+    app.command("explain")(explain_command)
+    app.command("layers")(layers_command)
