@@ -11,16 +11,12 @@ from pairx.cli.main import app, main
 from pairx.data.datasets import load_dataset
 from pairx.data.synthetic import true_points
 
-# typer collapses an app with a single command and no callback into that command; until other
-# command modules are registered, ``pairx synth`` is then invoked without the command name.
-PREFIX = ["synth"] if len(app.registered_commands) > 1 or app.registered_callback else []
-
 
 def test_synth_command_writes_a_dataset(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     result = CliRunner().invoke(
         app,
-        [*PREFIX, "-o", str(out), "--seed", "4", "--individuals", "2", "--sightings", "2",
+        ["synth", "-o", str(out), "--seed", "4", "--individuals", "2", "--sightings", "2",
          "--species", "zebra,giraffe", "--size", "96", "--quiet"],
     )
     assert result.exit_code == 0, result.output
@@ -34,7 +30,7 @@ def test_synth_command_writes_a_dataset(tmp_path: Path) -> None:
 
 def test_synth_command_bad_species(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main([*PREFIX, "-o", str(tmp_path / "x"), "--species", "zebra,unicorn", "--quiet"])
+        main(["synth", "-o", str(tmp_path / "x"), "--species", "zebra,unicorn", "--quiet"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unknown species unicorn" in err and "giraffe" in err

@@ -238,6 +238,25 @@ def test_orientation_head_side(synth_dir: Path) -> None:
     assert n >= 20
 
 
+def test_face_orientation_is_a_perspective_turn(synth_dir: Path) -> None:
+    """A face turned right has its right half foreshortened (and is not mirrored)."""
+    n = 0
+    for s in load_dataset(synth_dir):
+        if s.species != "face":
+            continue
+        tf = load_ground_truth(synth_dir, s.image_id).transform
+        left, centre, right = tf.uv_to_image(np.array([[0.3, 0.45], [0.5, 0.45], [0.7, 0.45]]))
+        to_left = np.linalg.norm(centre - left)
+        to_right = np.linalg.norm(right - centre)
+        if s.orientation == "right":
+            assert to_right < to_left
+        else:
+            assert to_left < to_right
+        assert (right - left)[0] > 0  # template right stays on the image right
+        n += 1
+    assert n == 9
+
+
 def test_attributes_stable_per_identity(synth_dir: Path) -> None:
     by_identity: dict[str, set[tuple[bool, ...]]] = {}
     for s in load_dataset(synth_dir):

@@ -159,14 +159,16 @@ def random_transform(
     mirror
         Mirror the template horizontally (a "left" sighting of a side-view animal).
     yaw
-        Extra horizontal perspective (signed) for the face family's left/right turn.
+        Horizontal perspective (signed) for the face family's left/right turn: positive pushes
+        the right side of the template away ("right" = the face looks to the image's right).
     """
     x0, y0, x1, y1 = bbox
     bw, bh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
     centre = np.array([[1, 0, -(x0 + x1) / 2], [0, 1, -(y0 + y1) / 2], [0, 0, 1]], np.float64)
     flip = np.diag([-1.0 if mirror else 1.0, 1.0, 1.0])
     ext = max(bw, bh)
-    px = (rng.uniform(-0.35, 0.35) + yaw) / ext
+    jitter = 0.1 if yaw else 0.35  # a turned face keeps the sign of its turn
+    px = (rng.uniform(-jitter, jitter) + yaw) / ext
     py = rng.uniform(-0.3, 0.3) / ext
     persp = np.array([[1, 0, 0], [0, 1, 0], [px, py, 1]], np.float64)
     fill = rng.uniform(0.6, 0.98)
