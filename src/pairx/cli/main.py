@@ -25,6 +25,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Explain why a re-identification model says two images show the same individual."""
+
+
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 
