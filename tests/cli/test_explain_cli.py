@@ -1,0 +1,157 @@
+"""End-to-end tests of ``pairx explain`` and ``pairx layers`` with a small model written here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from pairx.cli.main import app, main
+from pairx.models.architectures import ReIDNet
+from pairx.models.loaders import load_model
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pairx model folder: resnet10t weights + JSON config (96 x 96, layer2 recommended)."""
+    torch.manual_seed(0)
+    net = ReIDNet("resnet10t").eval()
+    folder = tmp_path_factory.mktemp("model")
+    save_file(
+        {k: v.detach().contiguous() for k, v in net.state_dict().items()},
+        str(folder / "model.safetensors"),
+    )
+    config = {"backbone": "resnet10t", "size": [SIZE, SIZE], "layers": ["backbone.layer2"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two related images of a different size from the model input (resized by pairx)."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:120, 0:110]
+    base = (128 + 100 * np.sin(xx / 6.0) * np.cos(yy / 9.0)).astype(np.uint8)
+    a = np.stack([base, np.roll(base, 7, axis=1), 255 - base], axis=2)
+    b = np.clip(
+        np.roll(a, (5, -4), axis=(0, 1)).astype(int) + rng.integers(-10, 10, a.shape), 0, 255
+    )
+    pa, pb = folder / "a.png", folder / "b.jpg"
+    Image.fromarray(a).save(pa)
+    Image.fromarray(b.astype(np.uint8)).save(pb, quality=95)
+    return pa, pb
+
+
+def test_explain_end_to_end(model_dir: Path, images: tuple[Path, Path], tmp_path: Path) -> None:
+    out, js = tmp_path / "out" / "fig.png", tmp_path / "fig.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain", str(images[0]), str(images[1]), "--model", str(model_dir),
+            "--n-matches", "5", "--n-pixel-maps", "2", "-o", str(out), "--json", str(js),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    # The similarity printed and stored is the cosine of the model's own embeddings.
+    model = load_model(model_dir)
+    emb = model.embed(torch.cat([model.to_input(images[0]), model.to_input(images[1])]))
+    cosine = torch.nn.functional.cosine_similarity(emb[:1], emb[1:]).item()
+    data = json.loads(js.read_text())
+    assert data["similarity"] == pytest.approx(cosine, abs=1e-5)
+    assert data["layer"] == "backbone.layer2"  # the model's recommended layer
+    assert f"cosine similarity {cosine:.4f}" in result.output
+    n = len(data["matches"]["relevance"])
+    assert f"{n} cross-checked matches" in result.output
+    rel = np.array(data["matches"]["relevance"])
+    assert np.all(np.diff(rel) <= 0)
+    c, r = data["matches"]["grid_a"][0]
+    assert f"#1  A(col {c:>2d}, row {r:>2d})" in result.output
+    picture = np.asarray(Image.open(out))
+    assert picture.dtype == np.uint8
+    assert picture.shape[1:] == (2 * SIZE, 3) and picture.shape[0] > 2 * SIZE  # + title band
+
+
+def test_explain_several_layers_side_layout(
+    model_dir: Path, images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "pair.png"
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain", str(images[0]), str(images[1]), "-m", str(model_dir),
+            "-l", "backbone.layer2", "-l", "backbone.layer3", "--n-matches", "4",
+            "--n-pixel-maps", "1", "-o", str(out), "--layout", "side", "--no-heatmap",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for layer, grid in (("backbone-layer2", SIZE // 8), ("backbone-layer3", SIZE // 16)):
+        picture = np.asarray(Image.open(tmp_path / f"pair_{layer}.png"))
+        assert picture.shape[1:] == (4 * SIZE, 3)
+        assert f"grid {grid}x{grid}" in result.output
+    assert not out.exists()
+
+
+def test_layers_command(model_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["layers", str(model_dir)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    # Independent check of one row: hook the layer and look at its output shape.
+    model = load_model(model_dir)
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def record(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        seen["shape"] = tuple(output.shape)
+
+    handle = model.net.get_submodule("backbone.layer3").register_forward_hook(record)
+    try:
+        model.embed(torch.zeros(1, 3, SIZE, SIZE))
+    finally:
+        handle.remove()
+    _, ch, gh, gw = seen["shape"]
+    rows = {line.split()[-4]: line for line in result.output.splitlines()[2:] if line.strip()}
+    assert rows["backbone.layer3"].split()[-3:] == [str(ch), f"{gh}x{gw}", f"{SIZE / gh:g}"]
+    assert rows["backbone.layer2"].startswith("*")  # recommended by the model config
+    assert "backbone.layer1.0.conv1" not in rows  # leaves only with --all
+    everything = CliRunner().invoke(app, ["layers", str(model_dir), "--all"])
+    assert "backbone.layer1.0.conv1" in everything.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["explain", "{missing}", "{a}", "-m", "{model}"], "image file not found"),
+        (["explain", "{a}", "{a}", "-m", "nonsense"], "valid model specs"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "-l", "backbone.layer9"], "Valid layer names"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "-o", "{tmp}/x.jpg"], "must be a .png"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "--layout", "grid"], "stacked"),
+        (["layers", "timm:not_a_model_at_all"], "unknown timm backbone"),
+    ],
+)
+def test_errors_are_one_clear_line(
+    args: list[str],
+    message: str,
+    model_dir: Path,
+    images: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    values = {
+        "missing": str(tmp_path / "missing.png"),
+        "a": str(images[0]),
+        "model": str(model_dir),
+        "tmp": str(tmp_path),
+    }
+    with pytest.raises(SystemExit) as info:
+        main([a.format(**values) for a in args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pairx: error:") and message in err
+    assert "Traceback" not in err
