@@ -279,3 +279,27 @@ def test_golden_pair_renders(golden_dir: Path) -> None:
     assert bottom.mean() > 150
     saturation = bottom.max(axis=2) - bottom.min(axis=2)
     assert (saturation > 100).mean() > 0.01
+
+
+def test_engine_explanation_renders(golden_dir: Path) -> None:
+    """A real engine result on the golden ResNet-18 pair: lines start at the engine's points."""
+    from safetensors.torch import load_file
+
+    from pairx.explainers.pairx import explain
+    from pairx.models.loaders import load_model
+
+    model = load_model(
+        "torchvision:resnet18", weights=golden_dir / "resnet18_torchvision.model.safetensors"
+    )
+    e = load_file(str(golden_dir / "resnet18_torchvision-layer2-chelsea.expected.safetensors"))
+    expl = explain(model, e["input_0"], e["input_1"], layer="layer2", n_matches=8, n_pixel_maps=2)
+    assert isinstance(expl, PairExplanation)
+    for layout, shape in (("stacked", (448, 448)), ("side", (224, 896))):
+        img = expl.render(layout=layout, show_legend=False)
+        assert img.shape == (*shape, 3) and img.dtype == np.uint8
+    img = expl.render(show_legend=False)
+    colors = palette(8)
+    x0, y0 = expl.matches.xy_a[0]
+    x1, y1 = expl.matches.xy_b[0]
+    np.testing.assert_array_equal(img[round(y0), round(x0)], colors[0])
+    np.testing.assert_array_equal(img[round(y1), 224 + round(x1)], colors[0])
