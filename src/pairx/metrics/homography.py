@@ -336,7 +336,11 @@ def source_to_input(
 def _crop(sample: Sample, source_size: tuple[int, int]) -> tuple[float, float, float, float]:
     if sample.bbox is None:
         return 0.0, 0.0, float(source_size[1]), float(source_size[0])
-    return sample.bbox
+    # the protocol crops with the rounded box, clipped to the image
+    x, y, w, h = (round(v) for v in sample.bbox)
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, source_size[1]), min(y + h, source_size[0])
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
 class GroundTruthHomography(HomographySource):
@@ -369,14 +373,28 @@ class GroundTruthHomography(HomographySource):
         self._synthetic = require_synthetic(dataset)
         self.dataset = dataset
         self.grid_step = grid_step
-        self._sizes: dict[str, tuple[int, int]] = {}
+        self._gt: OrderedDict[str, Any] = OrderedDict()
+
+    @property
+    def synthetic(self) -> Any:
+        """The :mod:`pairx.data.synthetic` module."""
+        return self._synthetic
+
+    def ground_truth(self, image_id: str) -> Any:
+        """The (cached) :func:`pairx.data.synthetic.load_ground_truth` record of an image."""
+        if image_id in self._gt:
+            self._gt.move_to_end(image_id)
+            return self._gt[image_id]
+        gt = self._synthetic.load_ground_truth(self.dataset.root, image_id)
+        self._gt[image_id] = gt
+        if len(self._gt) > 256:
+            self._gt.popitem(last=False)
+        return gt
 
     def source_size(self, image_id: str) -> tuple[int, int]:
         """``(H, W)`` of the generated image ``image_id``."""
-        if image_id not in self._sizes:
-            gt = self._synthetic.load_ground_truth(self.dataset.root, image_id)
-            self._sizes[image_id] = tuple(int(v) for v in gt.part_mask.shape[:2])  # type: ignore[assignment]
-        return self._sizes[image_id]
+        shape = np.shape(self.ground_truth(image_id).part_mask)
+        return int(shape[0]), int(shape[1])
 
     def true_points(
         self, key_a: str, key_b: str, xy_a: np.ndarray, input_size: tuple[int, int]
@@ -402,10 +420,34 @@ class GroundTruthHomography(HomographySource):
         src = input_to_source(
             np.asarray(xy_a, np.float64).reshape(-1, 2), input_size, sa, self.source_size(key_a)
         )
-        true_b = np.asarray(
-            self._synthetic.true_points(self.dataset.root, key_a, key_b, src), np.float64
-        )
+        true_b = self.source_correspondences(key_a, key_b, src)
         return source_to_input(true_b.reshape(-1, 2), input_size, sb, self.source_size(key_b))
+
+    def source_correspondences(self, key_a: str, key_b: str, xy_a: np.ndarray) -> np.ndarray:
+        """Correspondences in the generated-image frames (``(N, 2)`` -> ``(N, 2)``, NaN rows).
+
+        The same individual: the exact :func:`pairx.data.synthetic.true_points`. Different
+        individuals of the same species seen on the same flank: the body-coordinate
+        correspondence (a point of A is mapped to body coordinates ``(u, v)`` of A's template
+        and back to B's image through B's template), i.e. the same anatomical position, which
+        is what a subject-aligning homography models for an incorrect pair. Otherwise (another
+        species or the opposite flank, which shares no visible body point) all NaN.
+        """
+        pts = np.asarray(xy_a, np.float64).reshape(-1, 2)
+        gta, gtb = self.ground_truth(key_a), self.ground_truth(key_b)
+        if gta.identity == gtb.identity:
+            return np.asarray(
+                self._synthetic.true_points(self.dataset.root, key_a, key_b, pts), np.float64
+            )
+        out = np.full(pts.shape, np.nan)
+        if gta.species != gtb.species or gta.flank != gtb.flank or len(pts) == 0:
+            return out
+        vis_a = _on_mask(gta.part_mask, pts)
+        xy_b = np.asarray(gtb.transform.uv_to_image(gta.transform.image_to_uv(pts[vis_a])))
+        vis_b = _on_mask(gtb.part_mask, xy_b)
+        idx = np.flatnonzero(vis_a)[vis_b]
+        out[idx] = xy_b[vis_b]
+        return out
 
     def true_residuals(
         self,
@@ -415,7 +457,10 @@ class GroundTruthHomography(HomographySource):
         xy_b: np.ndarray,
         input_size: tuple[int, int],
     ) -> np.ndarray:
-        """Exact per-match residuals ``||true(p_a) - p_b||`` in model-input pixels.
+        """Per-match residuals ``||true(p_a) - p_b||`` in model-input pixels.
+
+        ``true`` is :meth:`source_correspondences`: exact for the same individual, the
+        body-coordinate correspondence for another individual of the same species and flank.
 
         Returns
         -------
@@ -442,6 +487,20 @@ class GroundTruthHomography(HomographySource):
         true_b = self.true_points(key_a, key_b, grid, (h, w))
         ok = np.isfinite(true_b).all(axis=1)
         return fit_homography(grid[ok], true_b[ok], ransac=False)
+
+
+def _on_mask(mask: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: points whose nearest pixel of ``mask`` (``(H, W)``) is non-zero."""
+    h, w = mask.shape[:2]
+    ok = np.isfinite(xy).all(axis=1)
+    col = np.full(len(xy), -1, np.int64)
+    row = np.full(len(xy), -1, np.int64)
+    col[ok] = np.floor(xy[ok, 0] + 0.5).astype(np.int64)
+    row[ok] = np.floor(xy[ok, 1] + 0.5).astype(np.int64)
+    ok &= (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    out = np.zeros(len(xy), bool)
+    out[ok] = mask[row[ok], col[ok]] != 0
+    return out
 
 
 def require_synthetic(dataset: ReIDDataset) -> Any:

@@ -1,0 +1,857 @@
+"""The dataset evaluation protocol of the PAIR-X paper (supplement B.4), resumable.
+
+Per *group* (a dataset, or one species of a multi-species dataset such as the synthetic
+benchmark, mirroring the paper's one-dataset-per-species evaluation):
+
+1. **Embeddings** of every image of the group are computed once, in batches, and cached in
+   ``OUT/embeddings/<group>.npz``.
+2. **Pair selection**: test-split images are queries, train-split images the gallery. Each
+   query's top-``k`` gallery images by cosine similarity form the candidate pairs, with
+   ``k = 5`` raised one by one up to 20 until at least ``n_pairs / 2`` correct *and*
+   ``n_pairs / 2`` incorrect candidates exist; then up to ``n_pairs / 2`` of each are sampled
+   with the seed. Datasets without a split (a folder per identity, or metadata without a
+   ``split`` column) are split deterministically: within each identity, images sorted by
+   ``image_id`` alternate train, test, train, ... (so identities with two or more images appear
+   on both sides, as in a closed-set re-ID split).
+3. **Layer selection** (``layers="auto"``): the same top-k procedure with the train split as
+   both query and gallery (a query never pairs with itself) gives ``n_selection_pairs`` (500)
+   pairs; the candidate layer with the best Spearman ``rho_res`` is used. Candidates are the
+   model's recommended layers (:data:`pairx.models.default.DEFAULT_LAYERS` for the default
+   model, or ``metadata["layers"]``) or else four spread :func:`~pairx.models.layers.
+   candidate_layers`.
+4. **Per pair and layer**: similarity, ``res`` (inverted residual mean of all cross-checked
+   matches under the pair's homography; ``nan`` when no homography could be estimated), ``mc``
+   (match coverage), and on the synthetic benchmark ``res_exact`` (the inverted residual mean
+   of the exact true residuals) and the ground-truth faithfulness of the top matches and of a
+   random-match baseline (:mod:`pairx.metrics.faithfulness`).
+
+PAIR-X runs through :class:`pairx.explainers.pairx.PairX` with ``n_pixel_maps=0`` and the
+sample ``image_id`` as cache key, so each image's forward/LRP work is done once. Rows are
+appended to ``OUT/pairs.csv`` (and ``OUT/selection_pairs.csv``) and flushed after every pair;
+a rerun with the same configuration (``OUT/config.json``) skips the pairs already there, so an
+interrupted run resumes without losing work. A partially written last line is discarded.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pairx.core.errors import DatasetError, InputError
+from pairx.data.datasets import ReIDDataset, Sample
+from pairx.data.images import load_image
+from pairx.metrics.faithfulness import pair_faithfulness
+from pairx.metrics.functional import (
+    MetricWarning,
+    inverted_residual_mean,
+    match_coverage,
+    spearman_rho,
+)
+from pairx.metrics.homography import (
+    GroundTruthHomography,
+    HomographySource,
+    is_synthetic,
+    make_homography_source,
+)
+from pairx.models.adapter import ReIDModel
+
+__all__ = [
+    "PAIR_COLUMNS",
+    "EvaluationConfig",
+    "Pair",
+    "candidate_pairs",
+    "default_candidate_layers",
+    "evaluate",
+    "group_dataset",
+    "select_pairs",
+    "split_dataset",
+]
+
+#: Columns of ``pairs.csv`` and ``selection_pairs.csv`` (one row per pair and layer).
+PAIR_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "layer",
+    "query",
+    "gallery",
+    "correct",
+    "similarity",
+    "res",
+    "mc",
+    "n_matches",
+    "res_exact",
+    "faithful",
+    "faithful_defined",
+    "faithful_random",
+)
+#: Fewest correct (and incorrect) pairs a group needs to be evaluated.
+MIN_PAIRS_PER_SIDE = 3
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Everything that determines the results of an evaluation (stored in ``config.json``).
+
+    Attributes
+    ----------
+    dataset
+        Resolved dataset folder.
+    model
+        Model spec or name.
+    layers
+        Explicit layers, or ``("auto",)`` for layer selection.
+    n_pairs
+        Pairs per group (half correct, half incorrect, at most).
+    homography
+        ``"sift"``, ``"lightglue"`` or ``"truth"``.
+    seed
+        Seed of the pair sampling and of the random-match baseline.
+    k_start, k_max
+        Top-k range of the pair selection (5 and 20 in the paper).
+    n_selection_pairs
+        Train-vs-train pairs used to select the layer (500 in the paper).
+    n_top
+        Top matches checked by the ground-truth faithfulness.
+    group_by
+        ``"species"`` (each annotated species is its own group) or ``"none"``.
+    """
+
+    dataset: str
+    model: str
+    layers: tuple[str, ...] = ("auto",)
+    n_pairs: int = 2000
+    homography: str = "sift"
+    seed: int = 0
+    k_start: int = 5
+    k_max: int = 20
+    n_selection_pairs: int = 500
+    n_top: int = 20
+    group_by: str = "species"
+
+    def to_json(self) -> str:
+        """Stable JSON text of the configuration."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @property
+    def digest(self) -> str:
+        """Short hash of the configuration."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One query-gallery pair of a group."""
+
+    query: str
+    gallery: str
+    correct: bool
+    similarity: float
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` produced.
+
+    Attributes
+    ----------
+    out_dir
+        Output folder.
+    layers
+        Layer(s) evaluated per group.
+    selection
+        Per group, the ``rho_res`` of each candidate layer (empty without ``auto``).
+    n_computed, n_skipped
+        Pairs computed in this run and pairs found already done in ``pairs.csv``.
+    """
+
+    out_dir: Path
+    layers: dict[str, list[str]] = field(default_factory=dict)
+    selection: dict[str, dict[str, float]] = field(default_factory=dict)
+    n_computed: int = 0
+    n_skipped: int = 0
+
+
+# ------------------------------------------------------------------------------- datasets
+
+
+def split_dataset(dataset: ReIDDataset) -> ReIDDataset:
+    """Return the dataset with a train/test split, creating one where there is none.
+
+    A dataset with any ``split`` value keeps it (``val`` images are ignored by the protocol).
+    Otherwise, within each identity, images sorted by ``image_id`` alternate train, test,
+    train, ... so every identity with at least two images is on both sides.
+    """
+    if any(s.split for s in dataset):
+        return dataset
+    by_id: dict[str, list[Sample]] = {}
+    for s in dataset:
+        by_id.setdefault(s.identity, []).append(s)
+    out: list[Sample] = []
+    for ident in sorted(by_id):
+        for i, s in enumerate(sorted(by_id[ident], key=lambda x: x.image_id)):
+            out.append(_with_split(s, "train" if i % 2 == 0 else "test"))
+    return ReIDDataset(dataset.root, out)
+
+
+def _with_split(s: Sample, split: str) -> Sample:
+    return Sample(s.image_id, s.identity, s.path, split, s.species, s.orientation, s.bbox)
+
+
+def group_dataset(dataset: ReIDDataset, group_by: str) -> dict[str, ReIDDataset]:
+    """Split a dataset into evaluation groups.
+
+    Parameters
+    ----------
+    dataset
+        The dataset.
+    group_by
+        ``"species"``: one group per annotated species when there are several; ``"none"``:
+        one group named after the dataset folder.
+    """
+    if group_by not in ("species", "none"):
+        raise InputError(f"group_by must be 'species' or 'none'; got {group_by!r}")
+    species = [s for s in dataset.species if s]
+    if group_by == "species" and len(species) > 1:
+        return {sp: dataset.subset(species=[sp]) for sp in species}
+    return {dataset.root.name or "dataset": dataset}
+
+
+def _image_input(sample: Sample) -> str | np.ndarray:
+    """The image to give the model: the path, or the bbox crop as an array."""
+    if sample.bbox is None:
+        return str(sample.path)
+    rgb = load_image(sample.path)
+    x, y, w, h = (round(v) for v in sample.bbox)
+    x0, y0 = max(x, 0), max(y, 0)
+    crop = rgb[y0 : min(y + h, rgb.shape[0]), x0 : min(x + w, rgb.shape[1])]
+    if crop.size == 0:
+        raise DatasetError(f"bbox {sample.bbox} of {sample.image_id!r} is outside its image")
+    return np.ascontiguousarray(crop)
+
+
+# --------------------------------------------------------------------------- pair selection
+
+
+def _normalise(emb: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    return np.asarray(emb / np.maximum(norm, 1e-12))
+
+
+def candidate_pairs(
+    sim: np.ndarray,
+    query_ids: Sequence[str],
+    gallery_ids: Sequence[str],
+    query_identity: Sequence[str],
+    gallery_identity: Sequence[str],
+    k: int,
+) -> list[Pair]:
+    """Top-``k`` gallery images of every query.
+
+    Parameters
+    ----------
+    sim
+        ``(Q, G)`` cosine similarities; entries set to ``-inf`` are never selected (used to
+        exclude a query from its own gallery).
+    query_ids, gallery_ids
+        ``Q`` and ``G`` image ids.
+    query_identity, gallery_identity
+        Their identities.
+    k
+        Gallery images per query.
+
+    Returns
+    -------
+    list[Pair]
+        ``Q * min(k, G)`` pairs (minus excluded entries), query by query, best first.
+    """
+    out: list[Pair] = []
+    kk = min(k, sim.shape[1])
+    if kk == 0:
+        return out
+    order = np.argsort(-sim, axis=1, kind="stable")[:, :kk]
+    for qi, row in enumerate(order):
+        for gi in row:
+            s = float(sim[qi, gi])
+            if not math.isfinite(s):
+                continue
+            out.append(
+                Pair(
+                    query_ids[qi],
+                    gallery_ids[gi],
+                    query_identity[qi] == gallery_identity[gi],
+                    s,
+                )
+            )
+    return out
+
+
+def select_pairs(
+    sim: np.ndarray,
+    query: Sequence[Sample],
+    gallery: Sequence[Sample],
+    n_pairs: int,
+    *,
+    seed: int,
+    k_start: int = 5,
+    k_max: int = 20,
+    where: str = "",
+) -> list[Pair]:
+    """The paper's pair selection: top-k with k raised until enough pairs, then sampling.
+
+    Parameters
+    ----------
+    sim
+        ``(Q, G)`` cosine similarities of queries and gallery (``-inf`` = excluded).
+    query, gallery
+        The samples.
+    n_pairs
+        Requested pairs: up to ``n_pairs // 2`` correct and ``n_pairs - n_pairs // 2``
+        incorrect.
+    seed
+        Sampling seed.
+    k_start, k_max
+        Range of k.
+    where
+        Group name for messages.
+
+    Returns
+    -------
+    list[Pair]
+        Sampled pairs, correct ones first, each side in candidate order.
+
+    Raises
+    ------
+    DatasetError
+        Fewer than 3 correct or 3 incorrect candidate pairs even at ``k_max``.
+    """
+    if n_pairs < 2 * MIN_PAIRS_PER_SIDE:
+        raise InputError(f"n_pairs must be at least {2 * MIN_PAIRS_PER_SIDE}; got {n_pairs}")
+    n_cor, n_inc = n_pairs // 2, n_pairs - n_pairs // 2
+    args = (
+        [s.image_id for s in query],
+        [s.image_id for s in gallery],
+        [s.identity for s in query],
+        [s.identity for s in gallery],
+    )
+    cands: list[Pair] = []
+    for k in range(k_start, k_max + 1):
+        cands = candidate_pairs(sim, *args, k=k)
+        if sum(p.correct for p in cands) >= n_cor and sum(not p.correct for p in cands) >= n_inc:
+            break
+    cor = [p for p in cands if p.correct]
+    inc = [p for p in cands if not p.correct]
+    if len(cor) < MIN_PAIRS_PER_SIDE or len(inc) < MIN_PAIRS_PER_SIDE:
+        raise DatasetError(
+            f"{where}: too few pairs to evaluate: {len(cor)} correct and {len(inc)} incorrect "
+            f"among the top-{k_max} gallery images of {len(query)} queries (need at least "
+            f"{MIN_PAIRS_PER_SIDE} of each); the dataset needs more images per identity and "
+            "more identities"
+        )
+    if len(cor) < n_cor or len(inc) < n_inc:
+        warnings.warn(
+            f"{where}: only {len(cor)} correct and {len(inc)} incorrect pairs at k={k_max}; "
+            "using a smaller sample, as the paper does for small datasets",
+            MetricWarning,
+            stacklevel=2,
+        )
+    rng = np.random.default_rng(seed)
+    pick_c = np.sort(rng.choice(len(cor), size=min(n_cor, len(cor)), replace=False))
+    pick_i = np.sort(rng.choice(len(inc), size=min(n_inc, len(inc)), replace=False))
+    return [cor[i] for i in pick_c] + [inc[i] for i in pick_i]
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def default_candidate_layers(model: ReIDModel, max_layers: int = 4) -> list[str]:
+    """Candidate layers for ``auto`` layer selection.
+
+    The model's recommended layers (``metadata["layers"]``, or
+    :data:`pairx.models.default.DEFAULT_LAYERS` for the default model) when known; otherwise
+    ``max_layers`` layers spread over the spatial modules whose grid is between 1/32 and 1/4 of
+    the input size (the middle of the network, where the paper found the best layers).
+    """
+    meta = model.metadata.get("layers") if isinstance(model.metadata, dict) else None
+    if isinstance(meta, (list, tuple)) and meta:
+        return [str(x) for x in meta]
+    if model.name == "default":
+        from pairx.models.default import DEFAULT_LAYERS
+
+        return list(DEFAULT_LAYERS)
+    from pairx.models.layers import candidate_layers
+
+    infos = candidate_layers(model)
+    h_in = model.preprocessing.size[0]
+    mid = [i for i in infos if h_in / 32 <= i.grid[0] <= h_in / 4] or infos
+    # one module per distinct (grid, channels) stage: the last module of each run
+    stages: list[str] = []
+    for i, info in enumerate(mid):
+        nxt = mid[i + 1] if i + 1 < len(mid) else None
+        if nxt is None or (nxt.grid, nxt.channels) != (info.grid, info.channels):
+            stages.append(info.name)
+    if len(stages) <= max_layers:
+        return stages
+    idx = np.linspace(0, len(stages) - 1, max_layers).round().astype(int)
+    return [stages[i] for i in sorted(set(idx.tolist()))]
+
+
+# --------------------------------------------------------------------------- incremental store
+
+
+class PairStore:
+    """Append-only CSV of per-pair results that survives interruption.
+
+    Parameters
+    ----------
+    path
+        CSV file (created with the :data:`PAIR_COLUMNS` header).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: set[tuple[str, str, str, str]] = set()
+        self._recover()
+        self._fh = self.path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh)
+
+    def _recover(self) -> None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            with self.path.open("w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerow(PAIR_COLUMNS)
+            return
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.splitlines(keepends=True)
+        header = next(csv.reader([lines[0]])) if lines else []
+        if tuple(header) != PAIR_COLUMNS:
+            raise InputError(
+                f"{self.path} has columns {header}, expected {list(PAIR_COLUMNS)}; it was not "
+                "written by this version of 'pairx evaluate'; use another output folder"
+            )
+        if not lines[-1].endswith("\n"):  # interrupted mid-line: drop the partial row
+            lines = lines[:-1]
+            _atomic_write(self.path, "".join(lines))
+        for row in csv.DictReader(lines):
+            self.done.add((row["dataset"], row["layer"], row["query"], row["gallery"]))
+
+    def has(self, group: str, layers: Sequence[str], pair: Pair) -> bool:
+        """Whether every layer of this pair is already stored."""
+        return all((group, layer, pair.query, pair.gallery) in self.done for layer in layers)
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append the rows of one pair and flush them to disk."""
+        for row in rows:
+            self._writer.writerow([_fmt(row.get(c, "")) for c in PAIR_COLUMNS])
+            self.done.add((row["dataset"], row["layer"], row["query"], row["gallery"]))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_pairs(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``pairs.csv`` with numbers parsed (``correct`` as bool)."""
+    out: list[dict[str, Any]] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            parsed: dict[str, Any] = dict(row)
+            parsed["correct"] = row["correct"] == "1"
+            for c in PAIR_COLUMNS[5:]:
+                parsed[c] = float(row[c]) if row[c] not in ("", "nan") else math.nan
+            out.append(parsed)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class _Runner:
+    """Computes the per-pair metrics of one group with a shared PairX engine."""
+
+    def __init__(
+        self,
+        model: ReIDModel,
+        group: str,
+        dataset: ReIDDataset,
+        layers: Sequence[str],
+        homography: HomographySource,
+        truth: GroundTruthHomography | None,
+        config: EvaluationConfig,
+        engine_factory: Callable[[ReIDModel, Sequence[str], int], Any],
+        cache_size: int,
+    ) -> None:
+        self.group = group
+        self.dataset = dataset
+        self.layers = list(layers)
+        self.homography = homography
+        self.truth = truth
+        self.config = config
+        self.engine = engine_factory(model, self.layers, cache_size)
+        self._inputs: dict[str, str | np.ndarray] = {}
+
+    def _input(self, image_id: str) -> str | np.ndarray:
+        if image_id not in self._inputs:
+            self._inputs[image_id] = _image_input(self.dataset.by_id(image_id))
+        return self._inputs[image_id]
+
+    def rows(self, pairs: Sequence[Pair]) -> list[list[dict[str, Any]]]:
+        """Metric rows (one per layer) of each pair; one engine call for the whole chunk."""
+        expls = self.engine.explain_pairs(
+            [(self._input(p.query), self._input(p.gallery)) for p in pairs],
+            keys=[(p.query, p.gallery) for p in pairs],
+            n_pixel_maps=0,
+            progress=False,
+        )
+        return [self._pair_rows(p, e) for p, e in zip(pairs, expls, strict=True)]
+
+    def _pair_rows(self, pair: Pair, expl: dict[str, Any]) -> list[dict[str, Any]]:
+        first = expl[self.layers[0]]
+        h = self.homography.estimate(
+            first.image_a, first.image_b, key_a=pair.query, key_b=pair.gallery
+        )
+        rows = []
+        for layer in self.layers:
+            e = expl[layer]
+            m = e.matches
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MetricWarning)
+                res = inverted_residual_mean(m.xy_a, m.xy_b, h) if h is not None else math.nan
+                mc = match_coverage(e.relevance_a, e.relevance_b, m.grid_a, m.grid_b)
+            row: dict[str, Any] = {
+                "dataset": self.group,
+                "layer": layer,
+                "query": pair.query,
+                "gallery": pair.gallery,
+                "correct": pair.correct,
+                "similarity": pair.similarity,
+                "res": res,
+                "mc": mc,
+                "n_matches": len(m),
+                "res_exact": math.nan,
+                "faithful": math.nan,
+                "faithful_defined": math.nan,
+                "faithful_random": math.nan,
+            }
+            if self.truth is not None:
+                size = (int(e.image_a.shape[0]), int(e.image_a.shape[1]))
+                resid = self.truth.true_residuals(pair.query, pair.gallery, m.xy_a, m.xy_b, size)
+                ok = np.isfinite(resid)
+                if ok.any():
+                    total = float(resid[ok].sum())
+                    row["res_exact"] = math.inf if total == 0 else float(ok.sum() / total)
+                if pair.correct:
+                    rng = np.random.default_rng(
+                        [
+                            self.config.seed,
+                            zlib.crc32(f"{pair.query}|{pair.gallery}|{layer}".encode()),
+                        ]
+                    )
+                    f = pair_faithfulness(
+                        self.truth, pair.query, pair.gallery, e, n_top=self.config.n_top, rng=rng
+                    )
+                    row["faithful"] = f.faithful
+                    row["faithful_defined"] = f.faithful_defined
+                    row["faithful_random"] = f.random
+            rows.append(row)
+        return rows
+
+
+def _embed_group(
+    model: ReIDModel, dataset: ReIDDataset, cache: Path, batch_size: int, progress: bool
+) -> np.ndarray:
+    """``(N, D)`` float64 embeddings of every sample, in batches, cached in ``cache`` (.npz)."""
+    ids = [s.image_id for s in dataset]
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        if list(data["ids"]) == ids:
+            return np.asarray(data["emb"], dtype=np.float64)
+    chunks = []
+    step = max(batch_size, 1)
+    bar = tqdm(total=len(ids), desc=f"embed {cache.stem}", disable=not progress, unit="img")
+    for i in range(0, len(ids), step):
+        batch = torch.cat([model.to_input(_image_input(s)) for s in dataset.samples[i : i + step]])
+        chunks.append(model.embed(batch).detach().cpu().double().numpy())
+        bar.update(len(batch))
+    bar.close()
+    emb_all = np.concatenate(chunks, axis=0)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.stem + ".tmp.npz")
+    np.savez(tmp, ids=np.array(ids), emb=emb_all)
+    os.replace(tmp, cache)
+    return emb_all
+
+
+def _default_engine(model: ReIDModel, layers: Sequence[str], cache_size: int) -> Any:
+    from pairx.explainers.pairx import PairX
+
+    return PairX(model, list(layers), n_pixel_maps=0, cache_size=cache_size)
+
+
+def _n_images(pairs: Sequence[Pair]) -> int:
+    """Cache size that keeps every image of ``pairs`` (no per-image work is ever redone)."""
+    return len({p.query for p in pairs} | {p.gallery for p in pairs}) + 1
+
+
+def _run_pairs(
+    runner: _Runner,
+    pairs: Sequence[Pair],
+    store: PairStore,
+    desc: str,
+    progress: bool,
+    chunk_size: int,
+) -> tuple[int, int]:
+    """Compute and store the pairs not yet in ``store``, ``chunk_size`` pairs per engine call.
+
+    Pairs are processed query by query so that a chunk shares images (each image's forward
+    graph is built once per chunk); rows are flushed to disk after every chunk.
+    """
+    todo = [p for p in pairs if not store.has(runner.group, runner.layers, p)]
+    todo.sort(key=lambda p: (p.query, p.gallery))
+    bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="pair")
+    for i in range(0, len(todo), chunk_size):
+        chunk = todo[i : i + chunk_size]
+        for rows in runner.rows(chunk):
+            store.write(rows)
+        bar.update(len(chunk))
+    bar.close()
+    return len(todo), len(pairs) - len(todo)
+
+
+def _iter_layers_rho(
+    rows: Sequence[dict[str, Any]], layers: Sequence[str]
+) -> Iterator[tuple[str, float]]:
+    for layer in layers:
+        sub = [r for r in rows if r["layer"] == layer]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MetricWarning)
+            rho = spearman_rho([r["res"] for r in sub], [r["similarity"] for r in sub])
+        yield layer, rho
+
+
+def _check_config(out_dir: Path, config: EvaluationConfig, overwrite: bool) -> None:
+    cfg_path = out_dir / "config.json"
+    if cfg_path.is_file() and not overwrite:
+        old = cfg_path.read_text(encoding="utf-8")
+        if old.strip() != config.to_json().strip():
+            raise InputError(
+                f"{out_dir} holds results of a different configuration ({cfg_path}); use another "
+                "output folder, or --overwrite to discard them"
+            )
+        return
+    if overwrite:
+        for name in ("pairs.csv", "selection_pairs.csv", "layers.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        emb = out_dir / "embeddings"
+        if emb.is_dir():
+            for f in emb.glob("*.npz"):
+                f.unlink()
+    _atomic_write(cfg_path, config.to_json() + "\n")
+
+
+def evaluate(
+    dataset: ReIDDataset,
+    model: ReIDModel,
+    out_dir: str | Path,
+    config: EvaluationConfig,
+    *,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    chunk_size: int = 32,
+    progress: bool = True,
+    homography_source: HomographySource | None = None,
+    engine_factory: Callable[[ReIDModel, Sequence[str], int], Any] | None = None,
+) -> EvaluationResult:
+    """Run the protocol and write ``config.json``, ``pairs.csv`` and ``selection_pairs.csv``.
+
+    Parameters
+    ----------
+    dataset
+        The dataset (metadata, folder per identity or synthetic benchmark).
+    model
+        The re-ID model (eval mode, on its device).
+    out_dir
+        Output folder; an existing one with the same ``config.json`` is resumed.
+    config
+        Protocol settings.
+    overwrite
+        Discard results of a different configuration instead of raising.
+    batch_size
+        Embedding batch size.
+    chunk_size
+        Pairs per PAIR-X engine call (each image's forward graph is built once per call; larger
+        chunks reuse more but hold more graphs in memory). Also the resume granularity.
+    progress
+        Show tqdm progress bars.
+    homography_source
+        Overrides the source named by ``config.homography`` (e.g. a configured LightGlue).
+    engine_factory
+        ``(model, layers, cache_size) -> engine`` with PairX's ``explain_pairs``; defaults to
+        ``PairX(model, layers, n_pixel_maps=0, cache_size=cache_size)``, with a cache large
+        enough for every image of the pairs, so no image's forward/LRP work is done twice.
+
+    Returns
+    -------
+    EvaluationResult
+
+    Raises
+    ------
+    DatasetError
+        Empty dataset, no test split, too few pairs, ``truth`` on a non-synthetic dataset.
+    """
+    if len(dataset) == 0:
+        raise DatasetError(f"dataset {dataset.root} is empty")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, config, overwrite)
+    factory = engine_factory or _default_engine
+    synthetic = is_synthetic(dataset)
+    truth = GroundTruthHomography(dataset) if synthetic else None
+    source = homography_source or make_homography_source(
+        config.homography, dataset, device=model.device
+    )
+    dataset = split_dataset(dataset)
+    groups = group_dataset(dataset, config.group_by)
+    layers_path = out / "layers.json"
+    chosen: dict[str, Any] = (
+        json.loads(layers_path.read_text(encoding="utf-8")) if layers_path.is_file() else {}
+    )
+    result = EvaluationResult(out)
+    store = PairStore(out / "pairs.csv")
+    sel_store = PairStore(out / "selection_pairs.csv")
+    try:
+        for name, group in groups.items():
+            train = [s for s in group if s.split == "train"]
+            test = [s for s in group if s.split == "test"]
+            if not test:
+                raise DatasetError(
+                    f"{name}: no test-split images to use as queries; the protocol needs a "
+                    "'split' column with train and test images"
+                )
+            if not train:
+                raise DatasetError(f"{name}: no train-split images to use as the gallery")
+            queries, gallery = test, train
+            if not {s.identity for s in test} & {s.identity for s in train}:
+                # identity-disjoint split (e.g. the synthetic benchmark): no query could have a
+                # correct match; evaluate on the unseen test individuals, split within each
+                # identity into query and gallery halves
+                halves = split_dataset(ReIDDataset(group.root, [_with_split(s, "") for s in test]))
+                queries = [s for s in halves if s.split == "test"]
+                gallery = [s for s in halves if s.split == "train"]
+            sub = ReIDDataset(group.root, _unique(train + queries + gallery))
+            emb = _normalise(
+                _embed_group(
+                    model, sub, out / "embeddings" / f"{_safe(name)}.npz", batch_size, progress
+                )
+            )
+            row_of = {s.image_id: i for i, s in enumerate(sub)}
+            e_train = emb[[row_of[s.image_id] for s in train]]
+            e_query = emb[[row_of[s.image_id] for s in queries]]
+            e_gallery = emb[[row_of[s.image_id] for s in gallery]]
+            if config.layers == ("auto",):
+                if name in chosen:
+                    layer = chosen[name]["layer"]
+                    result.selection[name] = chosen[name]["rho_res"]
+                else:
+                    cands = default_candidate_layers(model)
+                    sim_tt = e_train @ e_train.T
+                    np.fill_diagonal(sim_tt, -np.inf)
+                    sel_pairs = select_pairs(
+                        sim_tt,
+                        train,
+                        train,
+                        config.n_selection_pairs,
+                        seed=config.seed + 1,
+                        k_start=config.k_start,
+                        k_max=config.k_max,
+                        where=f"{name} (layer selection)",
+                    )
+                    runner = _Runner(
+                        model,
+                        name,
+                        group,
+                        cands,
+                        source,
+                        None,
+                        config,
+                        factory,
+                        _n_images(sel_pairs),
+                    )
+                    _run_pairs(
+                        runner, sel_pairs, sel_store, f"select layer {name}", progress, chunk_size
+                    )
+                    rows = [
+                        r
+                        for r in read_pairs(sel_store.path)
+                        if r["dataset"] == name
+                        and (r["query"], r["gallery"]) in {(p.query, p.gallery) for p in sel_pairs}
+                    ]
+                    rhos = dict(_iter_layers_rho(rows, cands))
+                    finite = {k: v for k, v in rhos.items() if math.isfinite(v)}
+                    layer = max(finite, key=lambda k: finite[k]) if finite else cands[0]
+                    chosen[name] = {"layer": layer, "rho_res": rhos}
+                    result.selection[name] = rhos
+                    _atomic_write(layers_path, json.dumps(chosen, indent=2) + "\n")
+                layers = [layer]
+            else:
+                layers = list(config.layers)
+            result.layers[name] = layers
+            pairs = select_pairs(
+                e_query @ e_gallery.T,
+                queries,
+                gallery,
+                config.n_pairs,
+                seed=config.seed,
+                k_start=config.k_start,
+                k_max=config.k_max,
+                where=name,
+            )
+            runner = _Runner(
+                model, name, group, layers, source, truth, config, factory, _n_images(pairs)
+            )
+            n_new, n_old = _run_pairs(
+                runner, pairs, store, f"evaluate {name}", progress, chunk_size
+            )
+            result.n_computed += n_new
+            result.n_skipped += n_old
+    finally:
+        store.close()
+        sel_store.close()
+    return result
+
+
+def _unique(samples: Sequence[Sample]) -> list[Sample]:
+    seen: dict[str, Sample] = {}
+    for s in samples:
+        seen.setdefault(s.image_id, s)
+    return list(seen.values())
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "dataset"
