@@ -15,7 +15,12 @@ import typer
 from pairx.core.errors import PairxError
 
 # Modules that define commands; each has ``register(app)``.
-COMMAND_MODULES: tuple[str, ...] = ("pairx.cli.synth", "pairx.cli.train", "pairx.cli.explain")
+COMMAND_MODULES: tuple[str, ...] = (
+    "pairx.cli.synth",
+    "pairx.cli.train",
+    "pairx.cli.explain",
+    "pairx.cli.evaluate",
+)
 
 app = typer.Typer(
     name="pairx",

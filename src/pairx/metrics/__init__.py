@@ -1,4 +1,4 @@
-"""PAIR-X quantitative metrics (paper section 3.3, supplement B.3-B.4) and ground-truth faithfulness.
+"""PAIR-X quantitative metrics (paper section 3.3, supplement B.3-B.4), ground-truth faithfulness.
 
 The pure functions live in :mod:`pairx.metrics.functional`; :mod:`~pairx.metrics.homography`
 provides homography sources, :mod:`~pairx.metrics.protocol` the resumable dataset protocol,
