@@ -93,6 +93,12 @@ def test_convert_maps_published_names() -> None:
         }
     )
     assert set(out) == {"backbone.conv_stem.weight", "global_pool.p", "bn.weight"}
+    # Hub exports that store the GeM exponent under the backbone's global pool.
+    p = torch.tensor([2.5])
+    out = convert_miewid_state_dict({"backbone.global_pool.p": p, "final.kernel.weight": t})
+    assert set(out) == {"global_pool.p"} and out["global_pool.p"] is p
+    both = convert_miewid_state_dict({"backbone.global_pool.p": t, "pooling.p": p})
+    assert set(both) == {"global_pool.p"} and both["global_pool.p"] is p
 
 
 def test_hf_cache_folder_loads_and_matches_source(

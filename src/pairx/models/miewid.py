@@ -49,6 +49,7 @@ WEIGHT_FILE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "mode
 
 _WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
 _HEAD_PREFIXES = ("final.", "fc.", "head.", "arcface.", "backbone.classifier.")
+_GEM_KEYS = ("pooling.p", "global_pool.p", "backbone.global_pool.p")
 
 
 def build_miewid_net() -> nn.Module:
@@ -67,7 +68,8 @@ def build_miewid_net() -> nn.Module:
 def convert_miewid_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a published MiewID state dict to ``ReIDNet`` key names.
 
-    ``pooling.p`` becomes ``global_pool.p``; wrapper prefixes (``module.``, ``model.``,
+    ``pooling.p`` (or ``backbone.global_pool.p``, as stored by some Hugging Face exports)
+    becomes ``global_pool.p``; wrapper prefixes (``module.``, ``model.``,
     ``_orig_mod.``) are stripped; training-only head keys (ArcFace ``final.*``, ``fc.*``, a
     leftover ``backbone.classifier.*``) are dropped. Keys already in ``ReIDNet`` form pass through.
 
@@ -82,6 +84,7 @@ def convert_miewid_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, to
         The renamed state dict (tensors are not copied).
     """
     out: dict[str, torch.Tensor] = {}
+    gem_keys: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         name = key
         stripped = True
@@ -93,9 +96,16 @@ def convert_miewid_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, to
                     stripped = True
         if name.startswith(_HEAD_PREFIXES):
             continue
-        if name == "pooling.p":
-            name = "global_pool.p"
+        if name in _GEM_KEYS:
+            gem_keys[name] = value
+            continue
         out[name] = value
+    # The GeM exponent is "pooling.p" in MiewIdNet; some Hub exports attach the same GeM module
+    # as the backbone's global pool and store it as "backbone.global_pool.p" (or both).
+    for name in _GEM_KEYS:
+        if name in gem_keys:
+            out["global_pool.p"] = gem_keys[name]
+            break
     return out
 
 
