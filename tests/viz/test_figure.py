@@ -11,7 +11,7 @@ from PIL import Image
 
 from pairx.core.errors import InputError
 from pairx.core.results import Matches, PairExplanation
-from pairx.viz.colors import apply_colormap, palette
+from pairx.viz.colors import apply_colormap, palette, rank_palette
 from pairx.viz.figure import render_explanation, save_png
 from pairx.viz.heatmap import composite_pixel_maps, normalise, upsample
 
@@ -89,7 +89,7 @@ def test_shapes_and_dtype(layout: str, legend: bool, n_maps: int, shape: tuple[i
 
 
 def test_match_endpoints_and_lines_have_match_colours() -> None:
-    colors = palette(3, "hsv")
+    colors = rank_palette(3, "hsv")
     img = render_explanation(THREE, heatmap=False, show_legend=False, n_lines=3)
     for k in range(3):
         xa, ya = THREE.matches.xy_a[k]
@@ -160,7 +160,7 @@ def test_background_opacity_monotonic() -> None:
 
 
 def test_pixel_maps_take_match_colours() -> None:
-    colors = palette(3, "hsv")
+    colors = rank_palette(3, "hsv")
     img = render_explanation(THREE, n_lines=3, show_legend=False, background_alpha=0.0)
     for k in range(2):  # THREE has two pixel maps, bumps at the matched positions
         xa, ya = THREE.matches.xy_a[k].astype(int)
@@ -195,6 +195,11 @@ def test_helpers() -> None:
     up = upsample(np.arange(4.0).reshape(2, 2), (8, 8))
     assert up.shape == (8, 8) and up[0, 0] == 0 and up[-1, -1] == 3
     assert palette(4).shape == (4, 3) and len({tuple(c) for c in palette(12)}) == 12
+    ranked = rank_palette(20)
+    assert len({tuple(c) for c in ranked}) == 20
+    # Any prefix is spread out: the first 3 colours are far apart in RGB.
+    first = ranked[:3].astype(int)
+    assert min(np.abs(first[i] - first[j]).sum() for i in range(3) for j in range(i)) > 150
     lut_end = apply_colormap(np.array([[0.0, 1.0]]), "gray")
     np.testing.assert_array_equal(lut_end[0], [[0, 0, 0], [255, 255, 255]])
 
@@ -271,7 +276,7 @@ def test_golden_pair_renders(golden_dir: Path) -> None:
     )
     img = render_explanation(expl, show_legend=False)
     assert img.shape == (2 * size, 2 * size, 3)
-    colors = palette(20)
+    colors = rank_palette(20)
     x0, y0 = expl.matches.xy_a[0]
     np.testing.assert_array_equal(img[round(y0), round(x0)], colors[0])
     # The bottom half is mostly faded (light) image with coloured relevance blobs.
@@ -298,7 +303,7 @@ def test_engine_explanation_renders(golden_dir: Path) -> None:
         img = expl.render(layout=layout, show_legend=False)
         assert img.shape == (*shape, 3) and img.dtype == np.uint8
     img = expl.render(show_legend=False)
-    colors = palette(8)
+    colors = rank_palette(8)
     x0, y0 = expl.matches.xy_a[0]
     x1, y1 = expl.matches.xy_b[0]
     np.testing.assert_array_equal(img[round(y0), round(x0)], colors[0])

@@ -13,7 +13,7 @@ import numpy as np
 
 from pairx.core.errors import InputError
 
-__all__ = ["ColorSpec", "apply_colormap", "colormap_lut", "palette"]
+__all__ = ["ColorSpec", "apply_colormap", "colormap_lut", "palette", "rank_palette"]
 
 ColorSpec = str | Sequence[tuple[int, int, int]]
 """A matplotlib colour-map name, or an explicit list of ``(r, g, b)`` uint8 colours."""
@@ -107,3 +107,33 @@ def palette(n: int, cmap: ColorSpec = "hsv") -> np.ndarray:
     if colors.min() < 0 or colors.max() > 255:
         raise InputError("colour components must be in [0, 255]")
     return colors[np.arange(n) % len(colors)].astype(np.uint8)
+
+
+_GOLDEN = 0.6180339887498949
+
+
+def rank_palette(n: int, cmap: ColorSpec = "hsv") -> np.ndarray:
+    """``n`` colours for matches in rank order, every prefix spread over the whole map.
+
+    Colour ``k`` is the map at ``(0.5 + k * 0.618...) mod 1`` (golden-ratio steps), so the top
+    few matches get clearly different colours however many lines are drawn after them; with
+    a cyclic map such as ``"hsv"`` no two of the first ``n`` are the same. An explicit list of
+    colours is cycled in order.
+
+    Parameters
+    ----------
+    n
+        Number of colours (``>= 0``).
+    cmap
+        Colour-map name or explicit ``(r, g, b)`` list.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n, 3)`` uint8 RGB.
+    """
+    if not isinstance(cmap, str) or n <= 0:
+        return palette(n, cmap)
+    lut = colormap_lut(cmap)
+    pos = np.mod(0.5 + np.arange(n) * _GOLDEN, 1.0)
+    return lut[np.round(pos * 255.0).astype(np.intp)].copy()

@@ -30,7 +30,7 @@ from PIL import Image
 
 from pairx.core.errors import InputError
 from pairx.core.results import PairExplanation
-from pairx.viz.colors import ColorSpec, palette
+from pairx.viz.colors import ColorSpec, rank_palette
 from pairx.viz.heatmap import (
     Combine,
     composite_pixel_maps,
@@ -150,7 +150,8 @@ def render_explanation(
     layout
         ``"stacked"`` (match panel above pixel panel) or ``"side"`` (one row).
     line_cmap
-        Colour map (name) or colour list for the matches, in rank order.
+        Colour map (name) or colour list for the matches, in rank order (see
+        :func:`pairx.viz.colors.rank_palette`: the top matches get the most distinct colours).
     pixel_cmap
         Colours of the pixel maps; ``None`` reuses the line colours so that match ``k`` has the
         same colour in both panels.
@@ -204,8 +205,8 @@ def render_explanation(
         )
     n_maps = len(maps_a)
     n_colors = max(n_draw, n_maps)
-    line_colors = palette(n_colors, line_cmap)
-    map_colors = line_colors if pixel_cmap is None else palette(n_maps, pixel_cmap)
+    line_colors = rank_palette(n_colors, line_cmap)
+    map_colors = line_colors if pixel_cmap is None else rank_palette(n_maps, pixel_cmap)
 
     # Match panel: A | B with heatmap and lines.
     if heatmap:
