@@ -49,7 +49,9 @@ def evaluate(
     ] = "species",
     device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 32,
-    chunk_size: Annotated[int, typer.Option(help="Pairs per PAIR-X call.")] = 32,
+    chunk_size: Annotated[
+        int, typer.Option(help="Pairs per PAIR-X call (results are flushed after each).")
+    ] = 8,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Discard results of another configuration.")
     ] = False,

@@ -26,7 +26,8 @@ benchmark, mirroring the paper's one-dataset-per-species evaluation):
    random-match baseline (:mod:`pairx.metrics.faithfulness`).
 
 PAIR-X runs through :class:`pairx.explainers.pairx.PairX` with ``n_pixel_maps=0`` and the
-sample ``image_id`` as cache key, so each image's forward/LRP work is done once. Rows are
+sample ``image_id`` as cache key: each image is read and preprocessed once, and each pair gets
+exactly one forward pass (both images as one batch) and one LRP backward pass for all layers. Rows are
 appended to ``OUT/pairs.csv`` (and ``OUT/selection_pairs.csv``) and flushed after every pair;
 a rerun with the same configuration (``OUT/config.json``) skips the pairs already there, so an
 interrupted run resumes without losing work. A partially written last line is discarded.
@@ -452,8 +453,11 @@ class PairStore:
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append the rows of one pair and flush them to disk."""
         for row in rows:
+            key = (row["dataset"], row["layer"], row["query"], row["gallery"])
+            if key in self.done:  # a layer row kept from an interrupted earlier run
+                continue
             self._writer.writerow([_fmt(row.get(c, "")) for c in PAIR_COLUMNS])
-            self.done.add((row["dataset"], row["layer"], row["query"], row["gallery"]))
+            self.done.add(key)
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -629,8 +633,8 @@ def _run_pairs(
 ) -> tuple[int, int]:
     """Compute and store the pairs not yet in ``store``, ``chunk_size`` pairs per engine call.
 
-    Pairs are processed query by query so that a chunk shares images (each image's forward
-    graph is built once per chunk); rows are flushed to disk after every chunk.
+    Pairs are processed query by query; rows are flushed to disk after every chunk of
+    ``chunk_size`` pairs (the resume granularity).
     """
     todo = [p for p in pairs if not store.has(runner.group, runner.layers, p)]
     todo.sort(key=lambda p: (p.query, p.gallery))
@@ -683,7 +687,7 @@ def evaluate(
     *,
     overwrite: bool = False,
     batch_size: int = 32,
-    chunk_size: int = 32,
+    chunk_size: int = 8,
     progress: bool = True,
     homography_source: HomographySource | None = None,
     engine_factory: Callable[[ReIDModel, Sequence[str], int], Any] | None = None,
@@ -705,8 +709,8 @@ def evaluate(
     batch_size
         Embedding batch size.
     chunk_size
-        Pairs per PAIR-X engine call (each image's forward graph is built once per call; larger
-        chunks reuse more but hold more graphs in memory). Also the resume granularity.
+        Pairs per PAIR-X engine call; results are flushed after each call (the resume
+        granularity).
     progress
         Show tqdm progress bars.
     homography_source
@@ -714,7 +718,7 @@ def evaluate(
     engine_factory
         ``(model, layers, cache_size) -> engine`` with PairX's ``explain_pairs``; defaults to
         ``PairX(model, layers, n_pixel_maps=0, cache_size=cache_size)``, with a cache large
-        enough for every image of the pairs, so no image's forward/LRP work is done twice.
+        enough for every image of the pairs (each image is preprocessed once).
 
     Returns
     -------
