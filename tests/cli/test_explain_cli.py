@@ -133,6 +133,7 @@ def test_layers_command(model_dir: Path) -> None:
         (["explain", "{a}", "{a}", "-m", "{model}", "-o", "{tmp}/x.jpg"], "must be a .png"),
         (["explain", "{a}", "{a}", "-m", "{model}", "--layout", "grid"], "stacked"),
         (["layers", "timm:not_a_model_at_all"], "unknown timm backbone"),
+        (["explain", "{a}", "{a}", "-m", "timm:resnet10t"], "recommends no PAIR-X layer"),
     ],
 )
 def test_errors_are_one_clear_line(

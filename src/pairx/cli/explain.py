@@ -64,7 +64,11 @@ def default_layers(model: ReIDModel) -> list[str]:
         return [DEFAULT_LAYERS[0]]
     from pairx.models.layers import candidate_layers
 
-    names = [info.name for info in candidate_layers(model)]
+    names = [
+        info.name
+        for info in candidate_layers(model)
+        if min(info.grid) >= 2 and _is_block(model.net.get_submodule(info.name))
+    ]
     shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
     raise LayerError(
         f"model {model.name!r} recommends no PAIR-X layer; pass one or more --layer NAME "
@@ -141,6 +145,7 @@ def explain_command(
 
     Prints the cosine similarity and the top matches, and writes one PNG per layer.
     """
+    from pairx.data.images import load_image
     from pairx.explainers.pairx import explain
     from pairx.models.loaders import load_model
     from pairx.viz.figure import render_explanation, save_png
@@ -151,6 +156,8 @@ def explain_command(
         raise InputError("--n-matches and --n-pixel-maps must be >= 0")
     if out.suffix.lower() != ".png":
         raise InputError(f"--out must be a .png file; got {out}")
+    for image in (image_a, image_b):  # fail fast, before the model is loaded
+        load_image(image)
     start = time.perf_counter()
     net = load_model(model, weights=weights, device=device)
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
