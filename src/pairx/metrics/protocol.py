@@ -27,10 +27,11 @@ benchmark, mirroring the paper's one-dataset-per-species evaluation):
 
 PAIR-X runs through :class:`pairx.explainers.pairx.PairX` with ``n_pixel_maps=0`` and the
 sample ``image_id`` as cache key: each image is read and preprocessed once, and each pair gets
-exactly one forward pass (both images as one batch) and one LRP backward pass for all layers. Rows are
-appended to ``OUT/pairs.csv`` (and ``OUT/selection_pairs.csv``) and flushed after every pair;
-a rerun with the same configuration (``OUT/config.json``) skips the pairs already there, so an
-interrupted run resumes without losing work. A partially written last line is discarded.
+exactly one forward pass (both images as one batch) and one LRP backward pass for all layers.
+Rows are appended to ``OUT/pairs.csv`` (and ``OUT/selection_pairs.csv``) and flushed after
+every chunk of pairs; a rerun with the same configuration (``OUT/config.json``) skips the
+pairs already there, so an interrupted run resumes without losing work. A partially written
+last line is discarded.
 """
 
 from __future__ import annotations
@@ -470,7 +471,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "1" if v else "0"
     if isinstance(v, float):
-        return repr(v)
+        return repr(float(v))
     return str(v)
 
 

@@ -135,7 +135,7 @@ def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow([repr(r[c]) if isinstance(r[c], float) else r[c] for c in columns])
+        w.writerow([repr(float(r[c])) if isinstance(r[c], float) else r[c] for c in columns])
     return buf.getvalue()
 
 
