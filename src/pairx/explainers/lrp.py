@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from zennit.composites import EpsilonPlus
-from zennit.rules import Epsilon, Pass
+from zennit.rules import Epsilon, Norm, Pass
 from zennit.types import BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
 from pairx.models.adapter import ReIDModel
 from pairx.models.canonizers import (
     DetachedLayerNorm,
+    GeMMean,
     Power,
     canonizer_for,
     check_lrp_support,
@@ -60,6 +61,7 @@ def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlu
     """The EpsilonPlus composite extended with rules for pairx's canonical modules."""
     layer_map = [
         ((Power,), Pass()),
+        ((GeMMean,), Norm(stabilizer=1e-30)),
         ((DetachedLayerNorm,), Epsilon(epsilon=epsilon)),
         (_extra_activations(), Pass()),
     ]

@@ -43,6 +43,7 @@ __all__ = [
     "ComposedCanonizer",
     "DetachedLayerNorm",
     "FamilySpec",
+    "GeMMean",
     "Power",
     "SignalPass",
     "canonizer_for",
@@ -87,6 +88,14 @@ class Power(nn.Module):
         return x.pow(self.exponent)
 
 
+class GeMMean(nn.AdaptiveAvgPool2d):
+    """Global average of ``x ** p`` inside :class:`CanonicalGeM` (rule: ``Norm`` with a tiny
+    stabilizer, since ``x ** p >= eps ** p > 0`` can legitimately be far below ``1e-6``)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+
 class CanonicalGeM(nn.Module):
     """GeM pooling as power -> average pool -> root, so each step has an LRP rule.
 
@@ -98,7 +107,7 @@ class CanonicalGeM(nn.Module):
         p: Any = gem.p
         p_value = p.detach().reshape(-1)[0] if isinstance(p, torch.Tensor) else float(p)
         self.power = Power(p_value, eps=float(getattr(gem, "eps", 1e-6)))
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GeMMean()
         self.root = Power(1.0 / p_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -377,10 +386,9 @@ class TimmEfficientNetResiduals(Canonizer):
                 self.add_child(module, "pairx_sum", Sum())
                 original = type(module).forward
 
-                def forward(self: nn.Module, x: torch.Tensor, _orig: Any = original) -> Any:
+                def forward(self: Any, x: torch.Tensor, _orig: Any = original) -> Any:
                     y = _orig(self, x)  # has_skip is False: the block without its shortcut
-                    summed: Any = self.pairx_sum
-                    return summed(torch.stack([self.drop_path(y), x], dim=-1))
+                    return self.pairx_sum(torch.stack([self.drop_path(y), x], dim=-1))
 
                 self.override_forward(module, forward)
 
@@ -465,22 +473,34 @@ def _convnext_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class ZennitCanonizer(Canonizer):
-    """Adapter for a :mod:`zennit` canonizer (its own apply/remove are reversible)."""
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        super().__init__()
-        self.factory = factory
+class TorchvisionResNetResiduals(Canonizer):
+    """torchvision ``BasicBlock`` / ``Bottleneck``: explicit residual ``Sum`` before the ReLU."""
 
     def edit(self, net: nn.Module) -> None:
-        canonizer = self.factory()
-        instances = canonizer.apply(net)
+        from torchvision.models.resnet import BasicBlock, Bottleneck
 
-        def undo() -> None:
-            for instance in reversed(instances):
-                instance.remove()
+        for module in list(net.modules()):
+            if isinstance(module, (BasicBlock, Bottleneck)):
+                self.add_child(module, "pairx_sum", Sum())
+                fwd = _tv_basic_forward if isinstance(module, BasicBlock) else _tv_neck_forward
+                self.override_forward(module, fwd)
 
-        self._undo.append(undo)
+
+def _tv_tail(self: Any, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    identity = self.downsample(x) if self.downsample is not None else x
+    summed: torch.Tensor = self.relu(self.pairx_sum(torch.stack([out, identity], dim=-1)))
+    return summed
+
+
+def _tv_basic_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+    return _tv_tail(self, x, out)
+
+
+def _tv_neck_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.relu(self.bn2(self.conv2(out)))
+    return _tv_tail(self, x, self.bn3(self.conv3(out)))
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -543,9 +563,7 @@ def _contains(*class_paths: str) -> Callable[[nn.Module], bool]:
 
 
 def _torchvision_resnet() -> Canonizer:
-    from zennit.torchvision import ResNetCanonizer
-
-    return ZennitCanonizer(ResNetCanonizer)
+    return ComposedCanonizer([MergeBatchNorm(), TorchvisionResNetResiduals()])
 
 
 def _timm_resnet() -> Canonizer:
@@ -568,7 +586,7 @@ register_family(FamilySpec(
     "torchvision_resnet",
     _contains("torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck"),
     _torchvision_resnet,
-    "torchvision ResNet (zennit's ResNet canonizer)",
+    "torchvision ResNet",
 ))
 register_family(FamilySpec(
     "timm_resnet",
