@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pairx.core.errors import ModelError
+from pairx.core.errors import InputError, ModelError
 
 __all__ = ["load_any_model", "register"]
 
@@ -53,6 +53,13 @@ def train_command(
     data: Annotated[Path, typer.Argument(help="Dataset folder (metadata.csv with a train split).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Run folder (checkpoints, export).")],
     backbone: Annotated[str, typer.Option(help="timm backbone name.")] = "resnet10t",
+    timm_kwargs: Annotated[
+        str | None,
+        typer.Option(
+            "--timm-kwargs",
+            help='timm.create_model options as JSON, e.g. {"channels": [32, 64, 128, 256]}.',
+        ),
+    ] = None,
     size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 160,
     epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 20,
     batch_p: Annotated[int, typer.Option("--batch-p", help="Identities per batch.")] = 16,
@@ -72,14 +79,25 @@ def train_command(
         typer.Option("--evaluate/--no-evaluate", help="Retrieval on the test split at the end."),
     ] = True,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(help="Training-time budget: the LR schedule ends and training stops then."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet)."""
     from pairx.training.loop import TrainConfig, train
 
+    try:
+        kwargs = json.loads(timm_kwargs) if timm_kwargs else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--timm-kwargs must be a JSON object: {exc}") from exc
+    if not isinstance(kwargs, dict):
+        raise InputError(f"--timm-kwargs must be a JSON object; got {timm_kwargs!r}")
     config = TrainConfig(
         data=str(data),
         backbone=backbone,
+        timm_kwargs=kwargs,
         size=size,
         epochs=epochs,
         batch_p=batch_p,
@@ -90,6 +108,7 @@ def train_command(
         arcface_weight=arcface_weight,
         triplet_weight=triplet_weight,
         evaluate=evaluate,
+        max_minutes=max_minutes,
     )
     result = train(config, out, resume=resume, progress=not quiet, threads=threads)
     summary = {

@@ -75,6 +75,11 @@ class TrainConfig:
         Recommended PAIR-X layers written into the export.
     augment
         Augmentation strengths.
+    max_minutes
+        Optional training-time budget: the cosine schedule follows whichever is further
+        along, the step count or the elapsed fraction of the budget, and the run ends when the
+        budget is spent (possibly mid-epoch). With a budget the result depends on machine
+        speed; without one (the default) a seed fully determines the run.
     evaluate
         After training, evaluate retrieval on the dataset's ``test`` split (if any) and store
         the figures in the export's config.
@@ -102,6 +107,7 @@ class TrainConfig:
     layers: list[str] = field(default_factory=lambda: list(DEFAULT_LAYERS))
     augment: dict[str, Any] = field(default_factory=lambda: _augment_dict(AugmentConfig()))
     evaluate: bool = True
+    max_minutes: float | None = None
 
     def validate(self) -> None:
         """Raise :class:`InputError` on values that cannot train."""
@@ -160,11 +166,14 @@ class TrainResult:
     retrieval: dict[str, Any]
 
 
-def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+def _lr_lambda(
+    total_steps: int, warmup_steps: int, time_fraction: Callable[[], float]
+) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        progress = max(progress, time_fraction())
         return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
@@ -187,6 +196,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     threads: int | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train an embedding network and export it.
 
@@ -203,6 +213,10 @@ def train(
         Show tqdm bars.
     threads
         ``torch.set_num_threads`` for the run (``None``: leave as is).
+    stop_after
+        Stop once this many epochs are complete, leaving a checkpoint to resume (e.g. to
+        split a long run over several sessions); the schedule still follows ``config.epochs``
+        and nothing is exported until the run is complete.
 
     Returns
     -------
@@ -263,10 +277,18 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sampler = PKSampler(labels.tolist(), config.batch_p, config.batch_k, seed=config.seed)
     steps_per_epoch = len(sampler)
+    budget = None if config.max_minutes is None else 60.0 * config.max_minutes
+    clock = {"elapsed": 0.0}  # training seconds so far, over all sessions of the run
+
+    def time_fraction() -> float:
+        return 0.0 if budget is None else clock["elapsed"] / budget
+
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         _lr_lambda(
-            config.epochs * steps_per_epoch, max(1, round(config.warmup_epochs * steps_per_epoch))
+            config.epochs * steps_per_epoch,
+            max(1, round(config.warmup_epochs * steps_per_epoch)),
+            time_fraction,
         ),
     )
     generator = torch.Generator().manual_seed(config.seed)
@@ -290,6 +312,7 @@ def train(
         torch.set_rng_state(ckpt["torch_rng"])
         history = list(ckpt["history"])
         start_epoch = int(ckpt["epoch"]) + 1
+        clock["elapsed"] = float(ckpt.get("elapsed", 0.0))
     out.mkdir(parents=True, exist_ok=True)
 
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -309,13 +332,19 @@ def train(
     }
     net.train()
     head.train()
-    for epoch in range(start_epoch, config.epochs):
+    last_epoch = config.epochs if stop_after is None else min(config.epochs, stop_after)
+    out_of_time = budget is not None and clock["elapsed"] >= budget
+    for epoch in range(start_epoch, last_epoch):
         assert images is not None
+        if out_of_time:
+            break
         sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "arcface": 0.0, "triplet": 0.0}
         bar = tqdm(sampler, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        steps = 0
         for batch in bar:
+            t_step = time.perf_counter()
             index = torch.tensor(batch, dtype=torch.long)
             x = normalize(augment(images[index], aug, generator), mean, std)
             y = labels[index]
@@ -343,11 +372,17 @@ def train(
             sums["arcface"] += float(arc.detach())
             sums["triplet"] += float(tri.detach())
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        record = {k: v / steps_per_epoch for k, v in sums.items()}
+            steps += 1
+            clock["elapsed"] += time.perf_counter() - t_step
+            if budget is not None and clock["elapsed"] >= budget:
+                out_of_time = True  # the time budget ends the run (schedule already at its end)
+                break
+        record = {k: v / max(1, steps) for k, v in sums.items()}
         record.update(
             epoch=float(epoch + 1),
             lr=float(scheduler.get_last_lr()[0]),
             seconds=time.perf_counter() - t0,
+            steps=float(steps),
         )
         history.append(record)
         with (out / "log.jsonl").open("a") as fh:
@@ -361,6 +396,8 @@ def train(
                 "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "epoch": epoch,
+                "elapsed": clock["elapsed"],
+                "out_of_time": out_of_time,
                 "history": history,
                 "train_config": cfg_dict,
                 "config": export_config,
@@ -368,10 +405,13 @@ def train(
             ckpt_path,
         )
 
+    if last_epoch < config.epochs and not out_of_time:
+        return TrainResult(run_dir=out, model_path=out / EXPORT, history=history, retrieval={})
     net.eval()
     extra = {
         "train_config": cfg_dict,
         "epochs_trained": len(history),
+        "stopped_by_time_budget": out_of_time,
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "n_train_images": len(samples),
         "n_train_identities": len(identities),

@@ -1,0 +1,121 @@
+"""Training loop smoke tests: loss decreases, checkpoints, exact resume, export round trip."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from pairx.core.errors import DatasetError, InputError
+from pairx.models.default import load_exported
+from pairx.training.data import AugmentConfig, augment
+from pairx.training.loop import TrainConfig, train
+
+NO_AUG = {
+    "rotate": 0.0,
+    "scale": [1.0, 1.0],
+    "translate": 0.0,
+    "shear": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "saturation": 0.0,
+    "grayscale": 0.0,
+    "erase_p": 0.0,
+}
+
+
+def small_config(data: Path, **changes: object) -> TrainConfig:
+    base = TrainConfig(
+        data=str(data),
+        backbone="resnet10t",
+        timm_kwargs={"channels": [16, 32, 64, 128]},
+        size=48,
+        epochs=2,
+        batch_p=4,
+        batch_k=4,
+        lr=3e-3,
+        warmup_epochs=0.0,
+        evaluate=False,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = small_config(tiny_dataset, epochs=6, augment=NO_AUG)
+    result = train(config, tmp_path / "run", progress=False)
+    assert len(result.history) == 6
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert result.history[-1]["loss"] < 0.95 * result.history[0]["loss"]
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and result.model_path.is_file()
+
+
+def test_checkpoint_and_exact_resume(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = small_config(tiny_dataset, epochs=2)
+    full = train(config, tmp_path / "full", progress=False)
+    # the same run interrupted after epoch 1, then resumed
+    part = train(config, tmp_path / "split", progress=False, stop_after=1)
+    assert len(part.history) == 1 and not part.model_path.exists()
+    ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 0 and len(ckpt["history"]) == 1
+    assert set(ckpt) >= {"model", "head", "optimizer", "scheduler", "generator", "torch_rng"}
+    with pytest.raises(InputError, match="exists"):
+        train(config, tmp_path / "split", progress=False)
+    with pytest.raises(InputError, match="differ"):
+        train(replace(config, lr=1e-4), tmp_path / "split", resume=True, progress=False)
+    resumed = train(config, tmp_path / "split", resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1.0, 2.0]
+    log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1.0, 2.0]
+    assert resumed.history[1]["loss"] == pytest.approx(full.history[1]["loss"], rel=1e-4)
+    a = load_exported(full.model_path).net.state_dict()
+    b = load_exported(resumed.model_path).net.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=f"resume diverged at {key}")
+
+
+def test_export_round_trip(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = train(
+        small_config(tiny_dataset, epochs=1, evaluate=True), tmp_path / "r", progress=False
+    )
+    cfg = json.loads(result.model_path.with_suffix(".json").read_text())
+    assert cfg["backbone"] == "resnet10t" and cfg["size"] == [48, 48]
+    assert cfg["layers"] == ["backbone.layer2", "backbone.layer3"]
+    assert set(result.retrieval) >= {"all"} and cfg["test_retrieval"]["all"]["n_queries"] > 0
+    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    model = load_exported(result.model_path)
+    keys = model.net.state_dict().keys()  # the ArcFace head is not part of the export
+    assert all(k.split(".")[0] in ("backbone", "global_pool", "bn") for k in keys)
+    for key, value in model.net.state_dict().items():  # float16 storage, float32 model
+        assert value.dtype == ckpt["model"][key].dtype
+        torch.testing.assert_close(value, ckpt["model"][key].to(torch.float16).to(value.dtype))
+
+
+def test_bad_training_input(tiny_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError):
+        train(small_config(tmp_path / "missing"), tmp_path / "x", progress=False)
+    with pytest.raises(DatasetError, match="batch-p"):
+        train(small_config(tiny_dataset, batch_p=50), tmp_path / "y", progress=False)
+    with pytest.raises(InputError):
+        train(small_config(tiny_dataset, epochs=0), tmp_path / "z", progress=False)
+    with pytest.raises(InputError, match="resume"):
+        train(small_config(tiny_dataset), tmp_path / "none", resume=True, progress=False)
+
+
+def test_augment_identity_and_ranges() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 32, 40), dtype=torch.uint8)
+    plain = augment(
+        images,
+        AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in NO_AUG.items()}),
+        gen,
+    )  # type: ignore[arg-type]
+    torch.testing.assert_close(plain, images.float() / 255.0, atol=1e-5, rtol=0)
+    strong = augment(images, AugmentConfig(erase_p=1.0), gen)
+    assert strong.shape == (3, 3, 32, 40) and strong.min() >= 0 and strong.max() <= 1
+    again = augment(images, AugmentConfig(), torch.Generator().manual_seed(5))
+    torch.testing.assert_close(
+        again, augment(images, AugmentConfig(), torch.Generator().manual_seed(5))
+    )
