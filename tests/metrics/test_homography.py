@@ -127,3 +127,21 @@ def test_truth_frame_round_trip_at_other_input_size(synth_dir: Path) -> None:
     t112 = src.true_points(a, b, (pts224 + 0.5) / 2 - 0.5, (112, 112))
     ok = np.isfinite(t224).all(1)
     np.testing.assert_allclose((t224[ok] + 0.5) / 2 - 0.5, t112[ok], atol=1e-6)
+
+
+def test_frame_maps_round_trip_with_bbox() -> None:
+    from pairx.data.datasets import Sample
+    from pairx.metrics.homography import input_to_source, source_to_input
+
+    s = Sample("a", "x", Path("/a.png"), bbox=(10.0, 20.0, 100.0, 50.0))
+    pts = np.array([[0.0, 0.0], [63.0, 31.0], [10.5, 7.25]])
+    src = input_to_source(pts, (32, 64), s, (200, 300))
+    # pixel centre 0 of the 64-wide input covers source x in [10, 10 + 100/64)
+    assert src[0, 0] == pytest.approx(10 + 0.5 * 100 / 64 - 0.5)
+    assert src[0, 1] == pytest.approx(20 + 0.5 * 50 / 32 - 0.5)
+    np.testing.assert_allclose(source_to_input(src, (32, 64), s, (200, 300)), pts, atol=1e-12)
+    # no bbox: the whole image
+    s0 = Sample("b", "x", Path("/b.png"))
+    np.testing.assert_allclose(
+        input_to_source(np.array([[31.5, 31.5]]), (64, 64), s0, (128, 128)), [[63.5, 63.5]]
+    )

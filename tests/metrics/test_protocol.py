@@ -252,3 +252,19 @@ def test_bad_datasets(tmp_path: Path, tiny_model: ReIDModel, eval_synth: Path) -
         evaluate(
             ReIDDataset(tmp_path, []), tiny_model, tmp_path / "o4", _config(one), progress=False
         )
+
+
+def test_bbox_crop_input(tmp_path: Path) -> None:
+    from pairx.metrics.protocol import _image_input
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[10:20, 30:50] = 255
+    from PIL import Image
+
+    Image.fromarray(img).save(tmp_path / "a.png")
+    s = Sample("a", "x", tmp_path / "a.png", bbox=(30.0, 10.0, 20.0, 10.0))
+    crop = _image_input(s)
+    assert isinstance(crop, np.ndarray) and crop.shape == (10, 20, 3) and (crop == 255).all()
+    assert _image_input(Sample("b", "x", tmp_path / "a.png")) == str(tmp_path / "a.png")
+    with pytest.raises(DatasetError, match="outside"):
+        _image_input(Sample("c", "x", tmp_path / "a.png", bbox=(100.0, 100.0, 5.0, 5.0)))

@@ -522,9 +522,14 @@ class _Runner:
         self._inputs: dict[str, str | np.ndarray] = {}
 
     def _input(self, image_id: str) -> str | np.ndarray:
-        if image_id not in self._inputs:
-            self._inputs[image_id] = _image_input(self.dataset.by_id(image_id))
-        return self._inputs[image_id]
+        """Path of the image, or its bbox crop (a small LRU cache bounds the memory)."""
+        if image_id in self._inputs:
+            return self._inputs[image_id]
+        value = _image_input(self.dataset.by_id(image_id))
+        self._inputs[image_id] = value
+        if len(self._inputs) > 64:
+            del self._inputs[next(iter(self._inputs))]
+        return value
 
     def rows(self, pairs: Sequence[Pair]) -> list[list[dict[str, Any]]]:
         """Metric rows (one per layer) of each pair; one engine call for the whole chunk."""
