@@ -774,17 +774,19 @@ def evaluate(
                 halves = split_dataset(ReIDDataset(group.root, [_with_split(s, "") for s in test]))
                 queries = [s for s in halves if s.split == "test"]
                 gallery = [s for s in halves if s.split == "train"]
-            sub = ReIDDataset(group.root, _unique(train + queries + gallery))
+            auto = config.layers == ("auto",)
+            # train images are embedded only when needed (layer selection or as the gallery)
+            sub = ReIDDataset(group.root, _unique((train if auto else []) + queries + gallery))
             emb = _normalise(
                 _embed_group(
                     model, sub, out / "embeddings" / f"{_safe(name)}.npz", batch_size, progress
                 )
             )
             row_of = {s.image_id: i for i, s in enumerate(sub)}
-            e_train = emb[[row_of[s.image_id] for s in train]]
+            e_train = emb[[row_of[s.image_id] for s in train]] if auto else emb[:0]
             e_query = emb[[row_of[s.image_id] for s in queries]]
             e_gallery = emb[[row_of[s.image_id] for s in gallery]]
-            if config.layers == ("auto",):
+            if auto:
                 if name in chosen:
                     layer = chosen[name]["layer"]
                     result.selection[name] = chosen[name]["rho_res"]
