@@ -145,3 +145,18 @@ def test_frame_maps_round_trip_with_bbox() -> None:
     np.testing.assert_allclose(
         input_to_source(np.array([[31.5, 31.5]]), (64, 64), s0, (128, 128)), [[63.5, 63.5]]
     )
+
+
+def test_estimate_at_resolution_converts_to_input_frame() -> None:
+    from pairx.metrics.homography import estimate_at_resolution, frame_scaling
+
+    img = textured_image()
+    warped = cv2.warpPerspective(img, WARP, (224, 224), borderValue=(200, 200, 200))
+    h = estimate_at_resolution(SIFTHomography(), img, warped, (112, 112))
+    assert h is not None
+    s = frame_scaling((112, 112), (224, 224))
+    # a model-input point p maps to S p in the big frame; in B's input frame it is S^-1 H S p
+    pts = np.array([[20.0, 20.0], [90.0, 20.0], [90.0, 90.0], [20.0, 90.0]])
+    want = project_points(project_points(project_points(pts, s), WARP), np.linalg.inv(s))
+    assert np.abs(project_points(pts, h) - want).max() < 1.0
+    np.testing.assert_allclose(project_points(np.array([[0.0, 0.0]]), s), [[0.5, 0.5]])

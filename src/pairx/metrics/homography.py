@@ -42,7 +42,9 @@ __all__ = [
     "HomographySource",
     "LightGlueHomography",
     "SIFTHomography",
+    "estimate_at_resolution",
     "fit_homography",
+    "frame_scaling",
     "make_homography_source",
 ]
 
@@ -331,6 +333,45 @@ def source_to_input(
     out[:, 0] = (out[:, 0] - x0 + 0.5) / sx - 0.5
     out[:, 1] = (out[:, 1] - y0 + 0.5) / sy - 0.5
     return out
+
+
+def frame_scaling(input_size: tuple[int, int], frame_size: tuple[int, int]) -> np.ndarray:
+    """``(3, 3)`` matrix mapping model-input pixels to a resized frame of the same content.
+
+    Pixel centres are aligned: ``x_frame = (x + 0.5) * W_frame / W - 0.5``.
+    """
+    sx, sy = frame_size[1] / input_size[1], frame_size[0] / input_size[0]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def estimate_at_resolution(
+    source: HomographySource,
+    image_a: np.ndarray,
+    image_b: np.ndarray,
+    input_size: tuple[int, int],
+    *,
+    key_a: Hashable | None = None,
+    key_b: Hashable | None = None,
+) -> np.ndarray | None:
+    """Estimate on higher-resolution images and express the result in the model-input frame.
+
+    Keypoint detectors work better on the original images than on the (often small) model
+    input. ``image_a``/``image_b`` show the same content as the model inputs (the original,
+    possibly bbox-cropped image) at any resolution; the homography ``H`` found between them is
+    returned as ``S_b^-1 H S_a`` where ``S`` maps model-input pixels to each image's pixels.
+
+    Returns
+    -------
+    np.ndarray or None
+        ``(3, 3)`` homography between the model-input frames.
+    """
+    h = source.estimate(image_a, image_b, key_a=key_a, key_b=key_b)
+    if h is None:
+        return None
+    s_a = frame_scaling(input_size, image_a.shape[:2])
+    s_b = frame_scaling(input_size, image_b.shape[:2])
+    out = np.linalg.inv(s_b) @ h @ s_a
+    return np.asarray(out / out[2, 2], dtype=np.float64)
 
 
 def _crop(sample: Sample, source_size: tuple[int, int]) -> tuple[float, float, float, float]:

@@ -20,7 +20,9 @@ benchmark, mirroring the paper's one-dataset-per-species evaluation):
    model, or ``metadata["layers"]``) or else four spread :func:`~pairx.models.layers.
    candidate_layers`.
 4. **Per pair and layer**: similarity, ``res`` (inverted residual mean of all cross-checked
-   matches under the pair's homography; ``nan`` when no homography could be estimated), ``mc``
+   matches under the pair's homography; ``nan`` when no homography could be estimated; SIFT and
+   LightGlue run on the original, bbox-cropped images downscaled to at most 640 pixels, and
+   their homography is converted to the model-input frame), ``mc``
    (match coverage), and on the synthetic benchmark ``res_exact`` (the inverted residual mean
    of the exact true residuals) and the ground-truth faithfulness of the top matches and of a
    random-match baseline (:mod:`pairx.metrics.faithfulness`).
@@ -50,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
@@ -65,6 +68,7 @@ from pairx.metrics.functional import (
 from pairx.metrics.homography import (
     GroundTruthHomography,
     HomographySource,
+    estimate_at_resolution,
     is_synthetic,
     make_homography_source,
 )
@@ -98,6 +102,8 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "faithful_defined",
     "faithful_random",
 )
+#: Longest side of the images keypoint homography sources (SIFT, LightGlue) work on.
+ANALYSIS_SIDE = 640
 #: Fewest correct (and incorrect) pairs a group needs to be evaluated.
 MIN_PAIRS_PER_SIDE = 3
 
@@ -520,6 +526,7 @@ class _Runner:
         self.config = config
         self.engine = engine_factory(model, self.layers, cache_size)
         self._inputs: dict[str, str | np.ndarray] = {}
+        self._analysis: dict[str, np.ndarray] = {}
 
     def _input(self, image_id: str) -> str | np.ndarray:
         """Path of the image, or its bbox crop (a small LRU cache bounds the memory)."""
@@ -530,6 +537,21 @@ class _Runner:
         if len(self._inputs) > 64:
             del self._inputs[next(iter(self._inputs))]
         return value
+
+    def _analysis_image(self, image_id: str) -> np.ndarray:
+        """The original (cropped) image, downscaled to at most :data:`ANALYSIS_SIDE` pixels."""
+        if image_id in self._analysis:
+            return self._analysis[image_id]
+        src = self._input(image_id)
+        rgb = load_image(src) if isinstance(src, str) else src
+        scale = ANALYSIS_SIDE / max(rgb.shape[:2])
+        if scale < 1:
+            size = (max(round(rgb.shape[1] * scale), 1), max(round(rgb.shape[0] * scale), 1))
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        self._analysis[image_id] = rgb
+        if len(self._analysis) > 64:
+            del self._analysis[next(iter(self._analysis))]
+        return rgb
 
     def rows(self, pairs: Sequence[Pair]) -> list[list[dict[str, Any]]]:
         """Metric rows (one per layer) of each pair; one engine call for the whole chunk."""
@@ -543,9 +565,20 @@ class _Runner:
 
     def _pair_rows(self, pair: Pair, expl: dict[str, Any]) -> list[dict[str, Any]]:
         first = expl[self.layers[0]]
-        h = self.homography.estimate(
-            first.image_a, first.image_b, key_a=pair.query, key_b=pair.gallery
-        )
+        input_size = (int(first.image_a.shape[0]), int(first.image_a.shape[1]))
+        if isinstance(self.homography, GroundTruthHomography):
+            h = self.homography.estimate(
+                first.image_a, first.image_b, key_a=pair.query, key_b=pair.gallery
+            )
+        else:  # keypoints on the original (cropped) images, at most ANALYSIS_SIDE pixels
+            h = estimate_at_resolution(
+                self.homography,
+                self._analysis_image(pair.query),
+                self._analysis_image(pair.gallery),
+                input_size,
+                key_a=pair.query,
+                key_b=pair.gallery,
+            )
         rows = []
         for layer in self.layers:
             e = expl[layer]
