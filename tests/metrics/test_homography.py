@@ -160,3 +160,28 @@ def test_estimate_at_resolution_converts_to_input_frame() -> None:
     want = project_points(project_points(project_points(pts, s), WARP), np.linalg.inv(s))
     assert np.abs(project_points(pts, h) - want).max() < 1.0
     np.testing.assert_allclose(project_points(np.array([[0.0, 0.0]]), s), [[0.5, 0.5]])
+
+
+def test_truth_correspondences_across_individuals(eval_synth: Path) -> None:
+    """Other individual, same species and flank: body-coordinate correspondence; else NaN."""
+    ds = load_dataset(eval_synth)
+    truth = GroundTruthHomography(ds)
+    gts = {s.image_id: truth.ground_truth(s.image_id) for s in ds}
+    ys, xs = np.mgrid[4:96:8, 4:96:8]
+    pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(float)
+    zebras = [i for i, g in gts.items() if g.species == "zebra"]
+    a = zebras[0]
+    other_same = next(
+        i for i in zebras if gts[i].identity != gts[a].identity and gts[i].flank == gts[a].flank
+    )
+    other_flank = next(i for i in zebras if gts[i].flank != gts[a].flank)
+    face = next(i for i, g in gts.items() if g.species == "face")
+    got = truth.source_correspondences(a, other_same, pts)
+    ok = np.isfinite(got).all(1)
+    assert ok.sum() >= 5
+    # the mapped points land on B's animal and round-trip through body coordinates
+    uv_a = gts[a].transform.image_to_uv(pts[ok])
+    uv_b = gts[other_same].transform.image_to_uv(got[ok])
+    np.testing.assert_allclose(uv_a, uv_b, atol=1e-6)
+    assert np.isnan(truth.source_correspondences(a, other_flank, pts)).all()
+    assert np.isnan(truth.source_correspondences(a, face, pts)).all()
