@@ -20,7 +20,7 @@ _LAZY = {
     "ReIDModel": "pairx.models.adapter",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["PairExplanation", "ReIDModel", "__version__", "explain", "load_model"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from pairx.core.results import PairExplanation

@@ -1,1 +1,1 @@
-"""Image input, datasets (WildlifeDatasets format, folder per identity) and the synthetic benchmark."""
+"""Image input, datasets (WildlifeDatasets format, folder per identity), synthetic benchmark."""

@@ -91,7 +91,9 @@ class ReIDDataset:
             object.__setattr__(self, "_index_cache", cached)
         return cached
 
-    def subset(self, *, split: str | None = None, species: Sequence[str] | None = None) -> ReIDDataset:
+    def subset(
+        self, *, split: str | None = None, species: Sequence[str] | None = None
+    ) -> ReIDDataset:
         """Samples of one split and/or a set of species."""
         out = [
             s
@@ -136,7 +138,8 @@ def _read_metadata(root: Path, csv_path: Path) -> list[Sample]:
     for line, row in enumerate(rows, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         where = f"{csv_path}:{line}"
-        image_id, identity, rel = row.get("image_id", ""), row.get("identity", ""), row.get("path", "")
+        image_id, identity = row.get("image_id", ""), row.get("identity", "")
+        rel = row.get("path", "")
         if not image_id or not identity or not rel:
             raise DatasetError(f"{where}: empty image_id, identity or path")
         if image_id in seen:

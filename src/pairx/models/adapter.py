@@ -55,7 +55,8 @@ class Preprocessing:
 
     def normalise(self, rgb: np.ndarray) -> torch.Tensor:
         """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float32 normalised tensor."""
-        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
+        pixels = np.array(rgb, dtype=np.uint8, copy=True)
+        x = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return ((x - mean) / std).unsqueeze(0)
