@@ -16,6 +16,7 @@ from pairx.core.errors import PairxError
 
 # Modules that define commands; each has ``register(app)``.
 COMMAND_MODULES: tuple[str, ...] = (
+    "pairx.cli.demo",
     "pairx.cli.synth",
     "pairx.cli.train",
     "pairx.cli.explain",
