@@ -73,7 +73,7 @@ def test_evaluate_command_synthetic_auto_layers(
         "--selection-pairs",
         "8",
         "--homography",
-        "truth",
+        "truth,sift",
         "-o",
         str(out),
         "--quiet",
@@ -94,6 +94,10 @@ def test_evaluate_command_synthetic_auto_layers(
     metrics = list(csv.DictReader((out / "metrics.csv").open()))
     assert [m["dataset"] for m in metrics] == ["ds"]  # one species: one group
     assert metrics[0]["layer"] in LAYERS and metrics[0]["n_pairs"] == "8"
+    assert "rho_res_sift" in metrics[0] and int(metrics[0]["n_res_sift"]) <= 8
+    assert "Other homography sources" in (out / "table.md").read_text()
+    pairs = list(csv.DictReader((out / "pairs.csv").open()))
+    assert "res_sift" in pairs[0]
     faith = list(csv.DictReader((out / "faithfulness.csv").open()))
     assert 0.0 <= float(faith[0]["faithful"]) <= 1.0
     assert any((out / "plots").glob("*_res.png"))

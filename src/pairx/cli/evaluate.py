@@ -38,7 +38,11 @@ def evaluate(
         int, typer.Option("--pairs", help="Pairs per dataset/species (half correct).")
     ] = 2000,
     homography: Annotated[
-        str, typer.Option(help="Homography source: sift, lightglue or truth (synthetic only).")
+        str,
+        typer.Option(
+            help="Homography source: sift, lightglue or truth (synthetic only); "
+            "a list such as 'truth,sift' adds res_sift on the same matches.",
+        ),
     ] = "sift",
     seed: Annotated[int, typer.Option(help="Seed of the pair sampling.")] = 0,
     selection_pairs: Annotated[
@@ -70,10 +74,12 @@ def evaluate(
     from pairx.metrics.report import write_report
     from pairx.models.loaders import load_model
 
-    if homography not in HOMOGRAPHIES:
-        raise InputError(
-            f"--homography must be one of {', '.join(HOMOGRAPHIES)}; got {homography!r}"
-        )
+    for name in homography.split(","):
+        if name.strip() not in HOMOGRAPHIES:
+            raise InputError(
+                f"--homography must be one of {', '.join(HOMOGRAPHIES)} (or a comma-separated "
+                f"list, the first giving 'res'); got {homography!r}"
+            )
     layer_list = tuple(x.strip() for x in layers.split(",") if x.strip())
     if not layer_list:
         raise InputError("--layers must be 'auto' or a comma-separated list of layer names")

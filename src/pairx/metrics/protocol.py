@@ -123,7 +123,9 @@ class EvaluationConfig:
     n_pairs
         Pairs per group (half correct, half incorrect, at most).
     homography
-        ``"sift"``, ``"lightglue"`` or ``"truth"``.
+        ``"sift"``, ``"lightglue"`` or ``"truth"``; a comma-separated list (e.g.
+        ``"truth,sift"``) computes ``res`` with the first and adds a ``res_<name>`` column for
+        each other source, on the very same matches (to compare sources).
     seed
         Seed of the pair sampling and of the random-match baseline.
     k_start, k_max
@@ -151,6 +153,11 @@ class EvaluationConfig:
     def to_json(self) -> str:
         """Stable JSON text of the configuration."""
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @property
+    def homographies(self) -> list[str]:
+        """The homography source names, primary first."""
+        return [h.strip() for h in self.homography.split(",") if h.strip()]
 
     @property
     def digest(self) -> str:
@@ -427,8 +434,9 @@ class PairStore:
         CSV file (created with the :data:`PAIR_COLUMNS` header).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: Sequence[str] = PAIR_COLUMNS) -> None:
         self.path = path
+        self.columns = tuple(columns)
         self.done: set[tuple[str, str, str, str]] = set()
         self._recover()
         self._fh = self.path.open("a", newline="", encoding="utf-8")
@@ -437,14 +445,14 @@ class PairStore:
     def _recover(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:
             with self.path.open("w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerow(PAIR_COLUMNS)
+                csv.writer(fh).writerow(self.columns)
             return
         text = self.path.read_text(encoding="utf-8")
         lines = text.splitlines(keepends=True)
         header = next(csv.reader([lines[0]])) if lines else []
-        if tuple(header) != PAIR_COLUMNS:
+        if tuple(header) != self.columns:
             raise InputError(
-                f"{self.path} has columns {header}, expected {list(PAIR_COLUMNS)}; it was not "
+                f"{self.path} has columns {header}, expected {list(self.columns)}; it was not "
                 "written by this version of 'pairx evaluate'; use another output folder"
             )
         if not lines[-1].endswith("\n"):  # interrupted mid-line: drop the partial row
@@ -463,7 +471,7 @@ class PairStore:
             key = (row["dataset"], row["layer"], row["query"], row["gallery"])
             if key in self.done:  # a layer row kept from an interrupted earlier run
                 continue
-            self._writer.writerow([_fmt(row.get(c, "")) for c in PAIR_COLUMNS])
+            self._writer.writerow([_fmt(row.get(c, "")) for c in self.columns])
             self.done.add(key)
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -494,7 +502,7 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(fh):
             parsed: dict[str, Any] = dict(row)
             parsed["correct"] = row["correct"] == "1"
-            for c in PAIR_COLUMNS[5:]:
+            for c in list(row)[5:]:
                 parsed[c] = float(row[c]) if row[c] not in ("", "nan") else math.nan
             out.append(parsed)
     return out
@@ -515,6 +523,7 @@ class _Runner:
         homography: HomographySource,
         truth: GroundTruthHomography | None,
         config: EvaluationConfig,
+        extra_sources: dict[str, HomographySource],
         engine_factory: Callable[[ReIDModel, Sequence[str], int], Any],
         cache_size: int,
     ) -> None:
@@ -522,6 +531,7 @@ class _Runner:
         self.dataset = dataset
         self.layers = list(layers)
         self.homography = homography
+        self.extra_sources = extra_sources
         self.truth = truth
         self.config = config
         self.engine = engine_factory(model, self.layers, cache_size)
@@ -553,6 +563,22 @@ class _Runner:
             del self._analysis[next(iter(self._analysis))]
         return rgb
 
+    def _homography(self, source: HomographySource, pair: Pair, first: Any) -> np.ndarray | None:
+        if isinstance(source, GroundTruthHomography):
+            return source.estimate(
+                first.image_a, first.image_b, key_a=pair.query, key_b=pair.gallery
+            )
+        # keypoints on the original (cropped) images, at most ANALYSIS_SIDE pixels
+        input_size = (int(first.image_a.shape[0]), int(first.image_a.shape[1]))
+        return estimate_at_resolution(
+            source,
+            self._analysis_image(pair.query),
+            self._analysis_image(pair.gallery),
+            input_size,
+            key_a=pair.query,
+            key_b=pair.gallery,
+        )
+
     def rows(self, pairs: Sequence[Pair]) -> list[list[dict[str, Any]]]:
         """Metric rows (one per layer) of each pair; one engine call for the whole chunk."""
         expls = self.engine.explain_pairs(
@@ -565,20 +591,8 @@ class _Runner:
 
     def _pair_rows(self, pair: Pair, expl: dict[str, Any]) -> list[dict[str, Any]]:
         first = expl[self.layers[0]]
-        input_size = (int(first.image_a.shape[0]), int(first.image_a.shape[1]))
-        if isinstance(self.homography, GroundTruthHomography):
-            h = self.homography.estimate(
-                first.image_a, first.image_b, key_a=pair.query, key_b=pair.gallery
-            )
-        else:  # keypoints on the original (cropped) images, at most ANALYSIS_SIDE pixels
-            h = estimate_at_resolution(
-                self.homography,
-                self._analysis_image(pair.query),
-                self._analysis_image(pair.gallery),
-                input_size,
-                key_a=pair.query,
-                key_b=pair.gallery,
-            )
+        h = self._homography(self.homography, pair, first)
+        extra = {n: self._homography(src, pair, first) for n, src in self.extra_sources.items()}
         rows = []
         for layer in self.layers:
             e = expl[layer]
@@ -602,6 +616,14 @@ class _Runner:
                 "faithful_defined": math.nan,
                 "faithful_random": math.nan,
             }
+            for name, h_extra in extra.items():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MetricWarning)
+                    row[f"res_{name}"] = (
+                        inverted_residual_mean(m.xy_a, m.xy_b, h_extra)
+                        if h_extra is not None
+                        else math.nan
+                    )
             if self.truth is not None:
                 size = (int(e.image_a.shape[0]), int(e.image_a.shape[1]))
                 resid = self.truth.true_residuals(pair.query, pair.gallery, m.xy_a, m.xy_b, size)
@@ -776,9 +798,13 @@ def evaluate(
     factory = engine_factory or _default_engine
     synthetic = is_synthetic(dataset)
     truth = GroundTruthHomography(dataset) if synthetic else None
-    source = homography_source or make_homography_source(
-        config.homography, dataset, device=model.device
-    )
+    names = config.homographies
+    if not names:
+        raise InputError("config.homography names no homography source")
+    if len(set(names)) != len(names):
+        raise InputError(f"homography sources are listed twice: {config.homography!r}")
+    source = homography_source or make_homography_source(names[0], dataset, device=model.device)
+    extra_sources = {n: make_homography_source(n, dataset, device=model.device) for n in names[1:]}
     dataset = split_dataset(dataset)
     groups = group_dataset(dataset, config.group_by)
     layers_path = out / "layers.json"
@@ -786,7 +812,7 @@ def evaluate(
         json.loads(layers_path.read_text(encoding="utf-8")) if layers_path.is_file() else {}
     )
     result = EvaluationResult(out)
-    store = PairStore(out / "pairs.csv")
+    store = PairStore(out / "pairs.csv", PAIR_COLUMNS + tuple(f"res_{n}" for n in names[1:]))
     sel_store = PairStore(out / "selection_pairs.csv")
     try:
         for name, group in groups.items():
@@ -845,6 +871,7 @@ def evaluate(
                         source,
                         None,
                         config,
+                        {},
                         factory,
                         _n_images(sel_pairs),
                     )
@@ -878,7 +905,16 @@ def evaluate(
                 where=name,
             )
             runner = _Runner(
-                model, name, group, layers, source, truth, config, factory, _n_images(pairs)
+                model,
+                name,
+                group,
+                layers,
+                source,
+                truth,
+                config,
+                extra_sources,
+                factory,
+                _n_images(pairs),
             )
             n_new, n_old = _run_pairs(
                 runner, pairs, store, f"evaluate {name}", progress, chunk_size

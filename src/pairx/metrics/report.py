@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pairx.core.errors import DatasetError
 from pairx.metrics.functional import MetricWarning, binned_bhattacharyya, spearman_rho
 from pairx.metrics.protocol import read_pairs
 
@@ -76,6 +77,13 @@ def _stats(sub: Sequence[dict[str, Any]], metric: str) -> tuple[float, float]:
         return spearman_rho(m[finite], s[finite]), binned_bhattacharyya(m, s, c)
 
 
+def extra_sources(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Names of the additional homography sources (``res_<name>`` columns) in the rows."""
+    if not rows:
+        return []
+    return [c[4:] for c in rows[0] if c.startswith("res_") and c != "res_exact"]
+
+
 def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per dataset and layer Spearman rho and binned Bhattacharyya Delta of res and mc.
 
@@ -84,6 +92,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     by :func:`~pairx.metrics.functional.binned_bhattacharyya`.
     """
     out = []
+    extras = extra_sources(rows)
     for (dataset, layer), sub in sorted(_groups(rows).items()):
         rho_res, delta_res = _stats(sub, "res")
         rho_mc, delta_mc = _stats(sub, "mc")
@@ -102,6 +111,11 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "delta_res_exact": delta_x,
             }
         )
+        for name in extras:
+            rho, delta = _stats(sub, f"res_{name}")
+            out[-1][f"n_res_{name}"] = int(sum(not math.isnan(r[f"res_{name}"]) for r in sub))
+            out[-1][f"rho_res_{name}"] = rho
+            out[-1][f"delta_res_{name}"] = delta
     return out
 
 
@@ -173,6 +187,21 @@ def markdown_table(
         lines += [
             f"| {m['dataset']} | {m['layer']} | {_f(m['rho_res_exact'])} | "
             f"{_f(m['delta_res_exact'])} |"
+            for m in metrics
+        ]
+    extras = [k[6:] for k in (metrics[0] if metrics else {}) if k.startswith("n_res_")]
+    if extras:
+        lines += [
+            "",
+            "Other homography sources on the same pairs and matches:",
+            "",
+            "| Dataset | Layer | source | pairs with H | ρ_res | Δ_res |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {m['dataset']} | {m['layer']} | {name} | {m[f'n_res_{name}']} | "
+            f"{_f(m[f'rho_res_{name}'])} | {_f(m[f'delta_res_{name}'])} |"
+            for name in extras
             for m in metrics
         ]
     if faithfulness:
@@ -272,9 +301,14 @@ def write_report(out_dir: str | Path, *, plots: bool = True) -> list[dict[str, A
     """
     out = Path(out_dir)
     rows = read_pairs(out / "pairs.csv")
+    if not rows:
+        raise DatasetError(f"{out / 'pairs.csv'} has no results to report")
     metrics = aggregate(rows)
     faith = faithfulness_table(rows)
-    _atomic(out / "metrics.csv", _csv_text(metrics, METRIC_COLUMNS))
+    extra_cols = [
+        f"{k}_{name}" for name in extra_sources(rows) for k in ("n_res", "rho_res", "delta_res")
+    ]
+    _atomic(out / "metrics.csv", _csv_text(metrics, (*METRIC_COLUMNS, *extra_cols)))
     if faith:
         _atomic(out / "faithfulness.csv", _csv_text(faith, FAITHFULNESS_COLUMNS))
     _atomic(out / "table.md", markdown_table(metrics, faith))
