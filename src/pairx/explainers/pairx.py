@@ -81,6 +81,9 @@ class PairX:
         Number of images whose inputs and embeddings are kept (LRU).
     family
         Canonizer family, overriding ``model.family`` and detection.
+    pixel_chunk
+        Pixel maps computed per batched backward pass (``1``: one pass per map; more is faster
+        and uses more memory).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class PairX:
         n_pixel_maps: int = 10,
         cache_size: int = 512,
         family: str | None = None,
+        pixel_chunk: int = 10,
     ) -> None:
         if not isinstance(model, ReIDModel):
             raise InputError(
@@ -111,6 +115,7 @@ class PairX:
         self.n_pixel_maps = int(n_pixel_maps)
         self.cache_size = int(cache_size)
         self.family = family
+        self.pixel_chunk = max(1, int(pixel_chunk))
         self._cache: OrderedDict[Hashable, _Image] = OrderedDict()
 
     # -- per-image work ----------------------------------------------------------------------
@@ -264,7 +269,7 @@ class PairX:
                 )
             k = min(n_pix, len(matches))
             pix = pixel_relevance(feats, graph.x, torch.from_numpy(
-                np.stack([matches.grid_a[:k], matches.grid_b[:k]], axis=1)))
+                np.stack([matches.grid_a[:k], matches.grid_b[:k]], axis=1)), chunk=self.pixel_chunk)
             pix_a, pix_b = pix[:, 0], pix[:, 1]
             out[name] = PairExplanation(
                 similarity=cos,

@@ -1,0 +1,199 @@
+"""Speed and memory of the PAIR-X engine on a MiewID-sized model, as ratios to a floor.
+
+Model: ``ReIDNet("efficientnetv2_rw_m")`` (MiewID's architecture, random init, seed 0) at
+440x440, layer ``backbone.blocks.3``, 10 pixel maps, CPU with ``--threads`` threads (default 2).
+Each variant runs in its own subprocess so that peak memory (``ru_maxrss``) is its own:
+
+* ``floor``: one forward pass and one LRP backward pass (embedding -> pixels) per image;
+* ``per_match``: a faithful per-match implementation, structured like the reference: a plain
+  forward for the embeddings, one LRP forward+backward per image for the layer relevance, then
+  a new LRP forward and one separate backward pass per pixel map;
+* ``pairx``: :class:`pairx.explainers.pairx.PairX` (one LRP forward of the pair, one backward to
+  the layer, pixel maps as batched vector-Jacobian products on the same graph).
+
+The outputs of ``per_match`` and ``pairx`` are compared (same matches, maps allclose).
+
+Run: ``python benchmarks/bench_pairx.py [--threads 2] [--size 440] [--repeats 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+LAYER = "backbone.blocks.3"
+
+
+def _model(size: int):  # type: ignore[no-untyped-def]
+    from pairx.models.adapter import Preprocessing, ReIDModel
+    from pairx.models.architectures import ReIDNet
+
+    torch.manual_seed(0)
+    net = ReIDNet("efficientnetv2_rw_m").eval()
+    # Random init leaves the 40-block residual stream badly conditioned (float32 rounding is
+    # amplified to O(1) output changes); damping each residual branch's last BatchNorm, as
+    # trained networks effectively do, keeps activations of order one.
+    with torch.no_grad():
+        for m in net.modules():
+            if getattr(m, "has_skip", False):
+                (m.bn3 if hasattr(m, "bn3") else m.bn2).weight.mul_(0.2)
+    return ReIDModel(net, Preprocessing(size=(size, size)), name="miewid-sized")
+
+
+def _images(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random texture and a shifted, re-coloured copy (uint8, size x size x 3)."""
+    rng = np.random.default_rng(0)
+    base = rng.random((size // 8, size // 8, 3)).astype(np.float32)
+    big = torch.from_numpy(base).permute(2, 0, 1)[None]
+    img = F.interpolate(big, size=(size + 32, size + 32), mode="bicubic", align_corners=False)
+    img = img[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    a = (img[:size, :size] * 255).astype(np.uint8)
+    b = (np.clip(img[24:24 + size, 16:16 + size] * 0.9 + 0.05, 0, 1) * 255).astype(np.uint8)
+    return a, b
+
+
+def run_floor(size: int, n_pix: int) -> dict[str, object]:
+    from pairx.explainers.lrp import lrp_mode, similarity_relevance
+
+    model = _model(size)
+    a, b = _images(size)
+    x = torch.cat([model.to_input(a), model.to_input(b)])
+    t0 = time.perf_counter()
+    with lrp_mode(model) as net:
+        xr = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = net(xr)
+        _, r_a, r_b = similarity_relevance(out[:1].detach(), out[1:].detach())
+        torch.autograd.grad(out, xr, grad_outputs=torch.cat([r_a, r_b]))
+    return {"seconds": time.perf_counter() - t0}
+
+
+def run_per_match(size: int, n_pix: int) -> dict[str, object]:
+    from pairx.explainers.lrp import capture_layers, lrp_mode, pixel_relevance
+    from pairx.explainers.pairx import _matches
+
+    model = _model(size)
+    a, b = _images(size)
+    x = torch.cat([model.to_input(a), model.to_input(b)])
+    t0 = time.perf_counter()
+    # plain forward for the embeddings and the cosine (the reference's first pass)
+    e = x.clone()
+    with torch.enable_grad():
+        emb = model.net(e).detach().requires_grad_(True)
+        cos = F.cosine_similarity(emb[:1], emb[1:], dim=1)
+        (grad,) = torch.autograd.grad(cos, emb, grad_outputs=cos.detach())
+    # one LRP forward + full backward per image for the layer relevance
+    rels, feats = [], []
+    for i in range(2):
+        with lrp_mode(model) as net:
+            xi = x[i:i + 1].clone().requires_grad_(True)
+            with capture_layers(model, [LAYER]) as found, torch.enable_grad():
+                out = net(xi)
+            layer_out = found[LAYER]
+            rel, _ = torch.autograd.grad(out, [layer_out, xi], grad_outputs=grad[i:i + 1])
+            rels.append(rel[0].abs().sum(0))
+            feats.append(layer_out.detach())
+    matches = _matches(feats[0], feats[1], rels[0], rels[1], x.shape[-2:], x.shape[-2:])
+    k = min(n_pix, len(matches))
+    # a new LRP forward per image, then one backward pass per pixel map
+    maps = []
+    for i, grid in enumerate((matches.grid_a[:k], matches.grid_b[:k])):
+        with lrp_mode(model) as net:
+            xi = x[i:i + 1].clone().requires_grad_(True)
+            with capture_layers(model, [LAYER]) as found, torch.enable_grad():
+                net(xi)
+            maps.append(pixel_relevance(found[LAYER], xi, torch.from_numpy(grid), chunk=1))
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "similarity": float(cos.detach()[0]),
+            "relevance_a": rels[0].numpy(), "relevance_b": rels[1].numpy(),
+            "grid_a": matches.grid_a, "grid_b": matches.grid_b,
+            "pixel_a": maps[0].numpy(), "pixel_b": maps[1].numpy()}
+
+
+def run_pairx(size: int, n_pix: int) -> dict[str, object]:
+    from pairx.explainers.pairx import PairX
+
+    model = _model(size)
+    a, b = _images(size)
+    explainer = PairX(model, [LAYER], n_pixel_maps=n_pix, cache_size=0)
+    t0 = time.perf_counter()
+    r = explainer.explain(a, b)[LAYER]
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "similarity": r.similarity, "relevance_a": r.relevance_a,
+            "relevance_b": r.relevance_b, "grid_a": r.matches.grid_a, "grid_b": r.matches.grid_b,
+            "pixel_a": r.pixel_relevance_a, "pixel_b": r.pixel_relevance_b}
+
+
+VARIANTS = {"floor": run_floor, "per_match": run_per_match, "pairx": run_pairx}
+
+
+def _child(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    times, result = [], {}
+    for _ in range(args.repeats):
+        result = VARIANTS[args.variant](args.size, args.n_pix)
+        times.append(float(result.pop("seconds")))  # type: ignore[arg-type]
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
+    if arrays:
+        np.savez(args.out, **arrays, similarity=np.array(result.get("similarity", np.nan)))
+    print(json.dumps({"variant": args.variant, "seconds": min(times), "all": times,
+                      "peak_rss_mib": peak_mib}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=440)
+    parser.add_argument("--n-pix", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.variant is not None:
+        _child(args)
+        return
+    rows: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in ("floor", "per_match", "pairx"):
+            out = os.path.join(tmp, f"{variant}.npz")
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant,
+                   "--threads", str(args.threads), "--size", str(args.size),
+                   "--n-pix", str(args.n_pix), "--repeats", str(args.repeats), "--out", out]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
+            rows[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"  {variant}: {rows[variant]['seconds']:.2f} s", flush=True)
+        ref = np.load(os.path.join(tmp, "per_match.npz"))
+        new = np.load(os.path.join(tmp, "pairx.npz"))
+        same_matches = all(np.array_equal(ref[k], new[k]) for k in ("grid_a", "grid_b"))
+        close = {
+            k: bool(np.allclose(ref[k], new[k], rtol=1e-4, atol=1e-6 * float(np.abs(ref[k]).max())))
+            for k in ("relevance_a", "relevance_b", "pixel_a", "pixel_b")
+        }
+    floor = float(rows["floor"]["seconds"])  # type: ignore[arg-type]
+    print(f"\nPAIR-X on ReIDNet('efficientnetv2_rw_m') {args.size}x{args.size}, layer {LAYER}, "
+          f"{args.n_pix} pixel maps, {args.threads} threads (best of {args.repeats})")
+    print(f"{'variant':<12}{'seconds':>10}{'x floor':>10}{'peak RSS MiB':>15}")
+    for name, row in rows.items():
+        sec = float(row["seconds"])  # type: ignore[arg-type]
+        print(f"{name:<12}{sec:>10.2f}{sec / floor:>10.2f}{float(row['peak_rss_mib']):>15.0f}")  # type: ignore[arg-type]
+    speedup = float(rows["per_match"]["seconds"]) / float(rows["pairx"]["seconds"])  # type: ignore[arg-type]
+    print(f"pairx speed-up over per-match: {speedup:.2f}x")
+    print(f"identical matches: {same_matches}; maps allclose: {close}")
+
+
+if __name__ == "__main__":
+    main()
