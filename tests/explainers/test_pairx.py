@@ -1,0 +1,253 @@
+"""PAIR-X end to end: against a slow per-image re-implementation, API shape, caching, bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import pairx.explainers.pairx as pairx_module
+from pairx.core.errors import ImageReadError, InputError, LayerError, ModelError
+from pairx.core.results import PairExplanation
+from pairx.explainers.lrp import capture_layers, input_relevance, lrp_mode, similarity_relevance
+from pairx.explainers.matching import feature_descriptors, mutual_nearest_neighbours
+from pairx.explainers.pairx import PairX, explain
+from pairx.models.adapter import Preprocessing, ReIDModel
+from pairx.models.architectures import ReIDNet
+
+LAYER = "backbone.layer2"
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def model() -> ReIDModel:
+    torch.manual_seed(0)
+    net = ReIDNet("resnet10t").eval()
+    return ReIDModel(net, Preprocessing(size=(SIZE, SIZE)), name="resnet10t-test")
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+    a = np.asarray(Image.fromarray(base).resize((96, 80), Image.Resampling.BICUBIC))
+    b = np.roll(a, shift=(6, -4), axis=(0, 1))
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def result(model: ReIDModel, images: tuple[np.ndarray, np.ndarray]) -> PairExplanation:
+    r = explain(model, images[0], images[1], layer=LAYER, n_matches=5, n_pixel_maps=4)
+    assert isinstance(r, PairExplanation)
+    return r
+
+
+def _state(model: ReIDModel) -> tuple[list, list, list, dict]:
+    net = model.net
+    return (
+        [(n, id(m), type(m)) for n, m in net.named_modules()],
+        [p.requires_grad for p in net.parameters()],
+        [m.training for m in net.modules()],
+        {k: v.clone() for k, v in net.state_dict().items()},
+    )
+
+
+def _assert_unchanged(model: ReIDModel, before: tuple[list, list, list, dict]) -> None:
+    after = _state(model)
+    assert after[:3] == before[:3]
+    assert all(torch.equal(after[3][k], v) for k, v in before[3].items())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                   for m in model.net.modules())
+    assert "forward" not in vars(model.net.backbone.layer1[0])
+
+
+def test_result_shapes_and_invariants(result: PairExplanation) -> None:
+    r = result
+    h, w = r.relevance_a.shape
+    assert (h, w) == (8, 8) and r.relevance_b.shape == (8, 8)
+    n = len(r.matches)
+    assert n > 0
+    assert r.matches.grid_a.shape == r.matches.grid_b.shape == (n, 2)
+    assert r.matches.xy_a.shape == (n, 2) and r.matches.distance.shape == (n,)
+    assert np.all(np.diff(r.matches.relevance) <= 0)
+    # match relevance = product of the channel-summed relevances at the two positions
+    ca, ra = r.matches.grid_a[:, 0], r.matches.grid_a[:, 1]
+    cb, rb = r.matches.grid_b[:, 0], r.matches.grid_b[:, 1]
+    np.testing.assert_allclose(
+        r.matches.relevance, r.relevance_a[ra, ca].astype(np.float64) * r.relevance_b[rb, cb],
+        rtol=1e-6)
+    np.testing.assert_allclose(r.matches.xy_a, (r.matches.grid_a + 0.5) * (SIZE / 8))
+    assert r.pixel_relevance_a.shape == (min(4, n), SIZE, SIZE)
+    assert r.image_a.shape == (SIZE, SIZE, 3) and r.image_a.dtype == np.uint8
+    assert np.all(r.pixel_relevance_a >= 0) and np.all(r.relevance_a >= 0)
+    data = json.loads(r.to_json())
+    assert data["layer"] == LAYER and len(data["matches"]["grid_a"]) == n
+    assert -1.0 <= r.similarity <= 1.0
+
+
+def test_equals_slow_per_image_reimplementation(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray], result: PairExplanation
+) -> None:
+    xa, xb = model.to_input(images[0]), model.to_input(images[1])
+    with torch.no_grad():
+        ea, eb = model.net(xa), model.net(xb)
+    cos, r_a, r_b = similarity_relevance(ea, eb)
+    assert result.similarity == pytest.approx(cos, abs=1e-5)
+    rel_a, _ = input_relevance(model, xa, r_a, layer=LAYER)
+    rel_b, _ = input_relevance(model, xb, r_b, layer=LAYER)
+    map_a, map_b = rel_a[0].abs().sum(0), rel_b[0].abs().sum(0)
+    np.testing.assert_allclose(result.relevance_a, map_a.numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(result.relevance_b, map_b.numpy(), rtol=1e-4, atol=1e-7)
+    # matches from the plain model's features
+    feats = {}
+    for key, x in (("a", xa), ("b", xb)):
+        with capture_layers(model, [LAYER]) as found, torch.no_grad():
+            model.net(x)
+        feats[key] = feature_descriptors(found[LAYER])
+    ia, ib, _ = mutual_nearest_neighbours(feats["a"], feats["b"])
+    expected = {
+        (int(i) % 8, int(i) // 8, int(j) % 8, int(j) // 8) for i, j in zip(ia, ib, strict=True)
+    }
+    got = {tuple(v) for v in np.hstack([result.matches.grid_a, result.matches.grid_b]).tolist()}
+    assert got == expected
+    # pixel maps: one image at a time, one backward pass per map
+    for x, grid, maps in ((xa, result.matches.grid_a, result.pixel_relevance_a),
+                          (xb, result.matches.grid_b, result.pixel_relevance_b)):
+        with lrp_mode(model) as net:
+            for k in range(maps.shape[0]):
+                xr = x.clone().requires_grad_(True)
+                with capture_layers(model, [LAYER]) as found, torch.enable_grad():
+                    net(xr)
+                act = found[LAYER].detach()
+                seed = torch.zeros_like(act)
+                col, row = grid[k]
+                seed[0, :, row, col] = act[0, :, row, col]
+                (g,) = torch.autograd.grad(found[LAYER], xr, seed)
+                np.testing.assert_allclose(maps[k], g[0].sum(0).abs().numpy(),
+                                           rtol=1e-4, atol=1e-6 * float(np.abs(maps[k]).max()))
+
+
+def test_batched_pixel_maps_equal_one_pass_per_map(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray], result: PairExplanation
+) -> None:
+    slow = PairX(model, [LAYER], n_pixel_maps=4, pixel_chunk=1).explain(*images)[LAYER]
+    np.testing.assert_allclose(slow.pixel_relevance_a, result.pixel_relevance_a, rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(slow.pixel_relevance_b, result.pixel_relevance_b, rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_several_layers_pairs_and_cache(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray], result: PairExplanation,
+    tmp_path: Path,
+) -> None:
+    pa, pb = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(images[0]).save(pa)
+    Image.fromarray(images[1]).save(pb)
+    multi = explain(model, pa, pb, layer=[LAYER, "backbone.layer1"], n_pixel_maps=2)
+    assert isinstance(multi, dict) and set(multi) == {LAYER, "backbone.layer1"}
+    np.testing.assert_allclose(multi[LAYER].relevance_a, result.relevance_a, rtol=1e-4,
+                               atol=1e-7)
+    explainer = PairX(model, [LAYER], n_pixel_maps=0)
+    out = explainer.explain_pairs([(str(pa), str(pb)), (str(pb), str(pa))], progress=False)
+    assert len(explainer._cache) == 2  # two images, each preprocessed once
+    assert out[0][LAYER].pixel_relevance_a.shape == (0, SIZE, SIZE)
+    np.testing.assert_allclose(out[1][LAYER].relevance_a, out[0][LAYER].relevance_b, rtol=1e-5)
+    assert explainer.similarity(str(pa), str(pb)) == pytest.approx(result.similarity, abs=1e-5)
+    emb = explainer.embed([str(pa), str(pb)])
+    assert emb.shape == (2, model.net.bn.num_features)
+
+
+def test_model_unchanged_after_explain_and_after_error(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model.net.train()
+    model.net.backbone.conv1[0].weight.requires_grad_(False)
+    try:
+        before = _state(model)
+        explain(model, images[0], images[1], layer=LAYER, n_pixel_maps=1)
+        _assert_unchanged(model, before)
+
+        def boom(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("boom inside the explanation")
+
+        monkeypatch.setattr(pairx_module, "pixel_relevance", boom)
+        with pytest.raises(RuntimeError, match="boom"):
+            explain(model, images[0], images[1], layer=LAYER, n_pixel_maps=1)
+        _assert_unchanged(model, before)
+    finally:
+        model.net.eval()
+        model.net.backbone.conv1[0].weight.requires_grad_(True)
+
+
+def test_zero_matches_warn_and_return_empty(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = torch.zeros(0, dtype=torch.int64)
+    monkeypatch.setattr(pairx_module, "mutual_nearest_neighbours",
+                        lambda a, b: (empty, empty, torch.zeros(0, dtype=torch.float64)))
+    with pytest.warns(UserWarning, match="no cross-checked matches"):
+        r = explain(model, images[0], images[1], layer=LAYER)
+    assert isinstance(r, PairExplanation)
+    assert len(r.matches) == 0 and r.matches.grid_a.shape == (0, 2)
+    assert r.pixel_relevance_a.shape == (0, SIZE, SIZE)
+    json.loads(r.to_json())
+
+
+def test_image_formats(model: ReIDModel, images: tuple[np.ndarray, np.ndarray]) -> None:
+    gray = images[0].mean(axis=2).astype(np.uint8)
+    rgba = np.dstack([images[1], np.full(images[1].shape[:2], 200, np.uint8)])
+    deep = images[0].astype(np.uint16) * 257
+    tensor = model.to_input(images[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = explain(model, gray, rgba, layer=LAYER, n_pixel_maps=1)
+        r2 = explain(model, Image.fromarray(images[0]), tensor, layer=LAYER, n_pixel_maps=1)
+        r3 = explain(model, deep, images[1], layer=LAYER, n_pixel_maps=1)
+    for out in (r, r2, r3):
+        assert isinstance(out, PairExplanation) and out.image_b.shape == (SIZE, SIZE, 3)
+
+
+def test_bad_inputs(model: ReIDModel, images: tuple[np.ndarray, np.ndarray],
+                    tmp_path: Path) -> None:
+    a, b = images
+    with pytest.raises(ImageReadError, match="not found"):
+        explain(model, tmp_path / "missing.jpg", b, layer=LAYER)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ImageReadError):
+        explain(model, broken, b, layer=LAYER)
+    with pytest.raises(InputError, match="too small"):
+        explain(model, np.zeros((4, 4, 3), np.uint8), b, layer=LAYER)
+    with pytest.raises(LayerError) as info:
+        explain(model, a, b, layer="backbone.layer9")
+    assert "backbone.layer2" in str(info.value)  # the message lists valid names
+    with pytest.raises(LayerError, match="no spatial"):
+        explain(model, a, b, layer="global_pool")
+    with pytest.raises(InputError):
+        explain(model, torch.zeros(1, 3, SIZE, SIZE, dtype=torch.float32).fill_(float("nan")), b,
+                layer=LAYER)
+
+
+class _Broken(nn.Module):
+    def __init__(self, inner: nn.Module, value: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.value
+
+
+@pytest.mark.parametrize(("value", "message"), [(float("nan"), "NaN"), (0.0, "zero norm")])
+def test_degenerate_embeddings(model: ReIDModel, images: tuple[np.ndarray, np.ndarray],
+                               value: float, message: str) -> None:
+    broken = ReIDModel(_Broken(model.net, value), model.preprocessing, family="timm_resnet")
+    with pytest.raises(ModelError, match=message):
+        explain(broken, images[0], images[1], layer="inner." + LAYER)
