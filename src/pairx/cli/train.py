@@ -71,6 +71,10 @@ def train_command(
     ] = None,
     arcface_weight: Annotated[float, typer.Option(help="Sub-center ArcFace weight.")] = 1.0,
     triplet_weight: Annotated[float, typer.Option(help="Batch-hard triplet weight.")] = 1.0,
+    arcface_margin: Annotated[float, typer.Option(help="ArcFace angular margin (radians).")] = 0.35,
+    margin_warmup: Annotated[
+        float, typer.Option(help="Fraction of training over which the margin ramps up from 0.")
+    ] = 0.0,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")
     ] = False,
@@ -107,6 +111,8 @@ def train_command(
         species=[s.strip() for s in species.split(",") if s.strip()] if species else None,
         arcface_weight=arcface_weight,
         triplet_weight=triplet_weight,
+        arcface_margin=arcface_margin,
+        margin_warmup=margin_warmup,
         evaluate=evaluate,
         max_minutes=max_minutes,
     )

@@ -61,6 +61,9 @@ class TrainConfig:
         AdamW learning rate and weight decay; linear warm-up then cosine decay to 1 % of ``lr``.
     arcface_weight, arcface_margin, arcface_scale, subcenters
         Sub-center ArcFace term (weight 0 disables it).
+    margin_warmup
+        Fraction of training over which the ArcFace margin ramps linearly from 0 to
+        ``arcface_margin`` (a from-scratch network can stall under the full margin).
     triplet_weight, triplet_margin
         Batch-hard triplet term (weight 0 disables it).
     triplet_same_view
@@ -99,6 +102,7 @@ class TrainConfig:
     arcface_margin: float = 0.35
     arcface_scale: float = 30.0
     subcenters: int = 3
+    margin_warmup: float = 0.0
     triplet_weight: float = 1.0
     triplet_margin: float = 0.3
     triplet_same_view: bool = True
@@ -283,10 +287,11 @@ def train(
     def time_fraction() -> float:
         return 0.0 if budget is None else clock["elapsed"] / budget
 
+    total_steps = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         _lr_lambda(
-            config.epochs * steps_per_epoch,
+            total_steps,
             max(1, round(config.warmup_epochs * steps_per_epoch)),
             time_fraction,
         ),
@@ -345,6 +350,9 @@ def train(
         steps = 0
         for batch in bar:
             t_step = time.perf_counter()
+            if config.margin_warmup > 0:
+                done = max(scheduler.last_epoch / total_steps, time_fraction())
+                head.margin = config.arcface_margin * min(1.0, done / config.margin_warmup)
             index = torch.tensor(batch, dtype=torch.long)
             x = normalize(augment(images[index], aug, generator), mean, std)
             y = labels[index]
