@@ -95,7 +95,7 @@ class PairX:
         n_pixel_maps: int = 10,
         cache_size: int = 512,
         family: str | None = None,
-        pixel_chunk: int = 10,
+        pixel_chunk: int = 5,
     ) -> None:
         if not isinstance(model, ReIDModel):
             raise InputError(
