@@ -6,9 +6,11 @@ For a pair of images and a layer: per-position descriptors of the layer's activa
 channel-summed absolute relevances; the top matches are propagated back to pixels by LRP from
 the activation masked to the matched position.
 
-Cost per pair: one forward pass per image (graph kept), one LRP backward per image from the
-embedding to the layer (not to the pixels), and the pixel maps reuse that same graph. Per-image
-inputs, embeddings and features are cached (keyed by path string or an explicit key).
+Cost per pair: one LRP forward pass of the pair (a batch of two; graph kept), one LRP backward
+from the embeddings to the layer (not to the pixels), and the pixel maps as batched
+vector-Jacobian products on that same graph. Preprocessed inputs and embeddings are cached per
+image (keyed by path string or an explicit key); the LRP graph itself cannot outlive the call,
+because the model must be restored, and zennit's rule hooks keep only the latest forward pass.
 """
 
 from __future__ import annotations
