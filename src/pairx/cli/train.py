@@ -83,6 +83,9 @@ def train_command(
         typer.Option("--evaluate/--no-evaluate", help="Retrieval on the test split at the end."),
     ] = True,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Start from an exported model.safetensors (same backbone).")
+    ] = None,
     max_minutes: Annotated[
         float | None,
         typer.Option(help="Training-time budget: the LR schedule ends and training stops then."),
@@ -115,6 +118,7 @@ def train_command(
         margin_warmup=margin_warmup,
         evaluate=evaluate,
         max_minutes=max_minutes,
+        init=None if init is None else str(init),
     )
     result = train(config, out, resume=resume, progress=not quiet, threads=threads)
     summary = {

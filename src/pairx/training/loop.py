@@ -78,6 +78,10 @@ class TrainConfig:
         Recommended PAIR-X layers written into the export.
     augment
         Augmentation strengths.
+    init
+        Start from the weights of an exported model (``model.safetensors`` of an earlier run
+        with the same architecture) instead of a random initialisation; the ArcFace head, the
+        optimizer and the schedule start afresh.
     max_minutes
         Optional training-time budget: the cosine schedule follows whichever is further
         along, the step count or the elapsed fraction of the budget, and the run ends when the
@@ -112,6 +116,7 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=lambda: _augment_dict(AugmentConfig()))
     evaluate: bool = True
     max_minutes: float | None = None
+    init: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`InputError` on values that cannot train."""
@@ -270,6 +275,22 @@ def train(
         k: tuple(v) if isinstance(v, list) else v for k, v in config.timm_kwargs.items()
     }
     net = ReIDNet(config.backbone, **timm_kwargs)
+    if config.init is not None:
+        from safetensors.torch import load_file
+
+        init_path = Path(config.init)
+        if not init_path.is_file():
+            raise InputError(f"--init weights not found: {init_path}")
+        state = {
+            k: v.float() if v.is_floating_point() else v
+            for k, v in load_file(str(init_path)).items()
+        }
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise InputError(
+                f"--init weights {init_path} do not fit {config.backbone}: {exc}"
+            ) from exc
     head = SubCenterArcFace(
         net.num_features,
         len(identities),
