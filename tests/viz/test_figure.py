@@ -308,3 +308,21 @@ def test_engine_explanation_renders(golden_dir: Path) -> None:
     x1, y1 = expl.matches.xy_b[0]
     np.testing.assert_array_equal(img[round(y0), round(x0)], colors[0])
     np.testing.assert_array_equal(img[round(y1), 224 + round(x1)], colors[0])
+
+
+def test_min_side_enlarges_by_an_integer_factor() -> None:
+    small = render_explanation(THREE, heatmap=False, show_legend=False, n_lines=3)
+    factor = -(-(3 * H) // H)  # min_side = 3 H -> factor 3
+    big = render_explanation(
+        THREE, heatmap=False, show_legend=False, n_lines=3, min_side=3 * H
+    )
+    assert big.shape == (small.shape[0] * factor, small.shape[1] * factor, 3)
+    colors = rank_palette(3, "hsv")
+    for k in range(3):  # endpoints move with the enlargement and keep their colours
+        xa, ya = THREE.matches.xy_a[k] * factor
+        np.testing.assert_array_equal(big[int(ya), int(xa)], colors[k])
+    # Below the threshold nothing changes.
+    same = render_explanation(THREE, heatmap=False, show_legend=False, n_lines=3, min_side=H)
+    np.testing.assert_array_equal(same, small)
+    with pytest.raises(InputError):
+        render_explanation(THREE, min_side=-1)

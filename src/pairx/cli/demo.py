@@ -59,6 +59,7 @@ def run_demo(out_dir: Path, *, individuals: int = 3, sightings: int = 3,
     """Run the demo and write its outputs to ``out_dir``; returns the printed summary."""
     import torch
 
+    from pairx.cli.explain import DISPLAY_MIN_SIDE
     from pairx.data.synthetic import generate
     from pairx.explainers.pairx import PairX
     from pairx.metrics.faithfulness import pair_faithfulness
@@ -100,7 +101,7 @@ def run_demo(out_dir: Path, *, individuals: int = 3, sightings: int = 3,
     summary: dict[str, object] = {"layer": layer, "model": model.name}
     for tag, (i, j) in (("true_match", (ti, tj)), ("hard_non_match", (fi, fj))):
         expl = engine.explain(paths[i], paths[j])[layer]
-        save_png(expl.render(), out_dir / f"{tag}.png")
+        save_png(expl.render(min_side=DISPLAY_MIN_SIDE), out_dir / f"{tag}.png")
         (out_dir / f"{tag}.json").write_text(expl.to_json())
         entry: dict[str, object] = {
             "image_a": samples[i].image_id,

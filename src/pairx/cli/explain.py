@@ -35,6 +35,10 @@ WeightsOpt = Annotated[
 ]
 
 
+DISPLAY_MIN_SIDE = 320
+"""Small model inputs are enlarged to at least this many pixels in the saved pictures."""
+
+
 def default_layers(model: ReIDModel) -> list[str]:
     """The layers to explain when the user names none.
 
@@ -177,6 +181,7 @@ def explain_command(
             background_alpha=background_alpha,
             layout=layout,  # type: ignore[arg-type]
             line_cmap=line_cmap,
+            min_side=DISPLAY_MIN_SIDE,
         )
         path = save_png(picture, output_path(out, name, several))
         typer.echo(f"  wrote {path}")
