@@ -11,6 +11,7 @@ Reported per pair (and averaged per layer by :mod:`pairx.metrics.report`):
 
 * ``faithful``: hits among the top-``n`` matches (by relevance) divided by ``n``; a match whose
   true correspondence is undefined (``p_a`` off the animal, or occluded in B) counts as a miss.
+  A pair where no cell of A has a true correspondence (opposite flanks) gets ``nan``.
 * ``faithful_defined``: hits divided by the number of top matches with a defined true
   correspondence.
 * ``random``: the same hit rate for ``n`` random matches: random cell centres of A whose true
@@ -127,6 +128,8 @@ def pair_faithfulness(
         faithful = float(hits.sum() / n)
         defined_rate = float(hits.sum() / n_defined) if n_defined else math.nan
     random = _random_baseline(truth, key_a, key_b, (h, w), (hb, wb), size, n_top, rng)
+    if math.isnan(random):  # no cell of A has a true correspondence: undefined for the pair
+        faithful = defined_rate = math.nan
     return FaithfulnessResult(faithful, defined_rate, random, n, n_defined)
 
 

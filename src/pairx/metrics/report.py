@@ -120,10 +120,21 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def faithfulness_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean faithfulness per dataset and layer over the correct pairs where it is defined."""
+    """Mean faithfulness per dataset and layer over the correct pairs where it is defined.
+
+    Pairs where no cell of A has a true correspondence in B (e.g. opposite flanks of a
+    synthetic animal) are left out, for PAIR-X and the random baseline alike.
+    """
     out = []
     for (dataset, layer), sub in sorted(_groups(rows).items()):
-        use = [r for r in sub if r["correct"] and not math.isnan(r["faithful"])]
+        # pairs where some point of A has a true correspondence in B (not opposite flanks)
+        use = [
+            r
+            for r in sub
+            if r["correct"]
+            and not math.isnan(r["faithful"])
+            and not math.isnan(r["faithful_random"])
+        ]
         if not use:
             continue
 
