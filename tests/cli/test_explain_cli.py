@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from pairx.cli.explain import DISPLAY_MIN_SIDE
 from pairx.cli.main import app, main
 from pairx.models.architectures import ReIDNet
 from pairx.models.loaders import load_model
@@ -77,7 +78,8 @@ def test_explain_end_to_end(model_dir: Path, images: tuple[Path, Path], tmp_path
     assert f"#1  A(col {c:>2d}, row {r:>2d})" in result.output
     picture = np.asarray(Image.open(out))
     assert picture.dtype == np.uint8
-    assert picture.shape[1:] == (2 * SIZE, 3) and picture.shape[0] > 2 * SIZE  # + title band
+    side = SIZE * -(-DISPLAY_MIN_SIDE // SIZE)  # small inputs are enlarged for display
+    assert picture.shape[1:] == (2 * side, 3) and picture.shape[0] > 2 * side  # + title band
 
 
 def test_explain_several_layers_side_layout(
@@ -95,7 +97,7 @@ def test_explain_several_layers_side_layout(
     assert result.exit_code == 0, result.output + repr(result.exception)
     for layer, grid in (("backbone-layer2", SIZE // 8), ("backbone-layer3", SIZE // 16)):
         picture = np.asarray(Image.open(tmp_path / f"pair_{layer}.png"))
-        assert picture.shape[1:] == (4 * SIZE, 3)
+        assert picture.shape[1:] == (4 * SIZE * -(-DISPLAY_MIN_SIDE // SIZE), 3)
         assert f"grid {grid}x{grid}" in result.output
     assert not out.exists()
 
