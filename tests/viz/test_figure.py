@@ -326,3 +326,15 @@ def test_min_side_enlarges_by_an_integer_factor() -> None:
     np.testing.assert_array_equal(same, small)
     with pytest.raises(InputError):
         render_explanation(THREE, min_side=-1)
+
+
+@pytest.mark.parametrize("width", [200, 320, 640, 1200])
+def test_title_band_text_fits_and_is_centred(width: int) -> None:
+    from pairx.viz.figure import _title_band
+
+    text = "similarity 0.500   layer backbone.layer2   20 of 78 matches drawn, 10 traced to pixels"
+    band = _title_band(text, width, 36)
+    assert band.shape == (36, width, 3)
+    ink = np.flatnonzero((band < 250).any(axis=(0, 2)))
+    assert len(ink) > 0 and ink[0] >= 2 and ink[-1] <= width - 3  # nothing clipped
+    assert abs((ink[0] + ink[-1]) / 2 - width / 2) <= 3  # centred

@@ -107,15 +107,24 @@ def _draw_matches(
 
 
 def _title_band(text: str, width: int, height: int) -> np.ndarray:
-    band = np.full((height, width, 3), 255, dtype=np.uint8)
+    """A white ``(height, width, 3)`` band with ``text`` centred, shrunk until its ink fits."""
     scale = height / 40.0
     thick = max(1, round(height / 24))
-    (tw, th), _ = cv2.getTextSize(text, _FONT, scale, thick)
-    if tw > width - 8:
-        scale *= (width - 8) / tw
+    for _ in range(12):  # glyph sizes are quantised, so shrink step by step
         (tw, th), _ = cv2.getTextSize(text, _FONT, scale, thick)
-    org = (max(4, (width - tw) // 2), (height + th) // 2)
-    cv2.putText(band, text, org, _FONT, scale, (20, 20, 20), thick, cv2.LINE_AA)
+        probe = np.full((height, tw + 4 * thick + 8, 3), 255, dtype=np.uint8)
+        cv2.putText(probe, text, (2 * thick, (height + th) // 2), _FONT, scale, (20, 20, 20),
+                    thick, cv2.LINE_AA)
+        ink = np.flatnonzero((probe < 250).any(axis=(0, 2)))
+        ink_w = int(ink[-1] - ink[0] + 1) if len(ink) else 0
+        if ink_w <= width - 8:
+            break
+        scale *= min(0.95, (width - 8) / ink_w)
+        thick = max(1, min(thick, round(scale * 2.5)))
+    band = np.full((height, width, 3), 255, dtype=np.uint8)
+    x0 = (width - ink_w) // 2 - (int(ink[0]) - 2 * thick if len(ink) else 0)
+    cv2.putText(band, text, (x0, (height + th) // 2), _FONT, scale, (20, 20, 20), thick,
+                cv2.LINE_AA)
     return band
 
 
