@@ -1,0 +1,58 @@
+"""The public API is a contract: this test fails if a documented name disappears."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import pairx
+
+PUBLIC = {
+    "pairx": ["explain", "load_model", "PairExplanation", "ReIDModel", "__version__"],
+    "pairx.explainers.pairx": ["explain", "PairX"],
+    "pairx.core.results": ["Matches", "PairExplanation"],
+    "pairx.models.layers": ["get_layer", "candidate_layers", "LayerInfo"],
+    "pairx.models.loaders": ["load_model"],
+    "pairx.models.default": ["load_default", "DEFAULT_LAYERS"],
+    "pairx.models.architectures": ["GeM", "ReIDNet"],
+    "pairx.data.synthetic": ["generate", "true_points", "load_ground_truth", "SPECIES"],
+    "pairx.data.datasets": ["load_dataset", "ReIDDataset", "Sample"],
+    "pairx.metrics": [
+        "inverted_residual_mean",
+        "match_coverage",
+        "binned_bhattacharyya",
+        "spearman_rho",
+    ],
+    "pairx.viz.figure": ["render_explanation", "save_png"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_names_exist(module: str) -> None:
+    mod = importlib.import_module(module)
+    missing = [name for name in PUBLIC[module] if not hasattr(mod, name)]
+    assert not missing, f"{module} lost public names {missing}"
+
+
+def test_explain_signature_is_stable() -> None:
+    sig = inspect.signature(pairx.explain)
+    params = sig.parameters
+    assert list(params)[:3] == ["model", "image_a", "image_b"]
+    assert params["layer"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["n_matches"].default == 20 and params["n_pixel_maps"].default == 10
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute"):
+        _ = pairx.not_a_name  # type: ignore[attr-defined]
+
+
+def test_every_pairx_error_is_a_builtin_error_too() -> None:
+    from pairx.core import errors
+
+    base = errors.PairxError
+    for name, cls in vars(errors).items():
+        if inspect.isclass(cls) and issubclass(cls, base) and cls is not base:
+            assert len(cls.__mro__) > 3, name  # derives from a built-in exception as well
