@@ -4,17 +4,22 @@ Model: ``ReIDNet("efficientnetv2_rw_m")`` (MiewID's architecture, random init, s
 440x440, layer ``backbone.blocks.3``, 10 pixel maps, CPU with ``--threads`` threads (default 2).
 Each variant runs in its own subprocess so that peak memory (``ru_maxrss``) is its own:
 
-* ``floor``: one forward pass and one LRP backward pass (embedding -> pixels) per image;
-* ``per_match``: a faithful per-match implementation, structured like the reference: a plain
+* ``floor``: one forward pass and one zennit LRP backward pass (embedding -> pixels) per image
+  (the issue's floor);
+* ``floor_gradient``: the same with pairx's modified-gradient engine;
+* ``per_match``: a faithful per-match implementation with the reference's structure: a plain
   forward for the embeddings, one LRP forward+backward per image for the layer relevance, then
-  a new LRP forward and one separate backward pass per pixel map;
-* ``pairx``: :class:`pairx.explainers.pairx.PairX` (one LRP forward of the pair, one backward to
-  the layer, pixel maps as batched vector-Jacobian products on the same graph).
+  for every pixel map a new LRP forward of the whole model and a backward pass from the layer
+  (the reference's ``get_pixel_relevance``);
+* ``pairx_zennit``: :class:`pairx.explainers.pairx.PairX` with ``engine="zennit"`` (one LRP
+  forward of the pair, one backward to the layer, one backward per pixel map on that graph);
+* ``pairx``: the same with the default ``engine="gradient"``.
 
-The outputs of ``per_match`` and ``pairx`` are compared (same matches, maps allclose).
+The outputs of ``per_match`` and of both ``pairx`` variants are compared (same matches, maps
+allclose).
 
 Run: ``python benchmarks/bench_pairx.py [--threads 2] [--size 440] [--repeats 1]
-[--pixel-chunk 5]``.
+[--variants floor,per_match,...]``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import torch.nn.functional as F
 from pairx.models.adapter import ReIDModel
 
 LAYER = "backbone.blocks.3"
-PIXEL_CHUNK = 5  # maps per batched backward pass in the pairx variant (--pixel-chunk)
+PIXEL_CHUNK = 1  # maps per backward pass in the pairx_zennit variant (--pixel-chunk)
 
 
 def _model(size: int) -> ReIDModel:
@@ -85,6 +90,23 @@ def run_floor(size: int, n_pix: int) -> dict[str, object]:
     return {"seconds": time.perf_counter() - t0}
 
 
+def run_floor_gradient(size: int, n_pix: int) -> dict[str, object]:
+    from pairx.explainers.gradient_lrp import gradient_lrp_mode, layer_relevance
+    from pairx.explainers.lrp import similarity_relevance
+
+    model = _model(size)
+    a, b = _images(size)
+    x = torch.cat([model.to_input(a), model.to_input(b)])
+    t0 = time.perf_counter()
+    with gradient_lrp_mode(model) as net:
+        xr = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = net(xr)
+        _, r_a, r_b = similarity_relevance(out[:1].detach(), out[1:].detach())
+        layer_relevance(out, torch.cat([r_a, r_b]), [xr], retain_graph=False)
+    return {"seconds": time.perf_counter() - t0}
+
+
 def run_per_match(size: int, n_pix: int) -> dict[str, object]:
     from pairx.explainers.lrp import capture_layers, lrp_mode, pixel_relevance
     from pairx.explainers.pairx import _matches
@@ -112,14 +134,19 @@ def run_per_match(size: int, n_pix: int) -> dict[str, object]:
             feats.append(layer_out.detach())
     matches = _matches(feats[0], feats[1], rels[0], rels[1], x.shape[-2:], x.shape[-2:])
     k = min(n_pix, len(matches))
-    # a new LRP forward per image, then one backward pass per pixel map
+    # per pixel map: a new LRP forward of the whole model, then a backward from the layer
     maps = []
     for i, grid in enumerate((matches.grid_a[:k], matches.grid_b[:k])):
-        with lrp_mode(model) as net:
-            xi = x[i:i + 1].clone().requires_grad_(True)
-            with capture_layers(model, [LAYER]) as found, torch.enable_grad():
-                net(xi)
-            maps.append(pixel_relevance(found[LAYER], xi, torch.from_numpy(grid), chunk=1))
+        per_image = []
+        for col, row in grid:
+            with lrp_mode(model) as net:
+                xi = x[i:i + 1].clone().requires_grad_(True)
+                with capture_layers(model, [LAYER]) as found, torch.enable_grad():
+                    net(xi)
+                pos = torch.tensor([[int(col), int(row)]])
+                per_image.append(pixel_relevance(found[LAYER], xi, pos, chunk=1,
+                                                 retain_graph=False)[0])
+        maps.append(torch.stack(per_image) if per_image else torch.zeros(0, *x.shape[-2:]))
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "similarity": float(cos.detach()[0]),
             "relevance_a": rels[0].numpy(), "relevance_b": rels[1].numpy(),
@@ -127,12 +154,17 @@ def run_per_match(size: int, n_pix: int) -> dict[str, object]:
             "pixel_a": maps[0].numpy(), "pixel_b": maps[1].numpy()}
 
 
-def run_pairx(size: int, n_pix: int) -> dict[str, object]:
+def run_pairx_zennit(size: int, n_pix: int) -> dict[str, object]:
+    return run_pairx(size, n_pix, engine="zennit")
+
+
+def run_pairx(size: int, n_pix: int, engine: str = "gradient") -> dict[str, object]:
     from pairx.explainers.pairx import PairX
 
     model = _model(size)
     a, b = _images(size)
-    explainer = PairX(model, [LAYER], n_pixel_maps=n_pix, cache_size=0, pixel_chunk=PIXEL_CHUNK)
+    explainer = PairX(model, [LAYER], n_pixel_maps=n_pix, cache_size=0, pixel_chunk=PIXEL_CHUNK,
+                      engine=engine)
     t0 = time.perf_counter()
     r = explainer.explain(a, b)[LAYER]
     seconds = time.perf_counter() - t0
@@ -141,7 +173,8 @@ def run_pairx(size: int, n_pix: int) -> dict[str, object]:
             "pixel_a": r.pixel_relevance_a, "pixel_b": r.pixel_relevance_b}
 
 
-VARIANTS = {"floor": run_floor, "per_match": run_per_match, "pairx": run_pairx}
+VARIANTS = {"floor": run_floor, "floor_gradient": run_floor_gradient,
+            "per_match": run_per_match, "pairx_zennit": run_pairx_zennit, "pairx": run_pairx}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -169,14 +202,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--pixel-chunk", type=int, default=PIXEL_CHUNK)
     parser.add_argument("--variant", choices=sorted(VARIANTS), default=None)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated variants to run (floor and per_match needed for "
+                             "the ratios)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.variant is not None:
         _child(args)
         return
+    wanted = [v for v in VARIANTS if v in args.variants.split(",")]
     rows: dict[str, dict[str, object]] = {}
+    agreement: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in ("floor", "per_match", "pairx"):
+        for variant in wanted:
             out = os.path.join(tmp, f"{variant}.npz")
             cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant,
                    "--threads", str(args.threads), "--size", str(args.size),
@@ -187,28 +225,32 @@ def main() -> None:
                 sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
             rows[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"  {variant}: {rows[variant]['seconds']:.2f} s", flush=True)
-        ref = np.load(os.path.join(tmp, "per_match.npz"))
-        new = np.load(os.path.join(tmp, "pairx.npz"))
-        same_matches = all(np.array_equal(ref[k], new[k]) for k in ("grid_a", "grid_b"))
-        agreement = {}
-        for k in ("relevance_a", "relevance_b", "pixel_a", "pixel_b"):
-            a, b = ref[k].astype(np.float64), new[k].astype(np.float64)
-            rel_err = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
-            corr = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-            agreement[k] = f"max rel. diff {rel_err:.1e}, Pearson {corr:.6f}"
-    floor = float(rows["floor"]["seconds"])  # type: ignore[arg-type]
+        if "per_match" in rows:
+            ref = np.load(os.path.join(tmp, "per_match.npz"))
+            for variant in ("pairx_zennit", "pairx"):
+                if variant not in rows:
+                    continue
+                new = np.load(os.path.join(tmp, f"{variant}.npz"))
+                same = all(np.array_equal(ref[k], new[k]) for k in ("grid_a", "grid_b"))
+                agreement[variant] = {"identical matches": str(same)}
+                for k in ("relevance_a", "relevance_b", "pixel_a", "pixel_b"):
+                    a, b = ref[k].astype(np.float64), new[k].astype(np.float64)
+                    rel_err = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+                    corr = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+                    agreement[variant][k] = f"max rel. diff {rel_err:.1e}, Pearson {corr:.6f}"
     print(f"\nPAIR-X on ReIDNet('efficientnetv2_rw_m') {args.size}x{args.size}, layer {LAYER}, "
-          f"{args.n_pix} pixel maps, {args.threads} threads, pixel chunk {args.pixel_chunk} "
-          f"(best of {args.repeats})")
-    print(f"{'variant':<12}{'seconds':>10}{'x floor':>10}{'peak RSS MiB':>15}")
+          f"{args.n_pix} pixel maps, {args.threads} threads (best of {args.repeats})")
+    floor = float(rows["floor"]["seconds"]) if "floor" in rows else float("nan")  # type: ignore[arg-type]
+    per_match = float(rows["per_match"]["seconds"]) if "per_match" in rows else float("nan")  # type: ignore[arg-type]
+    print(f"{'variant':<16}{'seconds':>9}{'x floor':>9}{'per_match / it':>16}{'peak RSS MiB':>14}")
     for name, row in rows.items():
         sec = float(row["seconds"])  # type: ignore[arg-type]
-        print(f"{name:<12}{sec:>10.2f}{sec / floor:>10.2f}{float(row['peak_rss_mib']):>15.0f}")  # type: ignore[arg-type]
-    speedup = float(rows["per_match"]["seconds"]) / float(rows["pairx"]["seconds"])  # type: ignore[arg-type]
-    print(f"pairx speed-up over per-match: {speedup:.2f}x")
-    print(f"identical matches: {same_matches}")
-    for k, text in agreement.items():
-        print(f"  {k}: {text}")
+        print(f"{name:<16}{sec:>9.2f}{sec / floor:>9.2f}{per_match / sec:>16.2f}"
+              f"{float(row['peak_rss_mib']):>14.0f}")  # type: ignore[arg-type]
+    for variant, items in agreement.items():
+        print(f"{variant} vs per_match:")
+        for k, text in items.items():
+            print(f"  {k}: {text}")
 
 
 if __name__ == "__main__":

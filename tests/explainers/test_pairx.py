@@ -178,6 +178,7 @@ def test_model_unchanged_after_explain_and_after_error(
             raise RuntimeError("boom inside the explanation")
 
         monkeypatch.setattr(pairx_module, "pixel_relevance", boom)
+        monkeypatch.setattr(pairx_module, "position_pixel_relevance", boom)
         with pytest.raises(RuntimeError, match="boom"):
             explain(model, images[0], images[1], layer=LAYER, n_pixel_maps=1)
         _assert_unchanged(model, before)
@@ -251,3 +252,19 @@ def test_degenerate_embeddings(model: ReIDModel, images: tuple[np.ndarray, np.nd
     broken = ReIDModel(_Broken(model.net, value), model.preprocessing, family="timm_resnet")
     with pytest.raises(ModelError, match=message):
         explain(broken, images[0], images[1], layer="inner." + LAYER)
+
+
+def test_engines_agree_and_unknown_engine_is_refused(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    fast = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0).explain(*images)[LAYER]
+    slow = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0, engine="zennit").explain(
+        *images)[LAYER]
+    assert fast.similarity == pytest.approx(slow.similarity, abs=1e-6)
+    np.testing.assert_array_equal(fast.matches.grid_a, slow.matches.grid_a)
+    np.testing.assert_array_equal(fast.matches.grid_b, slow.matches.grid_b)
+    for key in ("relevance_a", "relevance_b", "pixel_relevance_a", "pixel_relevance_b"):
+        a, b = getattr(fast, key), getattr(slow, key)
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+    with pytest.raises(InputError, match="unknown LRP engine"):
+        PairX(model, [LAYER], engine="captum")

@@ -7,10 +7,13 @@ channel-summed absolute relevances; the top matches are propagated back to pixel
 the activation masked to the matched position.
 
 Cost per pair: one LRP forward pass of the pair (a batch of two; graph kept), one LRP backward
-from the embeddings to the layer (not to the pixels), and the pixel maps as batched
-vector-Jacobian products on that same graph. Preprocessed inputs and embeddings are cached per
-image (keyed by path string or an explicit key); the LRP graph itself cannot outlive the call,
-because the model must be restored, and zennit's rule hooks keep only the latest forward pass.
+from the embeddings to the layer (not to the pixels), and one backward pass per pixel map on that
+same graph. With the default ``engine="gradient"`` (:mod:`pairx.explainers.gradient_lrp`) the
+rules are linear surrogates built once in the forward pass, so a pixel map costs one transposed
+operation per layer below the explained one; ``engine="zennit"`` runs zennit's rule hooks, which
+recompute every rule's modified forward in every backward pass (same numbers, slower).
+Preprocessed inputs and embeddings are cached per image (keyed by path string or an explicit
+key); the LRP graph itself cannot outlive the call, because the model must be restored.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from tqdm.auto import tqdm
 from pairx.core.errors import InputError, ModelError
 from pairx.core.results import Matches, PairExplanation
 from pairx.data.images import ImageLike
+from pairx.explainers.gradient_lrp import (
+    gradient_lrp_mode,
+    layer_relevance,
+    position_pixel_relevance,
+)
 from pairx.explainers.lrp import (
     capture_layers,
     lrp_mode,
@@ -43,7 +51,7 @@ from pairx.explainers.matching import (
 from pairx.models.adapter import ReIDModel
 from pairx.models.layers import get_layer, require_spatial_output
 
-__all__ = ["PairX", "explain"]
+__all__ = ["ENGINES", "PairX", "explain"]
 
 ImageInput = ImageLike | torch.Tensor
 
@@ -66,6 +74,10 @@ class _Graph:
     layers: dict[str, torch.Tensor]  # name -> (1, C, h, w) with graph
 
 
+ENGINES = ("gradient", "zennit")
+"""LRP engines of :class:`PairX`."""
+
+
 class PairX:
     """PAIR-X explainer bound to a model and a set of layers.
 
@@ -84,8 +96,10 @@ class PairX:
     family
         Canonizer family, overriding ``model.family`` and detection.
     pixel_chunk
-        Pixel maps computed per batched backward pass (``1``: one pass per map; more is faster
-        and uses more memory).
+        ``engine="zennit"`` only: pixel maps per batched backward pass (``1``: one pass per map).
+    engine
+        ``"gradient"`` (default): pairx's modified-gradient LRP, nothing recomputed per backward
+        pass; ``"zennit"``: zennit's rule hooks. Both give the same relevances (float rounding).
     """
 
     def __init__(
@@ -97,7 +111,8 @@ class PairX:
         n_pixel_maps: int = 10,
         cache_size: int = 512,
         family: str | None = None,
-        pixel_chunk: int = 5,
+        pixel_chunk: int = 1,
+        engine: str = "gradient",
     ) -> None:
         if not isinstance(model, ReIDModel):
             raise InputError(
@@ -118,6 +133,9 @@ class PairX:
         self.cache_size = int(cache_size)
         self.family = family
         self.pixel_chunk = max(1, int(pixel_chunk))
+        if engine not in ENGINES:
+            raise InputError(f"unknown LRP engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        self.engine = engine
         self._cache: OrderedDict[Hashable, _Image] = OrderedDict()
 
     # -- per-image work ----------------------------------------------------------------------
@@ -244,7 +262,8 @@ class PairX:
             for (a, b), (ka, kb) in zip(pairs, keys, strict=True)
         ]
         results: list[dict[str, PairExplanation]] = []
-        with lrp_mode(self.model, family=self.family) as net:
+        mode = gradient_lrp_mode if self.engine == "gradient" else lrp_mode
+        with mode(self.model, family=self.family) as net:
             for sa, sb in tqdm(states, desc="PAIR-X", disable=not progress or len(states) < 2):
                 graph = self._forward(net, sa, sb)
                 results.append(self._explain_pair(sa, sb, graph, n_pix))
@@ -255,23 +274,32 @@ class PairX:
         self, sa: _Image, sb: _Image, graph: _Graph, n_pix: int
     ) -> dict[str, PairExplanation]:
         cos, r_a, r_b = similarity_relevance(graph.out[:1].detach(), graph.out[1:].detach())
-        rel = torch.autograd.grad(graph.out, list(graph.layers.values()),
-                                  grad_outputs=torch.cat([r_a, r_b]), retain_graph=True,
-                                  allow_unused=True)
+        targets = list(graph.layers.values())
+        rel: Sequence[torch.Tensor | None]
+        if self.engine == "gradient":
+            rel = layer_relevance(graph.out, torch.cat([r_a, r_b]), targets)
+        else:
+            rel = torch.autograd.grad(graph.out, targets, grad_outputs=torch.cat([r_a, r_b]),
+                                      retain_graph=True, allow_unused=True)
         out: dict[str, PairExplanation] = {}
         for i, name in enumerate(self.layers):
             feats = graph.layers[name]
             fa, fb = feats[:1], feats[1:]
-            map_a = _channel_abs_sum(None if rel[i] is None else rel[i][:1], fa)
-            map_b = _channel_abs_sum(None if rel[i] is None else rel[i][1:], fb)
+            rel_i = rel[i]
+            map_a = _channel_abs_sum(None if rel_i is None else rel_i[:1], fa)
+            map_b = _channel_abs_sum(None if rel_i is None else rel_i[1:], fb)
             matches = _matches(fa, fb, map_a, map_b, sa.x.shape[-2:], sb.x.shape[-2:])
             if len(matches) == 0:
                 warnings.warn(
                     f"PAIR-X found no cross-checked matches at layer {name!r}", stacklevel=3
                 )
             k = min(n_pix, len(matches))
-            pix = pixel_relevance(feats, graph.x, torch.from_numpy(
-                np.stack([matches.grid_a[:k], matches.grid_b[:k]], axis=1)), chunk=self.pixel_chunk)
+            positions = torch.from_numpy(
+                np.stack([matches.grid_a[:k], matches.grid_b[:k]], axis=1))
+            if self.engine == "gradient":
+                pix = position_pixel_relevance(feats, graph.x, positions)
+            else:
+                pix = pixel_relevance(feats, graph.x, positions, chunk=self.pixel_chunk)
             pix_a, pix_b = pix[:, 0], pix[:, 1]
             out[name] = PairExplanation(
                 similarity=cos,

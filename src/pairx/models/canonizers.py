@@ -23,6 +23,7 @@ network from the block types it contains (``isinstance``, never ``type(x) is``).
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import types
 from collections.abc import Callable, Iterator
@@ -50,11 +51,63 @@ __all__ = [
     "check_lrp_support",
     "detect_family",
     "families",
+    "gradient_convention",
     "merge_conv_bn",
     "register_family",
+    "signal_pass",
 ]
 
 _NO_ATTR = object()
+
+
+_GRADIENT_CONVENTION: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "pairx_gradient_convention", default=False
+)
+
+
+@contextmanager
+def gradient_convention() -> Iterator[None]:
+    """Inside the block, :func:`signal_pass` builds graphs for the modified-gradient LRP engine
+    (:mod:`pairx.explainers.gradient_lrp`), whose backward tensors are relevance / activation."""
+    token = _GRADIENT_CONVENTION.set(True)
+    try:
+        yield
+    finally:
+        _GRADIENT_CONVENTION.reset(token)
+
+
+class ValueOf(torch.autograd.Function):
+    """Return ``y`` (a copy) in the forward pass; route the whole gradient to ``t``."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def carrier(a: torch.Tensor) -> torch.Tensor:
+    """``a`` where ``a != 0``, else ``1`` (detached): what relevance is divided by in the
+    modified-gradient convention, so that an exactly-zero activation carries its relevance
+    itself (zennit's pass-through rules can give relevance to a zero input)."""
+    a = a.detach()
+    return torch.where(a != 0, a, torch.ones_like(a))
+
+
+def signal_pass(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y = x * c`` with ``c`` a constant gate or scale: the value ``y``, all relevance to ``x``.
+
+    In zennit's convention (the default) the incoming gradient *is* the relevance and passes
+    unchanged (:class:`SignalPass`). Inside :func:`gradient_convention` the gradient is
+    relevance / :func:`carrier`, so it is multiplied by ``carrier(y) / carrier(x)``.
+    """
+    if _GRADIENT_CONVENTION.get():
+        out: torch.Tensor = ValueOf.apply(x * (carrier(y) / carrier(x)), y)
+        return out
+    passed: torch.Tensor = SignalPass.apply(x, y)
+    return passed
 
 
 class SignalPass(torch.autograd.Function):
@@ -349,8 +402,7 @@ class _SignalOnlySE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             y = self.__dict__["se"](x.detach())
-        out: torch.Tensor = SignalPass.apply(x, y)
-        return out
+        return signal_pass(x, y)
 
 
 class NeckCanonizer(Canonizer):
@@ -466,7 +518,7 @@ def _convnext_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     else:
         x = self.mlp(self.norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
     if self.gamma is not None:
-        x = SignalPass.apply(x, x.mul(self.gamma.reshape(1, -1, 1, 1)))
+        x = signal_pass(x, x.mul(self.gamma.reshape(1, -1, 1, 1)))
     out: torch.Tensor = self.pairx_sum(
         torch.stack([self.drop_path(x), self.shortcut(shortcut)], dim=-1)
     )

@@ -1,0 +1,300 @@
+"""The same LRP (EpsilonPlus) as :mod:`pairx.explainers.lrp`, as modified gradients.
+
+zennit implements a rule as a backward hook that, on *every* backward pass, re-runs the module's
+modified forward (for ``ZPlus`` two extra convolutions) and differentiates it, while autograd
+also runs the module's ordinary backward, which is then discarded. PAIR-X needs many backward
+passes over one forward graph (one per pixel map), so that recomputation dominates its cost.
+
+This engine instead writes each rule as a *linear* surrogate built once, in the forward pass,
+whose ordinary gradient is the rule. With ``g = R / c(a)``, relevance divided by the carrier
+``c(a) = a`` (``1`` where ``a == 0``, so that zero activations, to which zennit's pass-through
+rules can hand relevance, carry it themselves), every EpsilonPlus rule is linear in ``g`` with
+coefficients fixed by the forward pass (``[x != 0]`` masks the input gradient, ``s`` is zennit's
+sign-preserving stabilizer, factors are detached):
+
+* ``ZPlus`` (convolutions), ``z = W+ x+ + b+ + W- x-``: the gradient of
+  ``z([x != 0] x) * c(y) / s(z)``, i.e. ``[x>0] W+^T u + [x<0] W-^T u`` with
+  ``u = g_out c(y) / s(z)``;
+* ``Epsilon`` (dense layers, detached-std LayerNorm) and ``Norm`` (sums, average pools): the
+  gradient of ``y([x != 0] x) * c(y) / s(y)``;
+* pass-through (activations, BatchNorm, GeM powers, constant gates): the gradient of
+  ``x * c(y) / c(x)``.
+
+Each module's output keeps its exact value (:class:`~pairx.models.canonizers.ValueOf`); only the
+gradient is routed through the surrogate. A backward pass then costs one transposed operation
+per layer (two for ``ZPlus`` with signed inputs) and nothing is recomputed. The relevance of a
+graph tensor ``a`` is ``c(a) * grad``; the output is seeded with ``R / c(y)``.
+
+The rule for each module is the one zennit's composite assigns (:func:`lrp.lrp_composite`), so
+both engines agree to float rounding (tested per model family).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from zennit.core import Composite
+from zennit.rules import Epsilon, Norm, Pass, ZPlus
+from zennit.types import ConvolutionStandard
+
+from pairx.core.errors import ModelError
+from pairx.models.adapter import ReIDModel
+from pairx.models.canonizers import (
+    GeMMean,
+    ValueOf,
+    canonizer_for,
+    carrier,
+    check_lrp_support,
+    gradient_convention,
+)
+
+__all__ = ["gradient_lrp_mode", "output_seed", "position_pixel_relevance"]
+
+
+def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """zennit's stabilizer: ``z + eps * sign(z)`` with ``sign(0) = +1``."""
+    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+def _mask_zero_grad(x: torch.Tensor) -> torch.Tensor:
+    """Same values; no gradient reaches the elements that are exactly zero."""
+    return x * (x.detach() != 0).to(x.dtype)
+
+
+class _Rule:
+    """A forward hook that replaces a module's output by ``ValueOf(surrogate, output)``."""
+
+    mask_input = False
+    """Whether a forward pre-hook must stop the gradient at zero input elements."""
+
+    def __init__(self, eps: float) -> None:
+        self.eps = eps
+
+    def pre(self, module: nn.Module, inputs: tuple[Any, ...]) -> Any:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].requires_grad:
+            return (_mask_zero_grad(inputs[0]), *inputs[1:])
+        return None
+
+    def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        if not inputs or not isinstance(inputs[0], torch.Tensor) or not isinstance(
+            output, torch.Tensor
+        ):
+            return None
+        x = inputs[0]
+        if not (x.requires_grad or output.requires_grad):
+            return None
+        return ValueOf.apply(self.surrogate(module, x, output), output)
+
+
+class _PassRule(_Rule):
+    def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x * (carrier(y) / carrier(x))
+
+
+class _NormRule(_Rule):
+    """``Norm`` and ``Epsilon``: the module's own Jacobian, output scaled by ``c(y) / s(y)``."""
+
+    mask_input = True
+
+    def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        factor = carrier(y) / _stabilize(y.detach(), self.eps)
+        return y * factor
+
+
+class _ZPlusRule(_Rule):
+    """``ZPlus`` for ``Conv1d/2d/3d`` and ``Linear``: positive and negative parts of W."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__(eps)
+        self._params: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+
+    def _split(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        key = id(module)
+        weight = torch.as_tensor(module.weight).detach()
+        bias = None if module.bias is None else torch.as_tensor(module.bias).detach()
+        cached = self._params.get(key)
+        if cached is None:
+            cached = (weight.clamp(min=0), weight.clamp(max=0),
+                      None if bias is None else bias.clamp(min=0))
+            self._params[key] = cached
+        return cached
+
+    def _apply(self, module: nn.Module, x: torch.Tensor, w: torch.Tensor,
+               b: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(module, nn.Linear):
+            return F.linear(x, w, b)
+        out: torch.Tensor = module._conv_forward(x, w, b)  # type: ignore[operator]
+        return out
+
+    def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w_pos, w_neg, b_pos = self._split(module)
+        x = _mask_zero_grad(x)
+        z = self._apply(module, x.clamp(min=0), w_pos, b_pos)
+        if bool((x.detach() < 0).any()):
+            z = z + self._apply(module, x.clamp(max=0), w_neg, None)
+        factor = carrier(y) / _stabilize(z.detach(), self.eps)
+        return z * factor
+
+
+def _rule_for(rule: object, module: nn.Module, epsilon: float, stabilizer: float) -> _Rule:
+    if isinstance(rule, Pass):
+        return _PassRule(0.0)
+    if isinstance(rule, Norm):
+        return _NormRule(1e-30 if isinstance(module, GeMMean) else stabilizer)
+    if isinstance(rule, Epsilon):
+        return _NormRule(epsilon)
+    if isinstance(rule, ZPlus) and isinstance(module, (ConvolutionStandard, nn.Linear)):
+        return _ZPlusRule(stabilizer)
+    raise ModelError(
+        f"the gradient LRP engine has no implementation of rule {type(rule).__name__} for "
+        f"{type(module).__name__}; use engine='zennit'"
+    )
+
+
+def _assign_rules(
+    net: nn.Module, epsilon: float, stabilizer: float
+) -> list[tuple[nn.Module, _Rule]]:
+    from pairx.explainers.lrp import lrp_composite
+
+    composite: Composite = lrp_composite(epsilon, stabilizer)
+    ctx: dict[str, Any] = {}
+    zplus = _ZPlusRule(stabilizer)  # one instance shares the W+/W- cache
+    out = []
+    for name, module in net.named_modules():
+        template = composite.module_map(ctx, name, module)
+        if template is None:
+            continue
+        rule = _rule_for(template, module, epsilon, stabilizer)
+        out.append((module, zplus if isinstance(rule, _ZPlusRule) else rule))
+    return out
+
+
+def _net(model: ReIDModel | nn.Module) -> nn.Module:
+    return model.net if isinstance(model, ReIDModel) else model
+
+
+@contextmanager
+def gradient_lrp_mode(
+    model: ReIDModel | nn.Module,
+    *,
+    family: str | None = None,
+    epsilon: float = 1e-6,
+    stabilizer: float = 1e-6,
+) -> Iterator[nn.Module]:
+    """Canonize ``model`` and register the modified-gradient rule hooks for the block.
+
+    Inside the block, the gradient flowing back to any tensor ``a`` of a forward graph is
+    ``relevance(a) / a``: seed the output with :func:`output_seed` and multiply the gradient
+    by the tensor. In-place activations are made out-of-place for the duration. On exit
+    (normal or not) everything is restored: hooks, canonizer edits, ``inplace`` flags, training
+    modes and ``requires_grad`` flags.
+
+    Yields
+    ------
+    nn.Module
+        The (temporarily canonized) network.
+    """
+    from pairx.explainers.lrp import RULE_TYPES
+
+    net = _net(model)
+    modes = [(m, m.training) for m in net.modules()]
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    inplace: list[tuple[nn.Module, bool]] = [
+        (m, bool(getattr(m, "inplace", False))) for m in net.modules()
+        if isinstance(getattr(m, "inplace", None), bool)
+    ]
+    canonizer = canonizer_for(model, family)
+    handles = []
+    try:
+        net.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for m, _ in inplace:
+            setattr(m, "inplace", False)  # noqa: B010
+        with canonizer.applied(net), gradient_convention():
+            check_lrp_support(net, RULE_TYPES, canonizer.handled_types)
+            for module, rule in _assign_rules(net, epsilon, stabilizer):
+                if rule.mask_input:
+                    handles.append(module.register_forward_pre_hook(rule.pre))
+                handles.append(module.register_forward_hook(rule))
+            yield net
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, flag in inplace:
+            setattr(m, "inplace", flag)  # noqa: B010
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def output_seed(output: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """The backward seed ``relevance / carrier(output)``."""
+    return relevance.detach() / carrier(output)
+
+
+def position_pixel_relevance(
+    layer_output: torch.Tensor,
+    x: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    retain_graph: bool = True,
+) -> torch.Tensor:
+    """Per-position LRP from a layer back to the pixels over one graph built in
+    :func:`gradient_lrp_mode`: one backward pass per map, nothing recomputed.
+
+    Parameters
+    ----------
+    layer_output
+        ``(B, C, h, w)`` activation (graph attached).
+    x
+        ``(B, 3, H, W)`` input with ``requires_grad``.
+    positions
+        ``(K, B, 2)`` int ``(col, row)`` grid positions, one per map and batch item.
+    retain_graph
+        Keep the graph after the last backward pass.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K, B, H, W)`` pixel relevance, summed over RGB and made absolute: for map ``k`` the
+        LRP of the activation of item ``b`` masked to ``positions[k, b]`` (all channels).
+    """
+    k, b = int(positions.shape[0]), int(positions.shape[1])
+    if b != layer_output.shape[0]:
+        raise ValueError(f"positions have {b} batch items, the activation {layer_output.shape[0]}")
+    out = torch.zeros(k, b, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    active = layer_output.detach() / carrier(layer_output)  # seed = activation / carrier
+    items = torch.arange(b, device=x.device)
+    xd = carrier(x)
+    for i in range(k):
+        seed = torch.zeros_like(active)
+        cols = positions[i, :, 0].long().to(x.device)
+        rows = positions[i, :, 1].long().to(x.device)
+        seed[items, :, rows, cols] = active[items, :, rows, cols]
+        (grad,) = torch.autograd.grad(layer_output, x, grad_outputs=seed,
+                                      retain_graph=retain_graph or i + 1 < k)
+        out[i] = (xd * grad).sum(dim=1).abs()
+    return out
+
+
+def layer_relevance(
+    output: torch.Tensor,
+    relevance: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    *,
+    retain_graph: bool = True,
+) -> list[torch.Tensor | None]:
+    """Relevance at ``targets`` (graph tensors) of ``relevance`` given at ``output``."""
+    grads = torch.autograd.grad(output, list(targets), grad_outputs=output_seed(output, relevance),
+                                retain_graph=retain_graph, allow_unused=True)
+    return [None if g is None else carrier(t) * g for t, g in zip(targets, grads, strict=True)]
