@@ -57,8 +57,15 @@ __all__ = ["gradient_lrp_mode", "output_seed", "position_pixel_relevance"]
 
 
 def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """zennit's stabilizer: ``z + eps * sign(z)`` with ``sign(0) = +1``."""
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    """zennit's stabilizer: ``z + eps * sign(z)`` with ``sign(0) = +1`` (``z + 0.0`` turns a
+    negative zero into a positive one)."""
+    return z + torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), z + 0.0)
+
+
+def _carrier(a: torch.Tensor) -> torch.Tensor:
+    """:func:`~pairx.models.canonizers.carrier` without its copy when ``a`` has no zeros."""
+    a = a.detach()
+    return carrier(a) if bool((a == 0).any()) else a
 
 
 def _mask_zero_grad(x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +83,9 @@ class _Rule:
         self.eps = eps
 
     def pre(self, module: nn.Module, inputs: tuple[Any, ...]) -> Any:
-        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].requires_grad:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].requires_grad and bool(
+            (inputs[0].detach() == 0).any()
+        ):
             return (_mask_zero_grad(inputs[0]), *inputs[1:])
         return None
 
@@ -96,7 +105,7 @@ class _Rule:
 
 class _PassRule(_Rule):
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x * (carrier(y) / carrier(x))
+        return x * (_carrier(y) / _carrier(x))
 
 
 class _NormRule(_Rule):
@@ -105,7 +114,7 @@ class _NormRule(_Rule):
     mask_input = True
 
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        factor = carrier(y) / _stabilize(y.detach(), self.eps)
+        factor = _carrier(y) / _stabilize(y.detach(), self.eps)
         return y * factor
 
 
@@ -136,11 +145,15 @@ class _ZPlusRule(_Rule):
 
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         w_pos, w_neg, b_pos = self._split(module)
-        x = _mask_zero_grad(x)
-        z = self._apply(module, x.clamp(min=0), w_pos, b_pos)
-        if bool((x.detach() < 0).any()):
-            z = z + self._apply(module, x.clamp(max=0), w_neg, None)
-        factor = carrier(y) / _stabilize(z.detach(), self.eps)
+        xd = x.detach()
+        if not bool((xd < 0).any()):  # e.g. after ReLU: relu's gradient is 0 at x == 0
+            z = self._apply(module, torch.relu(x), w_pos, b_pos)
+        else:
+            if bool((xd == 0).any()):
+                x = _mask_zero_grad(x)
+            z = self._apply(module, x.clamp(min=0), w_pos, b_pos) + self._apply(
+                module, x.clamp(max=0), w_neg, None)
+        factor = _carrier(y) / _stabilize(z.detach(), self.eps)
         return z * factor
 
 
