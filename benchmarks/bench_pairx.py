@@ -74,37 +74,29 @@ def _images(size: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def run_floor(size: int, n_pix: int) -> dict[str, object]:
+def run_floor(size: int, n_pix: int, engine: str = "zennit") -> dict[str, object]:
+    from pairx.explainers.gradient_lrp import gradient_lrp_mode, layer_relevance
     from pairx.explainers.lrp import lrp_mode, similarity_relevance
 
     model = _model(size)
     a, b = _images(size)
     x = torch.cat([model.to_input(a), model.to_input(b)])
+    mode = gradient_lrp_mode if engine == "gradient" else lrp_mode
     t0 = time.perf_counter()
-    with lrp_mode(model) as net:
+    with mode(model) as net:
         xr = x.clone().requires_grad_(True)
         with torch.enable_grad():
             out = net(xr)
         _, r_a, r_b = similarity_relevance(out[:1].detach(), out[1:].detach())
-        torch.autograd.grad(out, xr, grad_outputs=torch.cat([r_a, r_b]))
+        if engine == "gradient":
+            layer_relevance(out, torch.cat([r_a, r_b]), [xr], retain_graph=False)
+        else:
+            torch.autograd.grad(out, xr, grad_outputs=torch.cat([r_a, r_b]))
     return {"seconds": time.perf_counter() - t0}
 
 
 def run_floor_gradient(size: int, n_pix: int) -> dict[str, object]:
-    from pairx.explainers.gradient_lrp import gradient_lrp_mode, layer_relevance
-    from pairx.explainers.lrp import similarity_relevance
-
-    model = _model(size)
-    a, b = _images(size)
-    x = torch.cat([model.to_input(a), model.to_input(b)])
-    t0 = time.perf_counter()
-    with gradient_lrp_mode(model) as net:
-        xr = x.clone().requires_grad_(True)
-        with torch.enable_grad():
-            out = net(xr)
-        _, r_a, r_b = similarity_relevance(out[:1].detach(), out[1:].detach())
-        layer_relevance(out, torch.cat([r_a, r_b]), [xr], retain_graph=False)
-    return {"seconds": time.perf_counter() - t0}
+    return run_floor(size, n_pix, engine="gradient")
 
 
 def run_per_match(size: int, n_pix: int) -> dict[str, object]:

@@ -43,6 +43,7 @@ from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import ConvolutionStandard
 
 from pairx.core.errors import ModelError
+from pairx.explainers.lrp import RULE_TYPES, _net, frozen_eval, lrp_composite
 from pairx.models.adapter import ReIDModel
 from pairx.models.canonizers import (
     GeMMean,
@@ -175,8 +176,6 @@ def _rule_for(rule: object, module: nn.Module, epsilon: float, stabilizer: float
 def _assign_rules(
     net: nn.Module, epsilon: float, stabilizer: float
 ) -> list[tuple[nn.Module, _Rule]]:
-    from pairx.explainers.lrp import lrp_composite
-
     composite: Composite = lrp_composite(epsilon, stabilizer)
     ctx: dict[str, Any] = {}
     zplus = _ZPlusRule(stabilizer)  # one instance shares the W+/W- cache
@@ -188,10 +187,6 @@ def _assign_rules(
         rule = _rule_for(template, module, epsilon, stabilizer)
         out.append((module, zplus if isinstance(rule, _ZPlusRule) else rule))
     return out
-
-
-def _net(model: ReIDModel | nn.Module) -> nn.Module:
-    return model.net if isinstance(model, ReIDModel) else model
 
 
 @contextmanager
@@ -215,24 +210,11 @@ def gradient_lrp_mode(
     nn.Module
         The (temporarily canonized) network.
     """
-    from pairx.explainers.lrp import RULE_TYPES
-
     net = _net(model)
-    modes = [(m, m.training) for m in net.modules()]
-    flags = [(p, p.requires_grad) for p in net.parameters()]
-    inplace: list[tuple[nn.Module, bool]] = [
-        (m, bool(getattr(m, "inplace", False))) for m in net.modules()
-        if isinstance(getattr(m, "inplace", None), bool)
-    ]
     canonizer = canonizer_for(model, family)
     handles = []
     try:
-        net.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        for m, _ in inplace:
-            setattr(m, "inplace", False)  # noqa: B010
-        with canonizer.applied(net), gradient_convention():
+        with frozen_eval(net, out_of_place=True), canonizer.applied(net), gradient_convention():
             check_lrp_support(net, RULE_TYPES, canonizer.handled_types)
             for module, rule in _assign_rules(net, epsilon, stabilizer):
                 if rule.mask_input:
@@ -242,12 +224,6 @@ def gradient_lrp_mode(
     finally:
         for handle in handles:
             handle.remove()
-        for m, flag in inplace:
-            setattr(m, "inplace", flag)  # noqa: B010
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def output_seed(output: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:

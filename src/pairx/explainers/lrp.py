@@ -37,6 +37,7 @@ from pairx.models.layers import get_layer, require_spatial_output
 __all__ = [
     "RULE_TYPES",
     "capture_layers",
+    "frozen_eval",
     "input_relevance",
     "lrp_composite",
     "lrp_mode",
@@ -73,6 +74,33 @@ def _net(model: ReIDModel | nn.Module) -> nn.Module:
 
 
 @contextmanager
+def frozen_eval(net: nn.Module, *, out_of_place: bool = False) -> Iterator[nn.Module]:
+    """``net`` in eval mode with frozen parameters (and, if asked, out-of-place activations)
+    for the block; each module's training and ``inplace`` flag and each parameter's
+    ``requires_grad`` flag are restored on exit, normal or not."""
+    modes = [(m, m.training) for m in net.modules()]
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    inplace: list[tuple[nn.Module, bool]] = [
+        (m, bool(getattr(m, "inplace", False))) for m in net.modules()
+        if out_of_place and isinstance(getattr(m, "inplace", None), bool)
+    ]
+    try:
+        net.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for m, _ in inplace:
+            setattr(m, "inplace", False)  # noqa: B010
+        yield net
+    finally:
+        for m, flag in inplace:
+            setattr(m, "inplace", flag)  # noqa: B010
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextmanager
 def lrp_mode(
     model: ReIDModel | nn.Module,
     *,
@@ -92,22 +120,11 @@ def lrp_mode(
         The (temporarily canonized) network.
     """
     net = _net(model)
-    modes = [(m, m.training) for m in net.modules()]
-    flags = [(p, p.requires_grad) for p in net.parameters()]
     canonizer = canonizer_for(model, family)
-    try:
-        net.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        with canonizer.applied(net):
-            check_lrp_support(net, RULE_TYPES, canonizer.handled_types)
-            with lrp_composite(epsilon, stabilizer).context(net):
-                yield net
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
+    with frozen_eval(net), canonizer.applied(net):
+        check_lrp_support(net, RULE_TYPES, canonizer.handled_types)
+        with lrp_composite(epsilon, stabilizer).context(net):
+            yield net
 
 
 @contextmanager
