@@ -58,15 +58,26 @@ __all__ = ["gradient_lrp_mode", "output_seed", "position_pixel_relevance"]
 
 
 def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """zennit's stabilizer: ``z + eps * sign(z)`` with ``sign(0) = +1`` (``z + 0.0`` turns a
-    negative zero into a positive one)."""
-    return z + torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), z + 0.0)
+    """zennit's stabilizer, a new tensor: ``z + eps * sign(z)`` with ``sign(0) = +1`` (adding
+    ``0.0`` first turns a negative zero into a positive one)."""
+    den = z.detach().add(0.0)
+    return den.add_(torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), den))
 
 
 def _carrier(a: torch.Tensor) -> torch.Tensor:
     """:func:`~pairx.models.canonizers.carrier` without its copy when ``a`` has no zeros."""
     a = a.detach()
-    return carrier(a) if bool((a == 0).any()) else a
+    return carrier(a) if _has_zero(a) else a
+
+
+def _has_zero(a: torch.Tensor) -> bool:
+    return int(torch.count_nonzero(a)) < a.numel()
+
+
+def _ratio(y: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``carrier(y) / stabilize(z)`` (detached), computed in place in one new tensor."""
+    den = _stabilize(z, eps)
+    return torch.div(_carrier(y), den, out=den)
 
 
 def _mask_zero_grad(x: torch.Tensor) -> torch.Tensor:
@@ -84,8 +95,8 @@ class _Rule:
         self.eps = eps
 
     def pre(self, module: nn.Module, inputs: tuple[Any, ...]) -> Any:
-        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].requires_grad and bool(
-            (inputs[0].detach() == 0).any()
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].requires_grad and (
+            _has_zero(inputs[0].detach())
         ):
             return (_mask_zero_grad(inputs[0]), *inputs[1:])
         return None
@@ -106,7 +117,8 @@ class _Rule:
 
 class _PassRule(_Rule):
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x * (_carrier(y) / _carrier(x))
+        ratio = _carrier(y).div(_carrier(x))
+        return x * ratio
 
 
 class _NormRule(_Rule):
@@ -115,8 +127,7 @@ class _NormRule(_Rule):
     mask_input = True
 
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        factor = _carrier(y) / _stabilize(y.detach(), self.eps)
-        return y * factor
+        return y * _ratio(y, y, self.eps)
 
 
 class _ZPlusRule(_Rule):
@@ -147,15 +158,14 @@ class _ZPlusRule(_Rule):
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         w_pos, w_neg, b_pos = self._split(module)
         xd = x.detach()
-        if not bool((xd < 0).any()):  # e.g. after ReLU: relu's gradient is 0 at x == 0
+        if xd.numel() == 0 or float(xd.min()) >= 0:  # e.g. after ReLU: relu' is 0 at x == 0
             z = self._apply(module, torch.relu(x), w_pos, b_pos)
         else:
-            if bool((xd == 0).any()):
+            if _has_zero(xd):
                 x = _mask_zero_grad(x)
-            z = self._apply(module, x.clamp(min=0), w_pos, b_pos) + self._apply(
-                module, x.clamp(max=0), w_neg, None)
-        factor = _carrier(y) / _stabilize(z.detach(), self.eps)
-        return z * factor
+            z = self._apply(module, x.clamp(min=0), w_pos, b_pos)
+            z = z.add_(self._apply(module, x.clamp(max=0), w_neg, None))
+        return z * _ratio(y, z, self.eps)
 
 
 def _rule_for(rule: object, module: nn.Module, epsilon: float, stabilizer: float) -> _Rule:
