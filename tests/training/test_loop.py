@@ -119,3 +119,29 @@ def test_augment_identity_and_ranges() -> None:
     torch.testing.assert_close(
         again, augment(images, AugmentConfig(), torch.Generator().manual_seed(5))
     )
+
+
+def test_init_from_checkpoint_keeps_the_head_at_another_size(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    first = train(small_config(tiny_dataset, epochs=1), tmp_path / "a", progress=False)
+    ckpt_path = tmp_path / "a" / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    # continue at a larger input size: network and ArcFace head start where the run ended
+    second = train(small_config(tiny_dataset, epochs=1, size=64, init=str(ckpt_path), lr=1e-12,
+                                warmup_epochs=0.0), tmp_path / "b", progress=False)
+    after = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    for key, value in ckpt["head"].items():  # tiny lr: the head is the loaded one
+        torch.testing.assert_close(after["head"][key], value)
+    cfg = json.loads(second.model_path.with_suffix(".json").read_text())
+    assert cfg["size"] == [64, 64] and first.model_path.is_file()
+    # a plain export starts a fresh head; a file that is not a checkpoint is refused
+    fresh = train(small_config(tiny_dataset, epochs=1, init=str(first.model_path), lr=1e-12),
+                  tmp_path / "c", progress=False)
+    assert fresh.model_path.is_file()
+    fresh_head = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)["head"]
+    assert any(not torch.equal(fresh_head[k], ckpt["head"][k]) for k in fresh_head)
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"weights": 1}, bogus)
+    with pytest.raises(InputError, match="not a pairx training checkpoint"):
+        train(small_config(tiny_dataset, init=str(bogus)), tmp_path / "d", progress=False)

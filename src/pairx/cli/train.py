@@ -84,7 +84,10 @@ def train_command(
     ] = True,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     init: Annotated[
-        Path | None, typer.Option(help="Start from an exported model.safetensors (same backbone).")
+        Path | None,
+        typer.Option(help="Start from an exported model.safetensors or a run's checkpoint.pt "
+                          "(same backbone; the checkpoint's ArcFace head is kept for the same "
+                          "training set)."),
     ] = None,
     max_minutes: Annotated[
         float | None,

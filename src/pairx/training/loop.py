@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -81,7 +82,9 @@ class TrainConfig:
     init
         Start from the weights of an exported model (``model.safetensors`` of an earlier run
         with the same architecture) instead of a random initialisation; the ArcFace head, the
-        optimizer and the schedule start afresh.
+        optimizer and the schedule start afresh. A run's ``checkpoint.pt`` also works: its
+        ArcFace head is kept too when it has the same number of identities (same training
+        set), e.g. to continue at another input size.
     max_minutes
         Optional training-time budget: the cosine schedule follows whichever is further
         along, the step count or the elapsed fraction of the budget, and the run ends when the
@@ -275,16 +278,24 @@ def train(
         k: tuple(v) if isinstance(v, list) else v for k, v in config.timm_kwargs.items()
     }
     net = ReIDNet(config.backbone, **timm_kwargs)
+    init_head: dict[str, torch.Tensor] | None = None
     if config.init is not None:
         from safetensors.torch import load_file
 
         init_path = Path(config.init)
         if not init_path.is_file():
             raise InputError(f"--init weights not found: {init_path}")
-        state = {
-            k: v.float() if v.is_floating_point() else v
-            for k, v in load_file(str(init_path)).items()
-        }
+        if init_path.suffix == ".pt":
+            init_ckpt = torch.load(init_path, map_location="cpu", weights_only=True)
+            if not isinstance(init_ckpt, dict) or "model" not in init_ckpt:
+                raise InputError(f"--init {init_path} is not a pairx training checkpoint")
+            state = init_ckpt["model"]
+            init_head = init_ckpt.get("head")
+        else:
+            state = {
+                k: v.float() if v.is_floating_point() else v
+                for k, v in load_file(str(init_path)).items()
+            }
         try:
             net.load_state_dict(state)
         except RuntimeError as exc:
@@ -298,6 +309,13 @@ def train(
         margin=config.arcface_margin,
         scale=config.arcface_scale,
     )
+    if init_head is not None:
+        shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+        if shapes == {k: tuple(v.shape) for k, v in init_head.items()}:
+            head.load_state_dict(init_head)
+        else:
+            warnings.warn("--init checkpoint has another set of identities: new ArcFace head",
+                          stacklevel=2)
     params = list(net.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sampler = PKSampler(labels.tolist(), config.batch_p, config.batch_k, seed=config.seed)
