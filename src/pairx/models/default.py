@@ -39,8 +39,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_LAYERS: tuple[str, ...] = ("backbone.layer2", "backbone.layer3")
 """Recommended PAIR-X layers of the default model (``get_submodule`` names of ``net``).
 
-At the default input size of 160 x 160 their grids are 20 x 20 (``layer2``, stride 8) and
-10 x 10 (``layer3``, stride 16)."""
+At the shipped model's input size of 224 x 224 their grids are 28 x 28 (``layer2``, stride 8)
+and 14 x 14 (``layer3``, stride 16)."""
 
 
 def timm_family(backbone: nn.Module) -> str | None:
