@@ -43,18 +43,18 @@ from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import ConvolutionStandard
 
 from pairx.core.errors import ModelError
-from pairx.explainers.lrp import RULE_TYPES, _net, frozen_eval, lrp_composite
+from pairx.explainers.lrp import canonized, lrp_composite
 from pairx.models.adapter import ReIDModel
 from pairx.models.canonizers import (
     GeMMean,
     ValueOf,
-    canonizer_for,
     carrier,
-    check_lrp_support,
     gradient_convention,
+    has_zero,
+    pass_ratio,
 )
 
-__all__ = ["gradient_lrp_mode", "output_seed", "position_pixel_relevance"]
+__all__ = ["gradient_lrp_mode", "layer_relevance", "output_seed", "position_pixel_relevance"]
 
 
 def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -64,20 +64,10 @@ def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     return den.add_(torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), den))
 
 
-def _carrier(a: torch.Tensor) -> torch.Tensor:
-    """:func:`~pairx.models.canonizers.carrier` without its copy when ``a`` has no zeros."""
-    a = a.detach()
-    return carrier(a) if _has_zero(a) else a
-
-
-def _has_zero(a: torch.Tensor) -> bool:
-    return int(torch.count_nonzero(a)) < a.numel()
-
-
 def _ratio(y: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
     """``carrier(y) / stabilize(z)`` (detached), computed in place in one new tensor."""
     den = _stabilize(z, eps)
-    return torch.div(_carrier(y), den, out=den)
+    return torch.div(carrier(y), den, out=den)
 
 
 def _mask_zero_grad(x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +86,7 @@ class _Rule:
 
     def pre(self, module: nn.Module, inputs: tuple[Any, ...]) -> Any:
         if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].requires_grad and (
-            _has_zero(inputs[0].detach())
+            has_zero(inputs[0])
         ):
             return (_mask_zero_grad(inputs[0]), *inputs[1:])
         return None
@@ -117,8 +107,7 @@ class _Rule:
 
 class _PassRule(_Rule):
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ratio = _carrier(y).div(_carrier(x))
-        return x * ratio
+        return x * pass_ratio(x, y)
 
 
 class _NormRule(_Rule):
@@ -138,14 +127,13 @@ class _ZPlusRule(_Rule):
         self._params: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
     def _split(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        key = id(module)
-        weight = torch.as_tensor(module.weight).detach()
-        bias = None if module.bias is None else torch.as_tensor(module.bias).detach()
-        cached = self._params.get(key)
+        cached = self._params.get(id(module))
         if cached is None:
+            weight = torch.as_tensor(module.weight).detach()
+            bias = None if module.bias is None else torch.as_tensor(module.bias).detach()
             cached = (weight.clamp(min=0), weight.clamp(max=0),
                       None if bias is None else bias.clamp(min=0))
-            self._params[key] = cached
+            self._params[id(module)] = cached
         return cached
 
     def _apply(self, module: nn.Module, x: torch.Tensor, w: torch.Tensor,
@@ -161,7 +149,7 @@ class _ZPlusRule(_Rule):
         if xd.numel() == 0 or float(xd.min()) >= 0:  # e.g. after ReLU: relu' is 0 at x == 0
             z = self._apply(module, torch.relu(x), w_pos, b_pos)
         else:
-            if _has_zero(xd):
+            if has_zero(xd):
                 x = _mask_zero_grad(x)
             z = self._apply(module, x.clamp(min=0), w_pos, b_pos)
             z = z.add_(self._apply(module, x.clamp(max=0), w_neg, None))
@@ -210,22 +198,19 @@ def gradient_lrp_mode(
     """Canonize ``model`` and register the modified-gradient rule hooks for the block.
 
     Inside the block, the gradient flowing back to any tensor ``a`` of a forward graph is
-    ``relevance(a) / a``: seed the output with :func:`output_seed` and multiply the gradient
-    by the tensor. In-place activations are made out-of-place for the duration. On exit
-    (normal or not) everything is restored: hooks, canonizer edits, ``inplace`` flags, training
-    modes and ``requires_grad`` flags.
+    ``relevance(a) / carrier(a)``: seed the output with :func:`output_seed` and multiply the
+    gradient by ``carrier(a)`` (:func:`layer_relevance` does both). In-place activations are
+    made out-of-place for the duration. On exit (normal or not) everything is restored: hooks,
+    canonizer edits, ``inplace`` flags, training modes and ``requires_grad`` flags.
 
     Yields
     ------
     nn.Module
         The (temporarily canonized) network.
     """
-    net = _net(model)
-    canonizer = canonizer_for(model, family)
     handles = []
     try:
-        with frozen_eval(net, out_of_place=True), canonizer.applied(net), gradient_convention():
-            check_lrp_support(net, RULE_TYPES, canonizer.handled_types)
+        with canonized(model, family=family, out_of_place=True) as net, gradient_convention():
             for module, rule in _assign_rules(net, epsilon, stabilizer):
                 if rule.mask_input:
                     handles.append(module.register_forward_pre_hook(rule.pre))

@@ -36,6 +36,7 @@ from pairx.models.layers import get_layer, require_spatial_output
 
 __all__ = [
     "RULE_TYPES",
+    "canonized",
     "capture_layers",
     "frozen_eval",
     "input_relevance",
@@ -119,12 +120,28 @@ def lrp_mode(
     nn.Module
         The (temporarily canonized) network.
     """
+    with canonized(model, family=family) as net, lrp_composite(epsilon, stabilizer).context(net):
+        yield net
+
+
+@contextmanager
+def canonized(
+    model: ReIDModel | nn.Module, *, family: str | None = None, out_of_place: bool = False
+) -> Iterator[nn.Module]:
+    """The network in :func:`frozen_eval` state with its family canonizer applied and checked
+    to leave no module without an LRP rule; both undone on exit, normal or not (the common
+    part of both LRP engines' modes).
+
+    Yields
+    ------
+    nn.Module
+        The (temporarily canonized) network.
+    """
     net = _net(model)
     canonizer = canonizer_for(model, family)
-    with frozen_eval(net), canonizer.applied(net):
+    with frozen_eval(net, out_of_place=out_of_place), canonizer.applied(net):
         check_lrp_support(net, RULE_TYPES, canonizer.handled_types)
-        with lrp_composite(epsilon, stabilizer).context(net):
-            yield net
+        yield net
 
 
 @contextmanager

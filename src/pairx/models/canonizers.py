@@ -52,7 +52,9 @@ __all__ = [
     "detect_family",
     "families",
     "gradient_convention",
+    "has_zero",
     "merge_conv_bn",
+    "pass_ratio",
     "register_family",
     "signal_pass",
 ]
@@ -88,12 +90,24 @@ class ValueOf(torch.autograd.Function):
         return grad, None
 
 
+def has_zero(a: torch.Tensor) -> bool:
+    """Whether ``a`` has an element that is exactly zero (one pass, no temporary)."""
+    return int(torch.count_nonzero(a.detach())) < a.numel()
+
+
 def carrier(a: torch.Tensor) -> torch.Tensor:
-    """``a`` where ``a != 0``, else ``1`` (detached): what relevance is divided by in the
-    modified-gradient convention, so that an exactly-zero activation carries its relevance
-    itself (zennit's pass-through rules can give relevance to a zero input)."""
+    """``a`` where ``a != 0``, else ``1`` (detached; ``a`` itself when it has no zeros): what
+    relevance is divided by in the modified-gradient convention, so that an exactly-zero
+    activation carries its relevance itself (zennit's pass-through rules can give relevance to
+    a zero input)."""
     a = a.detach()
-    return torch.where(a != 0, a, torch.ones_like(a))
+    return torch.where(a != 0, a, torch.ones_like(a)) if has_zero(a) else a
+
+
+def pass_ratio(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``carrier(y) / carrier(x)``: the factor by which a pass-through rule (``R_x = R_y``)
+    scales the modified gradient from output ``y`` to input ``x``."""
+    return carrier(y).div(carrier(x))
 
 
 def signal_pass(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,10 +115,10 @@ def signal_pass(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     In zennit's convention (the default) the incoming gradient *is* the relevance and passes
     unchanged (:class:`SignalPass`). Inside :func:`gradient_convention` the gradient is
-    relevance / :func:`carrier`, so it is multiplied by ``carrier(y) / carrier(x)``.
+    relevance / :func:`carrier`, so it is multiplied by :func:`pass_ratio`.
     """
     if _GRADIENT_CONVENTION.get():
-        out: torch.Tensor = ValueOf.apply(x * (carrier(y) / carrier(x)), y)
+        out: torch.Tensor = ValueOf.apply(x * pass_ratio(x, y), y)
         return out
     passed: torch.Tensor = SignalPass.apply(x, y)
     return passed
