@@ -145,3 +145,7 @@ def test_init_from_checkpoint_keeps_the_head_at_another_size(
     torch.save({"weights": 1}, bogus)
     with pytest.raises(InputError, match="not a pairx training checkpoint"):
         train(small_config(tiny_dataset, init=str(bogus)), tmp_path / "d", progress=False)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("{}")
+    with pytest.raises(InputError, match="not a pairx training checkpoint"):
+        train(small_config(tiny_dataset, init=str(garbage)), tmp_path / "e", progress=False)

@@ -286,7 +286,13 @@ def train(
         if not init_path.is_file():
             raise InputError(f"--init weights not found: {init_path}")
         if init_path.suffix == ".pt":
-            init_ckpt = torch.load(init_path, map_location="cpu", weights_only=True)
+            try:
+                init_ckpt = torch.load(init_path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # torch raises pickle/zip/unpickler errors of many types
+                raise InputError(
+                    f"--init {init_path} is not a pairx training checkpoint (unreadable: "
+                    f"{type(exc).__name__})"
+                ) from exc
             if not isinstance(init_ckpt, dict) or "model" not in init_ckpt:
                 raise InputError(f"--init {init_path} is not a pairx training checkpoint")
             state = init_ckpt["model"]
