@@ -122,6 +122,25 @@ class GroundTruth:
         uv[self.part_mask == 0] = np.nan
         return uv
 
+    def uv_at(self, xy: np.ndarray) -> np.ndarray:
+        """Body coordinates of image points, NaN where the animal is not visible there.
+
+        Parameters
+        ----------
+        xy
+            ``(N, 2)`` pixel ``(x, y)`` in this image's generated frame (any real values).
+
+        Returns
+        -------
+        np.ndarray
+            ``(N, 2)`` float64 ``(u, v)``; NaN rows for background, occluder or outside points.
+        """
+        pts = np.asarray(xy, dtype=np.float64)
+        out = np.full(pts.shape, np.nan)
+        vis = _visible(self, pts)
+        out[vis] = self.transform.image_to_uv(pts[vis])
+        return out
+
     @property
     def attribute_dict(self) -> dict[str, bool]:
         """Attributes by name."""
@@ -467,9 +486,9 @@ def true_points(
     out = np.full(pts.shape, np.nan)
     if gta.identity != gtb.identity or gta.flank != gtb.flank or len(pts) == 0:
         return out
-    vis_a = _visible(gta, pts)
-    uv = gta.transform.image_to_uv(pts[vis_a])
-    xy_b = gtb.transform.uv_to_image(uv)
+    uv = gta.uv_at(pts)
+    vis_a = np.isfinite(uv).all(1)
+    xy_b = gtb.transform.uv_to_image(uv[vis_a])
     vis_b = _visible(gtb, xy_b)
     idx = np.nonzero(vis_a)[0][vis_b]
     out[idx] = xy_b[vis_b]
