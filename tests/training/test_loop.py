@@ -149,3 +149,43 @@ def test_init_from_checkpoint_keeps_the_head_at_another_size(
     garbage.write_text("{}")
     with pytest.raises(InputError, match="not a pairx training checkpoint"):
         train(small_config(tiny_dataset, init=str(garbage)), tmp_path / "e", progress=False)
+
+
+def test_device_is_checked_before_training(tiny_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown device"):
+        train(small_config(tiny_dataset), tmp_path / "a", progress=False, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            train(small_config(tiny_dataset), tmp_path / "b", progress=False, device="cuda")
+
+
+def test_old_checkpoints_resume_with_new_options_at_their_defaults(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    config = small_config(tiny_dataset, epochs=2)
+    train(config, tmp_path / "run", progress=False, stop_after=1)
+    ckpt_path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for key in ("dense_weight", "dense_layer", "dense_temperature"):  # written before they existed
+        del ckpt["train_config"][key]
+    torch.save(ckpt, ckpt_path)
+    resumed = train(config, tmp_path / "run", progress=False, resume=True)
+    assert len(resumed.history) == 2
+    with pytest.raises(InputError, match="dense_weight"):
+        train(replace(config, dense_weight=1.0), tmp_path / "run", progress=False, resume=True)
+
+
+def test_imprinted_head_starts_with_a_lower_arcface_loss(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    first = train(small_config(tiny_dataset, epochs=8, augment=NO_AUG), tmp_path / "a",
+                  progress=False)
+    losses = {}
+    for head_init in ("random", "imprint"):
+        # another seed: the same one would recreate the initial head the network was trained to
+        cfg = small_config(tiny_dataset, epochs=1, init=str(first.model_path), lr=1e-12,
+                           augment=NO_AUG, head_init=head_init, seed=5)
+        losses[head_init] = train(cfg, tmp_path / head_init, progress=False).history[0]["arcface"]
+    assert losses["imprint"] < 0.9 * losses["random"]
+    with pytest.raises(InputError, match="head-init"):
+        train(small_config(tiny_dataset, head_init="mean"), tmp_path / "bad", progress=False)

@@ -134,3 +134,24 @@ def test_pairwise_distances_oracle() -> None:
     d = pairwise_distances(x, normalize=False)
     for i, j in itertools.product(range(5), range(5)):
         assert float(d[i, j]) == pytest.approx(float((x[i] - x[j]).norm()), abs=1e-7)
+
+
+def test_imprinting_makes_the_head_classify_its_own_samples() -> None:
+    torch.manual_seed(0)
+    n_classes, d = 6, 16
+    prototypes = torch.nn.functional.normalize(torch.randn(n_classes, 2, d), dim=2)
+    labels = torch.arange(n_classes).repeat_interleave(4)
+    views = torch.tensor([0, 0, 1, 1] * n_classes)
+    emb = prototypes[labels, views] + 0.05 * torch.randn(len(labels), d)
+    head = SubCenterArcFace(d, n_classes, k=3, margin=0.3)
+    before = head.cosine(emb).argmax(1)
+    head.imprint(emb, labels, views)
+    assert torch.equal(head.cosine(emb).argmax(1), labels)
+    assert not torch.equal(before, labels)
+    w = head.weight.view(n_classes, 3, d)
+    # sub-center j holds view j, the spare one the class mean; all unit length
+    torch.testing.assert_close(w.norm(dim=2), torch.ones(n_classes, 3))
+    assert float((w[:, 0] * prototypes[:, 0]).sum(1).min()) > 0.95
+    assert float((w[:, 1] * prototypes[:, 1]).sum(1).min()) > 0.95
+    with pytest.raises(InputError, match="every class"):
+        head.imprint(emb[:4], labels[:4], views[:4])

@@ -75,6 +75,19 @@ def train_command(
     margin_warmup: Annotated[
         float, typer.Option(help="Fraction of training over which the margin ramps up from 0.")
     ] = 0.0,
+    dense_weight: Annotated[
+        float,
+        typer.Option(help="Dense correspondence term weight (synthetic data with ground truth; "
+                          "0 disables it)."),
+    ] = 0.0,
+    dense_layer: Annotated[
+        str, typer.Option(help="Layer whose activations the dense term trains.")
+    ] = "backbone.layer3",
+    head_init: Annotated[
+        str,
+        typer.Option(help="A new ArcFace head starts 'random' or 'imprint'ed from the initial "
+                          "network's embeddings (useful with --init)."),
+    ] = "random",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")
     ] = False,
@@ -83,6 +96,9 @@ def train_command(
         typer.Option("--evaluate/--no-evaluate", help="Retrieval on the test split at the end."),
     ] = True,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    device: Annotated[
+        str, typer.Option(help="Torch device to train on ('cpu', 'cuda', 'cuda:1', ...).")
+    ] = "cpu",
     init: Annotated[
         Path | None,
         typer.Option(help="Start from an exported model.safetensors or a run's checkpoint.pt "
@@ -95,7 +111,8 @@ def train_command(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet)."""
+    """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet,
+    optionally a dense correspondence term on synthetic ground truth)."""
     from pairx.training.loop import TrainConfig, train
 
     try:
@@ -119,11 +136,16 @@ def train_command(
         triplet_weight=triplet_weight,
         arcface_margin=arcface_margin,
         margin_warmup=margin_warmup,
+        dense_weight=dense_weight,
+        dense_layer=dense_layer,
+        head_init=head_init,
         evaluate=evaluate,
         max_minutes=max_minutes,
         init=None if init is None else str(init),
     )
-    result = train(config, out, resume=resume, progress=not quiet, threads=threads)
+    result = train(
+        config, out, resume=resume, progress=not quiet, threads=threads, device=device
+    )
     summary = {
         "model": str(result.model_path),
         "epochs": len(result.history),

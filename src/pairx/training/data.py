@@ -28,7 +28,7 @@ from pairx.core.errors import DatasetError
 from pairx.data.datasets import Sample
 from pairx.data.images import load_image
 
-__all__ = ["AugmentConfig", "augment", "load_images", "normalize"]
+__all__ = ["AugmentConfig", "augment", "augment_with_warp", "load_images", "normalize"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,30 @@ def augment(
     torch.Tensor
         ``(B, 3, H, W)`` float32 in ``[0, 1]``.
     """
+    return augment_with_warp(images, config, generator)[0]
+
+
+def augment_with_warp(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment`, also returning the affine warp it applied.
+
+    Returns
+    -------
+    images : torch.Tensor
+        ``(B, 3, H, W)`` float32 in ``[0, 1]``.
+    theta : torch.Tensor
+        ``(B, 2, 3)`` the warp as ``F.affine_grid`` takes it (output -> input, normalised
+        ``[-1, 1]`` coordinates, ``align_corners=False``); the same ``theta`` warps any other
+        per-pixel map of the batch (e.g. body coordinates) at any resolution.
+
+    Notes
+    -----
+    ``images`` may live on any device; the random draws always come from the CPU ``generator``
+    (so a run is reproducible whatever the device) and the pixel work runs on the images'
+    device.
+    """
+    dev = images.device
     x = images.float().div(255.0)
     b, _, h, w = x.shape
     # affine warp: output pixel -> input pixel, in normalised [-1, 1] coordinates
@@ -152,18 +176,19 @@ def augment(
     theta[:, 0, 0], theta[:, 0, 1] = cos, -sin + cos * tan
     theta[:, 1, 0], theta[:, 1, 1] = sin, cos + sin * tan
     theta[:, :, 2] = shift
+    theta = theta.to(dev)
     grid = F.affine_grid(theta, [b, 3, h, w], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     # colour
     gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
     sat = _uniform(b, 1 - config.saturation, 1 + config.saturation, generator).view(b, 1, 1, 1)
     to_gray = (torch.rand(b, generator=generator) < config.grayscale).view(b, 1, 1, 1)
-    sat = torch.where(to_gray, torch.zeros_like(sat), sat)
+    sat = torch.where(to_gray, torch.zeros_like(sat), sat).to(dev)
     x = gray + sat * (x - gray)
     bright = _uniform(b, 1 - config.brightness, 1 + config.brightness, generator).view(b, 1, 1, 1)
     contrast = _uniform(b, 1 - config.contrast, 1 + config.contrast, generator).view(b, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = ((x - mean) * contrast + mean) * bright
+    x = ((x - mean) * contrast.to(dev) + mean) * bright.to(dev)
     x = x.clamp(0.0, 1.0)
     # random erasing with uniform noise
     erase = torch.rand(b, generator=generator) < config.erase_p
@@ -174,7 +199,7 @@ def augment(
     ew = (area / ratio).sqrt().round().clamp(1, w).long()
     y0 = (torch.rand(b, generator=generator) * (h - eh + 1).float()).long()
     x0 = (torch.rand(b, generator=generator) * (w - ew + 1).float()).long()
-    noise = torch.rand(x.shape, generator=generator)
+    noise = torch.rand(x.shape, generator=generator).to(dev)
     rows = torch.arange(h).view(1, h, 1)
     cols = torch.arange(w).view(1, 1, w)
     box = (
@@ -183,5 +208,5 @@ def augment(
         & (cols >= x0.view(b, 1, 1))
         & (cols < (x0 + ew).view(b, 1, 1))
         & erase.view(b, 1, 1)
-    ).unsqueeze(1)
-    return torch.where(box, noise, x)
+    ).unsqueeze(1).to(dev)
+    return torch.where(box, noise, x), theta

@@ -16,8 +16,9 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,13 @@ from pairx.data.datasets import load_dataset
 from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from pairx.models.architectures import ReIDNet
 from pairx.models.default import DEFAULT_LAYERS, export_model, load_exported
-from pairx.training.data import AugmentConfig, augment, load_images, normalize
+from pairx.models.layers import get_layer
+from pairx.training.correspondence import (
+    body_coordinate_grids,
+    dense_correspondence_loss,
+    warp_grids,
+)
+from pairx.training.data import AugmentConfig, augment_with_warp, load_images, normalize
 from pairx.training.losses import SubCenterArcFace, batch_hard_triplet_loss
 from pairx.training.retrieval import evaluate_retrieval
 from pairx.training.sampler import PKSampler
@@ -71,6 +78,16 @@ class TrainConfig:
         Triplet positives must also share the ``orientation`` (flank) annotation: the two
         flanks of a patterned animal differ, so only same-flank sightings are pulled together
         (ArcFace's sub-centers model the flanks of one identity).
+    dense_weight, dense_layer, dense_temperature
+        Dense correspondence term (:mod:`pairx.training.correspondence`; weight 0 disables
+        it): an InfoNCE on the activations of ``dense_layer`` whose positives are the true
+        correspondences between sightings of one individual's flank. Needs a dataset written
+        by ``pairx synth`` (ground truth in ``gt/``).
+    head_init
+        How a new ArcFace head starts: ``"random"`` or ``"imprint"``, each sub-center set to
+        the mean normalised embedding (by the initial network) of its identity's training
+        images of one view (sub-center ``j`` <- view ``j``, the rest <- all views): a network
+        continued from ``init`` then starts with a head that already classifies.
     seed
         Seeds weights, batches and augmentation.
     species
@@ -113,6 +130,10 @@ class TrainConfig:
     triplet_weight: float = 1.0
     triplet_margin: float = 0.3
     triplet_same_view: bool = True
+    dense_weight: float = 0.0
+    dense_layer: str = "backbone.layer3"
+    dense_temperature: float = 0.1
+    head_init: str = "random"
     seed: int = 0
     species: list[str] | None = None
     layers: list[str] = field(default_factory=lambda: list(DEFAULT_LAYERS))
@@ -130,8 +151,17 @@ class TrainConfig:
             (self.batch_k >= 2, f"batch-k must be >= 2; got {self.batch_k}"),
             (self.lr > 0, f"lr must be positive; got {self.lr}"),
             (
-                self.arcface_weight > 0 or self.triplet_weight > 0,
-                "at least one of arcface_weight and triplet_weight must be positive",
+                self.arcface_weight > 0 or self.triplet_weight > 0 or self.dense_weight > 0,
+                "at least one of arcface_weight, triplet_weight and dense_weight must be positive",
+            ),
+            (self.dense_weight >= 0, f"dense-weight must be >= 0; got {self.dense_weight}"),
+            (
+                self.head_init in ("random", "imprint"),
+                f"head-init must be 'random' or 'imprint'; got {self.head_init!r}",
+            ),
+            (
+                self.dense_temperature > 0,
+                f"dense-temperature must be positive; got {self.dense_temperature}",
             ),
         ]
         for ok, message in checks:
@@ -198,7 +228,58 @@ def _save_atomic(obj: dict[str, Any], path: Path) -> None:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ("evaluate",)}
+    """Settings that must match to resume; options added later count at their defaults."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    merged = {**defaults, **config}
+    return {k: v for k, v in merged.items() if k not in ("evaluate",)}
+
+
+@torch.no_grad()
+def _embed_all(
+    net: nn.Module,
+    images: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    dev: torch.device,
+    batch_size: int = 128,
+) -> torch.Tensor:
+    """``(N, D)`` embeddings of ``(N, 3, H, W)`` uint8 images in eval mode (mode restored)."""
+    was_training = net.training
+    net.eval()
+    try:
+        chunks = [
+            net(normalize(images[i : i + batch_size].to(dev), mean, std)).float()
+            for i in range(0, len(images), batch_size)
+        ]
+    finally:
+        net.train(was_training)
+    return torch.cat(chunks)
+
+
+def _device(name: str) -> torch.device:
+    """``torch.device(name)``, checked to exist."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {name!r} (e.g. 'cpu', 'cuda', 'cuda:0')") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but torch sees no CUDA device")
+    return dev
+
+
+@contextmanager
+def _captured_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Record ``module``'s latest forward output under ``"out"``; the hook is always removed."""
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        store["out"] = output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
 
 
 def train(
@@ -209,6 +290,7 @@ def train(
     progress: bool = True,
     threads: int | None = None,
     stop_after: int | None = None,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train an embedding network and export it.
 
@@ -229,6 +311,10 @@ def train(
         Stop once this many epochs are complete, leaving a checkpoint to resume (e.g. to
         split a long run over several sessions); the schedule still follows ``config.epochs``
         and nothing is exported until the run is complete.
+    device
+        Torch device to train on (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...). Images stay in
+        CPU memory as ``uint8`` and move per batch; random draws always come from a CPU
+        generator. Not part of the run's settings: a run may be resumed on another device.
 
     Returns
     -------
@@ -315,13 +401,18 @@ def train(
         margin=config.arcface_margin,
         scale=config.arcface_scale,
     )
+    head_loaded = False
     if init_head is not None:
         shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
         if shapes == {k: tuple(v.shape) for k, v in init_head.items()}:
             head.load_state_dict(init_head)
+            head_loaded = True
         else:
             warnings.warn("--init checkpoint has another set of identities: new ArcFace head",
                           stacklevel=2)
+    dev = _device(device)
+    net.to(dev)
+    head.to(dev)
     params = list(net.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sampler = PKSampler(labels.tolist(), config.batch_p, config.batch_k, seed=config.seed)
@@ -347,12 +438,9 @@ def train(
     cfg_dict = asdict(config)
     if resume:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if _comparable(ckpt["train_config"]) != _comparable(cfg_dict):
-            diff = sorted(
-                k
-                for k in cfg_dict
-                if ckpt["train_config"].get(k) != cfg_dict[k] and k != "evaluate"
-            )
+        stored, current = _comparable(ckpt["train_config"]), _comparable(cfg_dict)
+        if stored != current:
+            diff = sorted(k for k in current if stored.get(k) != current[k])
             raise InputError(f"cannot resume {ckpt_path}: the settings differ ({', '.join(diff)})")
         net.load_state_dict(ckpt["model"])
         head.load_state_dict(ckpt["head"])
@@ -371,6 +459,12 @@ def train(
         if start_epoch < config.epochs
         else None
     )
+    if config.head_init == "imprint" and not resume and not head_loaded and images is not None:
+        head.imprint(
+            _embed_all(net, images, mean, std, dev),
+            labels,
+            views,
+        )
     aug = config.augment_config()
     export_config = {
         "backbone": config.backbone,
@@ -380,83 +474,124 @@ def train(
         "std": list(std),
         "layers": list(config.layers),
     }
+    dense_uv: torch.Tensor | None = None
+    dense_flank: torch.Tensor | None = None
+    dense_module: nn.Module | None = None
+    if config.dense_weight > 0:
+        dense_module = get_layer(net, config.dense_layer)
+        if start_epoch < config.epochs:
+            grid = (max(1, config.size // 4), max(1, config.size // 4))
+            dense_uv, dense_flank = body_coordinate_grids(
+                dataset.root, samples, (config.size, config.size), grid, progress=progress
+            )
+    net.to(memory_format=torch.channels_last)  # about 1.35x faster convolutions on CPU
     net.train()
     head.train()
     last_epoch = config.epochs if stop_after is None else min(config.epochs, stop_after)
     out_of_time = budget is not None and clock["elapsed"] >= budget
-    for epoch in range(start_epoch, last_epoch):
-        assert images is not None
-        if out_of_time:
-            break
-        sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
-        sums = {"loss": 0.0, "arcface": 0.0, "triplet": 0.0}
-        bar = tqdm(sampler, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
-        steps = 0
-        for batch in bar:
-            t_step = time.perf_counter()
-            if config.margin_warmup > 0:
-                done = max(scheduler.last_epoch / total_steps, time_fraction())
-                head.margin = config.arcface_margin * min(1.0, done / config.margin_warmup)
-            index = torch.tensor(batch, dtype=torch.long)
-            x = normalize(augment(images[index], aug, generator), mean, std)
-            y = labels[index]
-            emb = net(x)
-            arc = head(emb, y) if config.arcface_weight > 0 else emb.new_zeros(())
-            tri = (
-                batch_hard_triplet_loss(
-                    emb,
-                    y,
-                    margin=config.triplet_margin,
-                    views=views[index] if config.triplet_same_view else None,
-                )
-                if config.triplet_weight > 0
-                else emb.new_zeros(())
-            )
-            loss = config.arcface_weight * arc + config.triplet_weight * tri
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 5.0)
-            optimizer.step()
-            scheduler.step()
-            sums["loss"] += float(loss.detach())
-            sums["arcface"] += float(arc.detach())
-            sums["triplet"] += float(tri.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            steps += 1
-            clock["elapsed"] += time.perf_counter() - t_step
-            if budget is not None and clock["elapsed"] >= budget:
-                out_of_time = True  # the time budget ends the run (schedule already at its end)
+    with ExitStack() as hooks:
+        captured = (
+            hooks.enter_context(_captured_output(dense_module)) if dense_module is not None else {}
+        )
+        for epoch in range(start_epoch, last_epoch):
+            assert images is not None
+            if out_of_time:
                 break
-        record = {k: v / max(1, steps) for k, v in sums.items()}
-        record.update(
-            epoch=float(epoch + 1),
-            lr=float(scheduler.get_last_lr()[0]),
-            seconds=time.perf_counter() - t0,
-            steps=float(steps),
-        )
-        history.append(record)
-        with (out / "log.jsonl").open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        _save_atomic(
-            {
-                "model": net.state_dict(),
-                "head": head.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "elapsed": clock["elapsed"],
-                "out_of_time": out_of_time,
-                "history": history,
-                "train_config": cfg_dict,
-                "config": export_config,
-            },
-            ckpt_path,
-        )
+            sampler.set_epoch(epoch)
+            t0 = time.perf_counter()
+            sums = {"loss": 0.0, "arcface": 0.0, "triplet": 0.0, "dense": 0.0}
+            bar = tqdm(sampler, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+            steps = 0
+            for batch in bar:
+                t_step = time.perf_counter()
+                if config.margin_warmup > 0:
+                    done = max(scheduler.last_epoch / total_steps, time_fraction())
+                    head.margin = config.arcface_margin * min(1.0, done / config.margin_warmup)
+                index = torch.tensor(batch, dtype=torch.long)
+                pixels, theta = augment_with_warp(
+                    images[index].to(dev, non_blocking=True), aug, generator
+                )
+                x = normalize(pixels, mean, std).contiguous(memory_format=torch.channels_last)
+                y = labels[index].to(dev)
+                emb = net(x)
+                arc = head(emb, y) if config.arcface_weight > 0 else emb.new_zeros(())
+                tri = (
+                    batch_hard_triplet_loss(
+                        emb,
+                        y,
+                        margin=config.triplet_margin,
+                        views=views[index].to(dev) if config.triplet_same_view else None,
+                    )
+                    if config.triplet_weight > 0
+                    else emb.new_zeros(())
+                )
+                dense = emb.new_zeros(())
+                if dense_uv is not None and dense_flank is not None:
+                    feats = captured["out"]
+                    uv = warp_grids(
+                        dense_uv[index].to(dev), theta, (feats.shape[-2], feats.shape[-1])
+                    )
+                    dense = dense_correspondence_loss(
+                        feats,
+                        uv,
+                        y,
+                        dense_flank[index].to(dev),
+                        temperature=config.dense_temperature,
+                        generator=generator,
+                    )
+                loss = (
+                    config.arcface_weight * arc
+                    + config.triplet_weight * tri
+                    + config.dense_weight * dense
+                )
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite loss at epoch {epoch + 1}; lower --lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, 5.0)
+                optimizer.step()
+                scheduler.step()
+                sums["loss"] += float(loss.detach())
+                sums["arcface"] += float(arc.detach())
+                sums["triplet"] += float(tri.detach())
+                sums["dense"] += float(dense.detach())
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                steps += 1
+                clock["elapsed"] += time.perf_counter() - t_step
+                if budget is not None and clock["elapsed"] >= budget:
+                    out_of_time = True  # the time budget ends the run (schedule at its end)
+                    break
+            record = {k: v / max(1, steps) for k, v in sums.items()}
+            record.update(
+                epoch=float(epoch + 1),
+                lr=float(scheduler.get_last_lr()[0]),
+                seconds=time.perf_counter() - t0,
+                steps=float(steps),
+            )
+            history.append(record)
+            with (out / "log.jsonl").open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            _save_atomic(
+                {
+                    "model": net.state_dict(),
+                    "head": head.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch,
+                    "elapsed": clock["elapsed"],
+                    "out_of_time": out_of_time,
+                    "history": history,
+                    "train_config": cfg_dict,
+                    "config": export_config,
+                },
+                ckpt_path,
+            )
+    net.to("cpu")
+    net.to(memory_format=torch.contiguous_format)
 
     if last_epoch < config.epochs and not out_of_time:
         return TrainResult(run_dir=out, model_path=out / EXPORT, history=history, retrieval={})

@@ -73,6 +73,45 @@ class SubCenterArcFace(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_classes * k, embedding_dim))
         nn.init.xavier_uniform_(self.weight)
 
+    @torch.no_grad()
+    def imprint(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, views: torch.Tensor | None = None
+    ) -> None:
+        """Set the sub-centers from embeddings (weight imprinting).
+
+        Sub-center ``j`` of class ``c`` becomes the mean normalised embedding of the samples of
+        ``c`` with view ``j`` (when ``views`` is given, ``j`` is below the number of views and
+        such samples exist), otherwise the mean over all samples of ``c``.
+
+        Parameters
+        ----------
+        embeddings
+            ``(N, D)``.
+        labels
+            ``(N,)`` int64 classes; every class in ``[0, C)`` needs at least one sample.
+        views
+            Optional ``(N,)`` int64 view of each sample (e.g. the flank).
+        """
+        _check_batch(embeddings, labels)
+        labels = labels.to(embeddings.device)
+        counts = torch.bincount(labels, minlength=self.n_classes)
+        if counts.numel() != self.n_classes or bool((counts == 0).any()):
+            raise InputError("imprinting needs at least one sample of every class")
+        unit = F.normalize(embeddings.float(), dim=1)
+        d = unit.shape[1]
+        class_sum = torch.zeros(self.n_classes, d, device=unit.device).index_add_(0, labels, unit)
+        centers = class_sum[:, None, :].repeat(1, self.k, 1)  # (C, k, D)
+        if views is not None:
+            views = views.to(unit.device)
+            for j in range(min(self.k, int(views.max()) + 1)):
+                sel = views == j
+                view_sum = torch.zeros(self.n_classes, d, device=unit.device).index_add_(
+                    0, labels[sel], unit[sel]
+                )
+                has = torch.bincount(labels[sel], minlength=self.n_classes) > 0
+                centers[has, j] = view_sum[has]
+        self.weight.copy_(F.normalize(centers, dim=2).reshape(-1, d).to(self.weight.dtype))
+
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Class cosines, max over sub-centers.
 
