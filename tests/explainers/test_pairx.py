@@ -268,3 +268,62 @@ def test_engines_agree_and_unknown_engine_is_refused(
         assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
     with pytest.raises(InputError, match="unknown LRP engine"):
         PairX(model, [LAYER], engine="captum")
+
+
+def _count_forwards(model: ReIDModel) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+    calls: list[int] = []
+    handle = model.net.register_forward_hook(lambda _m, inp, _o: calls.append(inp[0].shape[0]))
+    return calls, handle
+
+
+def test_gradient_engine_shares_each_image_graph_across_pairs(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    a, b = images
+    c, d = np.roll(a, 9, axis=1), np.flipud(b).copy()
+    pairs = [(a, b), (a, c), (a, d), (b, c)]
+    keys = [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c")]
+    explainer = PairX(model, [LAYER], n_pixel_maps=3, engine="gradient", max_graphs=4)
+    calls, handle = _count_forwards(model)
+    try:
+        shared = explainer.explain_pairs(pairs, keys=keys, progress=False)
+    finally:
+        handle.remove()
+    # a, b, c, d once each: a stays live for three pairs, b and c until the last one
+    assert calls == [1, 1, 1, 1]
+    for (x, y), got in zip(pairs, shared, strict=True):
+        alone = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0, engine="zennit").explain(
+            x, y)[LAYER]
+        e = got[LAYER]
+        assert e.similarity == pytest.approx(alone.similarity, abs=1e-6)
+        np.testing.assert_array_equal(e.matches.grid_a, alone.matches.grid_a)
+        np.testing.assert_array_equal(e.matches.grid_b, alone.matches.grid_b)
+        for key in ("relevance_a", "relevance_b", "pixel_relevance_a", "pixel_relevance_b"):
+            want = getattr(alone, key)
+            assert np.abs(getattr(e, key) - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_graph_pool_evicts_the_graph_needed_latest(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    a, b = images
+    c = np.roll(a, 9, axis=1)
+    # with room for 2 graphs: (a,b) builds a, b; (a,c) keeps a (needed now), drops b (needed
+    # later), builds c; (b,a) rebuilds b and keeps a, since c is never needed again
+    explainer = PairX(model, [LAYER], n_pixel_maps=1, engine="gradient", max_graphs=2)
+    calls, handle = _count_forwards(model)
+    try:
+        explainer.explain_pairs([(a, b), (a, c), (b, a)], keys=[("a", "b"), ("a", "c"),
+                                                                ("b", "a")], progress=False)
+    finally:
+        handle.remove()
+    assert calls == [1, 1, 1, 1]
+    zennit = PairX(model, [LAYER], n_pixel_maps=1, engine="zennit")
+    calls, handle = _count_forwards(model)
+    try:
+        zennit.explain_pairs([(a, b), (a, c)], keys=[("a", "b"), ("a", "c")], progress=False)
+    finally:
+        handle.remove()
+    assert calls == [2, 2]  # one batch of both images per pair
+    with pytest.raises(InputError, match="max_graphs"):
+        PairX(model, [LAYER], max_graphs=1)

@@ -6,22 +6,27 @@ For a pair of images and a layer: per-position descriptors of the layer's activa
 channel-summed absolute relevances; the top matches are propagated back to pixels by LRP from
 the activation masked to the matched position.
 
-Cost per pair: one LRP forward pass of the pair (a batch of two; graph kept), one LRP backward
-from the embeddings to the layer (not to the pixels), and one backward pass per pixel map on that
-same graph. With the default ``engine="gradient"`` (:mod:`pairx.explainers.gradient_lrp`) the
-rules are linear surrogates built once in the forward pass, so a pixel map costs one transposed
-operation per layer below the explained one; ``engine="zennit"`` runs zennit's rule hooks, which
-recompute every rule's modified forward in every backward pass (same numbers, slower).
-Preprocessed inputs and embeddings are cached per image (keyed by path string or an explicit
-key); the LRP graph itself cannot outlive the call, because the model must be restored.
+Cost: with the default ``engine="gradient"`` (:mod:`pairx.explainers.gradient_lrp`) the rules
+are linear surrogates built once in an image's LRP forward pass, so that graph serves every
+backward pass of every pair the image takes part in: one LRP backward from the embedding to the
+layer per pair and image, and one backward pass per pixel map (one transposed operation per
+layer below the explained one). :meth:`PairX.explain_pairs` keeps such graphs alive across the
+pairs of one call (a query against ``k`` candidates: ``k + 1`` forward passes).
+``engine="zennit"`` runs zennit's rule hooks, which store each module's last input (so both
+images of a pair share one forward pass) and recompute every rule's modified forward in every
+backward pass (same numbers, slower with pixel maps, cheaper forward without them).
+Preprocessed inputs and embeddings are cached per image across calls (keyed by path string or an
+explicit key); LRP graphs cannot outlive a call, because the model must be restored.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +108,10 @@ class PairX:
         (cheap forward, every backward pass recomputes the rules); ``"auto"`` (default):
         ``"gradient"`` when pixel maps are asked for, else ``"zennit"``. All give the same
         relevances (float rounding).
+    max_graphs
+        Gradient engine: single-image LRP graphs kept alive at once within an
+        :meth:`explain_pairs` call (at least 2; each holds the activations of one image, about
+        3 GB for a MiewID-sized model at 440 px).
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class PairX:
         family: str | None = None,
         pixel_chunk: int = 1,
         engine: str = "auto",
+        max_graphs: int = 2,
     ) -> None:
         if not isinstance(model, ReIDModel):
             raise InputError(
@@ -139,6 +149,9 @@ class PairX:
         if engine not in ENGINES:
             raise InputError(f"unknown LRP engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.engine = engine
+        if int(max_graphs) < 2:
+            raise InputError(f"max_graphs must be at least 2 (one pair); got {max_graphs}")
+        self.max_graphs = int(max_graphs)
         self._cache: OrderedDict[Hashable, _Image] = OrderedDict()
 
     # -- per-image work ----------------------------------------------------------------------
@@ -168,18 +181,19 @@ class PairX:
                 self._cache.popitem(last=False)
         return state
 
-    def _forward(self, net: torch.nn.Module, sa: _Image, sb: _Image) -> _Graph:
-        """One forward pass of the pair as a batch of two (graph kept for the backward passes).
+    def _forward(self, net: torch.nn.Module, states: Sequence[_Image]) -> _Graph:
+        """One LRP forward pass of ``states`` as one batch (graph kept for backward passes).
 
-        The pair is one batch because zennit's rule hooks store each module's last input: two
-        separate forward passes would make the first image's backward use the second's inputs.
+        zennit's rule hooks store each module's last input, so with ``engine="zennit"`` both
+        images of a pair must share one forward pass; the gradient engine's graphs are
+        independent, so it builds one per image and reuses it across pairs.
         """
-        if sa.x.shape != sb.x.shape:
+        shapes = {tuple(st.x.shape) for st in states}
+        if len(shapes) > 1:
             raise InputError(
-                f"both images must have the same input size; got {tuple(sa.x.shape)} and "
-                f"{tuple(sb.x.shape)}"
+                f"both images must have the same input size; got {sorted(shapes)}"
             )
-        x = torch.cat([sa.x, sb.x]).detach().requires_grad_(True)
+        x = torch.cat([st.x for st in states]).detach().requires_grad_(True)
         with capture_layers(self.model, self.layers) as found, torch.enable_grad():
             out = net(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -188,7 +202,8 @@ class PairX:
                 f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
             )
         layers = {n: require_spatial_output(n, found.get(n), self.model) for n in self.layers}
-        sa.embedding, sb.embedding = out[:1].detach(), out[1:].detach()
+        for i, st in enumerate(states):
+            st.embedding = out[i : i + 1].detach()
         return _Graph(x=x, out=out, layers=layers)
 
     # -- public API ------------------------------------------------------------------------
@@ -252,74 +267,181 @@ class PairX:
         n_pixel_maps: int | None = None,
         progress: bool = True,
     ) -> list[dict[str, PairExplanation]]:
-        """Explain many pairs in one call; each image's forward graph is built once per call.
+        """Explain many pairs in one call.
 
-        The model is canonized once for the whole call and always restored afterwards.
+        The model is canonized once for the whole call and always restored afterwards. With
+        the gradient engine each image's LRP forward graph is built once and reused by every
+        pair it takes part in while it is live (at most ``max_graphs`` graphs at a time; the
+        one needed again latest is dropped first), so a query explained against ``k``
+        candidates costs ``k + 1`` forward passes instead of ``2k``. Images are the same when
+        they have the same path or key. With ``engine="zennit"`` each pair is one forward pass
+        of both images.
         """
         n_pix = self.n_pixel_maps if n_pixel_maps is None else int(n_pixel_maps)
         keys = list(keys) if keys is not None else [(None, None)] * len(pairs)
         if len(keys) != len(pairs):
             raise InputError("keys must have one (key_a, key_b) entry per pair")
+        memo: dict[Hashable, _Image] = {}
+
+        def state(image: ImageInput, key: Hashable | None) -> _Image:
+            k = self._key(image, key)
+            if k is None:
+                return self._image(image, key)
+            if k not in memo:
+                memo[k] = self._image(image, key)
+            return memo[k]
+
         states = [
-            (self._image(a, ka), self._image(b, kb))
-            for (a, b), (ka, kb) in zip(pairs, keys, strict=True)
+            (state(a, ka), state(b, kb)) for (a, b), (ka, kb) in zip(pairs, keys, strict=True)
         ]
-        results: list[dict[str, PairExplanation]] = []
         engine = self.engine
         if engine == "auto":
             engine = "gradient" if n_pix > 0 else "zennit"
-        mode = gradient_lrp_mode if engine == "gradient" else lrp_mode
-        with mode(self.model, family=self.family) as net:
-            for sa, sb in tqdm(states, desc="PAIR-X", disable=not progress or len(states) < 2):
-                graph = self._forward(net, sa, sb)
-                results.append(self._explain_pair(sa, sb, graph, n_pix, engine))
-                del graph
+        bar = tqdm(states, desc="PAIR-X", disable=not progress or len(states) < 2)
+        results: list[dict[str, PairExplanation]] = []
+        if engine == "gradient":
+            with gradient_lrp_mode(self.model, family=self.family) as net:
+                graphs = _GraphPool(lambda st: self._forward(net, [st]), states, self.max_graphs)
+                for i, (sa, sb) in enumerate(bar):
+                    ga, gb = graphs.get(i, sa), graphs.get(i, sb)
+                    results.append(self._explain_separate(sa, sb, ga, gb, n_pix))
+                    graphs.release(i)
+        else:
+            with lrp_mode(self.model, family=self.family) as net:
+                for sa, sb in bar:
+                    graph = self._forward(net, [sa, sb])
+                    results.append(self._explain_batched(sa, sb, graph, n_pix))
+                    del graph
         return results
 
-    def _explain_pair(
-        self, sa: _Image, sb: _Image, graph: _Graph, n_pix: int, engine: str
+    def _explain_separate(
+        self, sa: _Image, sb: _Image, ga: _Graph, gb: _Graph, n_pix: int
     ) -> dict[str, PairExplanation]:
+        """A pair over two single-image graphs of the gradient engine."""
+        cos, r_a, r_b = similarity_relevance(ga.out.detach(), gb.out.detach())
+        rel_a = layer_relevance(ga.out, r_a, list(ga.layers.values()))
+        rel_b = layer_relevance(gb.out, r_b, list(gb.layers.values()))
+
+        def pixels(name: str, positions: torch.Tensor) -> torch.Tensor:
+            pix_a = position_pixel_relevance(ga.layers[name], ga.x, positions[:, :1])
+            pix_b = position_pixel_relevance(gb.layers[name], gb.x, positions[:, 1:])
+            return torch.cat([pix_a, pix_b], dim=1)
+
+        return self._explanations(
+            sa, sb, cos, rel_a, rel_b, ga.layers, gb.layers, pixels, n_pix
+        )
+
+    def _explain_batched(
+        self, sa: _Image, sb: _Image, graph: _Graph, n_pix: int
+    ) -> dict[str, PairExplanation]:
+        """A pair over one zennit graph of both images (a batch of two)."""
         cos, r_a, r_b = similarity_relevance(graph.out[:1].detach(), graph.out[1:].detach())
         targets = list(graph.layers.values())
-        rel: Sequence[torch.Tensor | None]
-        if engine == "gradient":
-            rel = layer_relevance(graph.out, torch.cat([r_a, r_b]), targets)
-        else:
-            rel = torch.autograd.grad(graph.out, targets, grad_outputs=torch.cat([r_a, r_b]),
-                                      retain_graph=True, allow_unused=True)
+        rel = torch.autograd.grad(graph.out, targets, grad_outputs=torch.cat([r_a, r_b]),
+                                  retain_graph=True, allow_unused=True)
+        rel_a = [None if r is None else r[:1] for r in rel]
+        rel_b = [None if r is None else r[1:] for r in rel]
+
+        def pixels(name: str, positions: torch.Tensor) -> torch.Tensor:
+            return pixel_relevance(graph.layers[name], graph.x, positions,
+                                   chunk=self.pixel_chunk)
+
+        feats_a = {n: f[:1] for n, f in graph.layers.items()}
+        feats_b = {n: f[1:] for n, f in graph.layers.items()}
+        return self._explanations(sa, sb, cos, rel_a, rel_b, feats_a, feats_b, pixels, n_pix)
+
+    def _explanations(
+        self,
+        sa: _Image,
+        sb: _Image,
+        cos: float,
+        rel_a: Sequence[torch.Tensor | None],
+        rel_b: Sequence[torch.Tensor | None],
+        feats_a: dict[str, torch.Tensor],
+        feats_b: dict[str, torch.Tensor],
+        pixels: Callable[[str, torch.Tensor], torch.Tensor],
+        n_pix: int,
+    ) -> dict[str, PairExplanation]:
+        """Matches, relevance maps and pixel maps of one pair at every layer.
+
+        ``rel_a[i]``/``feats_a[name]`` are ``(1, C, h, w)`` per layer (in :attr:`layers`
+        order); ``pixels(name, positions)`` maps ``(K, 2, 2)`` grid positions (image a, image
+        b) to ``(K, 2, H, W)`` pixel relevance.
+        """
         out: dict[str, PairExplanation] = {}
         for i, name in enumerate(self.layers):
-            feats = graph.layers[name]
-            fa, fb = feats[:1], feats[1:]
-            rel_i = rel[i]
-            map_a = _channel_abs_sum(None if rel_i is None else rel_i[:1], fa)
-            map_b = _channel_abs_sum(None if rel_i is None else rel_i[1:], fb)
+            fa, fb = feats_a[name], feats_b[name]
+            map_a = _channel_abs_sum(rel_a[i], fa)
+            map_b = _channel_abs_sum(rel_b[i], fb)
             matches = _matches(fa, fb, map_a, map_b, sa.x.shape[-2:], sb.x.shape[-2:])
             if len(matches) == 0:
                 warnings.warn(
-                    f"PAIR-X found no cross-checked matches at layer {name!r}", stacklevel=3
+                    f"PAIR-X found no cross-checked matches at layer {name!r}", stacklevel=4
                 )
             k = min(n_pix, len(matches))
             positions = torch.from_numpy(
                 np.stack([matches.grid_a[:k], matches.grid_b[:k]], axis=1))
-            if engine == "gradient":
-                pix = position_pixel_relevance(feats, graph.x, positions)
-            else:
-                pix = pixel_relevance(feats, graph.x, positions, chunk=self.pixel_chunk)
-            pix_a, pix_b = pix[:, 0], pix[:, 1]
+            pix = pixels(name, positions)
             out[name] = PairExplanation(
                 similarity=cos,
                 layer=name,
                 matches=matches,
                 relevance_a=map_a.numpy(),
                 relevance_b=map_b.numpy(),
-                pixel_relevance_a=pix_a.detach().cpu().numpy(),
-                pixel_relevance_b=pix_b.detach().cpu().numpy(),
+                pixel_relevance_a=pix[:, 0].detach().cpu().numpy(),
+                pixel_relevance_b=pix[:, 1].detach().cpu().numpy(),
                 image_a=sa.rgb,
                 image_b=sb.rgb,
                 n_matches=self.n_matches,
             )
         return out
+
+
+class _GraphPool:
+    """Live single-image graphs of one :meth:`PairX.explain_pairs` call.
+
+    Pair ``i`` asks for the graphs of its two images with :meth:`get` (built on a miss) and
+    hands them back with :meth:`release`: a graph no later pair needs is dropped at once; when
+    ``capacity`` graphs are live, the one whose next use is furthest away goes first (Belady).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[_Image], _Graph],
+        pairs: Sequence[tuple[_Image, _Image]],
+        capacity: int,
+    ) -> None:
+        self.build = build
+        self.capacity = max(2, int(capacity))
+        self.uses: dict[int, list[int]] = {}
+        for i, (sa, sb) in enumerate(pairs):
+            for key in {id(sa), id(sb)}:
+                self.uses.setdefault(key, []).append(i)
+        self.live: OrderedDict[int, _Graph] = OrderedDict()
+        self.pairs = pairs
+
+    def _next_use(self, key: int, now: int) -> float:
+        later = self.uses[key]
+        j = bisect.bisect_right(later, now)
+        return float(later[j]) if j < len(later) else math.inf
+
+    def get(self, i: int, st: _Image) -> _Graph:
+        key = id(st)
+        if key in self.live:
+            return self.live[key]
+        current = {id(self.pairs[i][0]), id(self.pairs[i][1])}
+        while len(self.live) >= self.capacity:
+            spare = [k for k in self.live if k not in current]
+            if not spare:
+                break
+            del self.live[max(spare, key=lambda k: self._next_use(k, i))]
+        graph = self.build(st)
+        self.live[key] = graph
+        return graph
+
+    def release(self, i: int) -> None:
+        for key in [k for k in self.live if self._next_use(k, i) == math.inf]:
+            del self.live[key]
 
 
 def _channel_abs_sum(rel: torch.Tensor | None, feature: torch.Tensor) -> torch.Tensor:
