@@ -148,7 +148,7 @@ def test_imprinting_makes_the_head_classify_its_own_samples() -> None:
     head.imprint(emb, labels, views)
     assert torch.equal(head.cosine(emb).argmax(1), labels)
     assert not torch.equal(before, labels)
-    w = head.weight.view(n_classes, 3, d)
+    w = head.weight.detach().view(n_classes, 3, d)
     # sub-center j holds view j, the spare one the class mean; all unit length
     torch.testing.assert_close(w.norm(dim=2), torch.ones(n_classes, 3))
     assert float((w[:, 0] * prototypes[:, 0]).sum(1).min()) > 0.95
