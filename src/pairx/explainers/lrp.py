@@ -13,7 +13,7 @@ an exception is raised inside.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -32,7 +32,7 @@ from pairx.models.canonizers import (
     canonizer_for,
     check_lrp_support,
 )
-from pairx.models.layers import get_layer, require_spatial_output
+from pairx.models.layers import capture_layers, require_spatial_output
 
 __all__ = [
     "RULE_TYPES",
@@ -142,34 +142,6 @@ def canonized(
     with frozen_eval(net, out_of_place=out_of_place), canonizer.applied(net):
         check_lrp_support(net, RULE_TYPES, canonizer.handled_types)
         yield net
-
-
-@contextmanager
-def capture_layers(
-    model: ReIDModel | nn.Module, layers: Sequence[str]
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the named layers during forward passes inside the block.
-
-    Yields
-    ------
-    dict[str, torch.Tensor]
-        Filled by the forward pass: layer name -> its output. Hooks are always removed.
-    """
-    net = _net(model)
-    found: dict[str, torch.Tensor] = {}
-    handles = []
-    try:
-        for name in layers:
-            module = get_layer(model if isinstance(model, ReIDModel) else net, name)
-
-            def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
-                found[name] = out  # type: ignore[assignment]
-
-            handles.append(module.register_forward_hook(hook))
-        yield found
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def similarity_relevance(

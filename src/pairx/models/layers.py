@@ -9,7 +9,8 @@ that lists the valid names when it does not exist.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,13 @@ from torch import nn
 from pairx.core.errors import LayerError
 from pairx.models.adapter import ReIDModel
 
-__all__ = ["LayerInfo", "candidate_layers", "get_layer", "require_spatial_output"]
+__all__ = [
+    "LayerInfo",
+    "candidate_layers",
+    "capture_layers",
+    "get_layer",
+    "require_spatial_output",
+]
 
 
 @dataclass(frozen=True)
@@ -153,3 +160,35 @@ def require_spatial_output(name: str, output: object, model: ReIDModel | nn.Modu
             "needs a convolutional feature map." + _suggest(_net(model), name, model)
         )
     return output
+
+
+@contextmanager
+def capture_layers(
+    model: ReIDModel | nn.Module, layers: Sequence[str]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named layers during forward passes inside the block.
+
+    Yields
+    ------
+    dict[str, torch.Tensor]
+        Filled by the forward pass: layer name -> its output. Hooks are always removed.
+
+    Raises
+    ------
+    LayerError
+        A name is not a module of the model (the message lists the valid ones).
+    """
+    found: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in layers:
+            module = get_layer(model, name)
+
+            def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
+                found[name] = out  # type: ignore[assignment]
+
+            handles.append(module.register_forward_hook(hook))
+        yield found
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -16,8 +16,8 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from pairx.data.datasets import load_dataset
 from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from pairx.models.architectures import ReIDNet
 from pairx.models.default import DEFAULT_LAYERS, export_model, load_exported
-from pairx.models.layers import get_layer
+from pairx.models.layers import capture_layers, get_layer
 from pairx.training.correspondence import (
     body_coordinate_grids,
     dense_correspondence_loss,
@@ -267,21 +267,6 @@ def _device(name: str) -> torch.device:
     return dev
 
 
-@contextmanager
-def _captured_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Record ``module``'s latest forward output under ``"out"``; the hook is always removed."""
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        store["out"] = output
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
-
-
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -476,9 +461,8 @@ def train(
     }
     dense_uv: torch.Tensor | None = None
     dense_flank: torch.Tensor | None = None
-    dense_module: nn.Module | None = None
     if config.dense_weight > 0:
-        dense_module = get_layer(net, config.dense_layer)
+        get_layer(net, config.dense_layer)  # a bad name fails before any work
         if start_epoch < config.epochs:
             grid = (max(1, config.size // 4), max(1, config.size // 4))
             dense_uv, dense_flank = body_coordinate_grids(
@@ -491,7 +475,9 @@ def train(
     out_of_time = budget is not None and clock["elapsed"] >= budget
     with ExitStack() as hooks:
         captured = (
-            hooks.enter_context(_captured_output(dense_module)) if dense_module is not None else {}
+            hooks.enter_context(capture_layers(net, [config.dense_layer]))
+            if config.dense_weight > 0
+            else {}
         )
         for epoch in range(start_epoch, last_epoch):
             assert images is not None
@@ -527,7 +513,7 @@ def train(
                 )
                 dense = emb.new_zeros(())
                 if dense_uv is not None and dense_flank is not None:
-                    feats = captured["out"]
+                    feats = captured[config.dense_layer]
                     uv = warp_grids(
                         dense_uv[index].to(dev), theta, (feats.shape[-2], feats.shape[-1])
                     )
