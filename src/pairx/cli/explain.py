@@ -1,7 +1,7 @@
-"""``pairx explain`` (a PAIR-X picture of one image pair) and ``pairx layers`` (usable layers).
+"""``pairx explain`` (PAIR-X pictures of a pair, or a query and its candidates), ``pairx layers``.
 
 Both commands only call the public API: :func:`pairx.models.loaders.load_model`,
-:func:`pairx.explainers.pairx.explain`, :func:`pairx.models.layers.candidate_layers` and
+:class:`pairx.explainers.pairx.PairX`, :func:`pairx.models.layers.candidate_layers` and
 :func:`pairx.viz.figure.render_explanation`.
 """
 
@@ -80,16 +80,26 @@ def default_layers(model: ReIDModel) -> list[str]:
     )
 
 
-def output_path(out: Path, layer: str, several: bool) -> Path:
-    """File for one layer: ``out`` itself, or ``<stem>_<layer>.<suffix>`` for several layers.
+def _safe(text: str, fallback: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or fallback
 
-    Characters other than letters, digits, ``-`` and ``_`` in the layer name become ``-``
-    (``backbone.layer2`` -> ``out_backbone-layer2.png``).
+
+def output_path(
+    out: Path, layer: str, several: bool, candidate: tuple[int, Path] | None = None
+) -> Path:
+    """File for one layer (and one candidate): ``out`` itself, or a suffixed name.
+
+    Several layers add ``_<layer>``; with several candidates, candidate ``i`` (0-based) adds
+    ``_<i+1 as two digits>-<its file stem>`` first. Characters other than letters, digits,
+    ``-`` and ``_`` become ``-`` (``backbone.layer2`` -> ``out_backbone-layer2.png``;
+    candidate 0 ``z/b.jpg`` -> ``out_01-b_backbone-layer2.png``).
     """
-    if not several:
-        return out
-    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", layer).strip("-") or "layer"
-    return out.with_name(f"{out.stem}_{safe}{out.suffix}")
+    stem = out.stem
+    if candidate is not None:
+        stem += f"_{candidate[0] + 1:02d}-{_safe(candidate[1].stem, 'image')}"
+    if several:
+        stem += f"_{_safe(layer, 'layer')}"
+    return out.with_name(f"{stem}{out.suffix}")
 
 
 def _summary(expl: PairExplanation, top: int) -> str:
@@ -109,8 +119,14 @@ def _summary(expl: PairExplanation, top: int) -> str:
 
 
 def explain_command(
-    image_a: Annotated[Path, typer.Argument(help="First image.")],
-    image_b: Annotated[Path, typer.Argument(help="Second image.")],
+    image_a: Annotated[Path, typer.Argument(help="First image (the query).")],
+    image_b: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Second image, or several (e.g. the query's ranked candidates): one picture "
+            "each, the query's LRP pass shared."
+        ),
+    ],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
     layer: Annotated[
@@ -147,10 +163,12 @@ def explain_command(
 ) -> None:
     """Explain why MODEL finds IMAGE_A and IMAGE_B similar, as a PAIR-X picture.
 
-    Prints the cosine similarity and the top matches, and writes one PNG per layer.
+    Prints the cosine similarity and the top matches, and writes one PNG per layer. With
+    several IMAGE_B (a query's candidates), each is explained against IMAGE_A, the candidates
+    are listed by similarity, and every file name gets the candidate's position and stem.
     """
     from pairx.data.images import load_image
-    from pairx.explainers.pairx import explain
+    from pairx.explainers.pairx import PairX
     from pairx.models.loaders import load_model
     from pairx.viz.figure import render_explanation, save_png
 
@@ -160,36 +178,47 @@ def explain_command(
         raise InputError("--n-matches and --n-pixel-maps must be >= 0")
     if out.suffix.lower() != ".png":
         raise InputError(f"--out must be a .png file; got {out}")
-    for image in (image_a, image_b):  # fail fast, before the model is loaded
+    if not image_b:
+        raise InputError("give at least one image to compare with the first")
+    for image in (image_a, *image_b):  # fail fast, before the model is loaded
         load_image(image)
     start = time.perf_counter()
     net = load_model(model, weights=weights, device=device)
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
-    result = explain(
-        net, image_a, image_b, layer=layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps
-    )
-    results = result if isinstance(result, dict) else {layers[0]: result}
+    engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps)
+    pairs = [(str(image_a), str(b)) for b in image_b]
+    all_results = engine.explain_pairs(pairs, progress=len(pairs) > 1)
     several = len(layers) > 1
-    first = next(iter(results.values()))
-    typer.echo(f"model {net.name}: cosine similarity {first.similarity:.4f}")
-    for name, expl in results.items():
-        typer.echo(_summary(expl, top))
-        picture = render_explanation(
-            expl,
-            n_lines=n_matches,
-            heatmap=not no_heatmap,
-            background_alpha=background_alpha,
-            layout=layout,  # type: ignore[arg-type]
-            line_cmap=line_cmap,
-            min_side=DISPLAY_MIN_SIDE,
-        )
-        path = save_png(picture, output_path(out, name, several))
-        typer.echo(f"  wrote {path}")
-        if json_out is not None:
-            jpath = output_path(json_out, name, several)
-            jpath.parent.mkdir(parents=True, exist_ok=True)
-            jpath.write_text(expl.to_json(indent=1) + "\n")
-            typer.echo(f"  wrote {jpath}")
+    many = len(image_b) > 1
+    if many:
+        sims = [next(iter(r.values())).similarity for r in all_results]
+        typer.echo(f"model {net.name}: {len(image_b)} candidates for {image_a}, by similarity")
+        order = sorted(range(len(image_b)), key=lambda i: -sims[i])
+        for rank, i in enumerate(order, 1):
+            typer.echo(f"  {rank:>2d}. cosine {sims[i]:.4f}  {image_b[i]}")
+    for i, results in enumerate(all_results):
+        first = next(iter(results.values()))
+        head = f"candidate {i + 1} {image_b[i]}: " if many else f"model {net.name}: "
+        typer.echo(f"{head}cosine similarity {first.similarity:.4f}")
+        tag = (i, image_b[i]) if many else None
+        for name, expl in results.items():
+            typer.echo(_summary(expl, top))
+            picture = render_explanation(
+                expl,
+                n_lines=n_matches,
+                heatmap=not no_heatmap,
+                background_alpha=background_alpha,
+                layout=layout,  # type: ignore[arg-type]
+                line_cmap=line_cmap,
+                min_side=DISPLAY_MIN_SIDE,
+            )
+            path = save_png(picture, output_path(out, name, several, tag))
+            typer.echo(f"  wrote {path}")
+            if json_out is not None:
+                jpath = output_path(json_out, name, several, tag)
+                jpath.parent.mkdir(parents=True, exist_ok=True)
+                jpath.write_text(expl.to_json(indent=1) + "\n")
+                typer.echo(f"  wrote {jpath}")
     typer.echo(f"done in {time.perf_counter() - start:.1f} s")
 
 
