@@ -10,10 +10,10 @@ import pytest
 import pairx
 
 PUBLIC = {
-    "pairx": ["explain", "load_model", "PairExplanation", "ReIDModel", "__version__"],
+    "pairx": ["explain", "load_model", "PairExplanation", "PairX", "ReIDModel", "__version__"],
     "pairx.explainers.pairx": ["explain", "PairX"],
     "pairx.core.results": ["Matches", "PairExplanation"],
-    "pairx.models.layers": ["get_layer", "candidate_layers", "LayerInfo"],
+    "pairx.models.layers": ["get_layer", "candidate_layers", "capture_layers", "LayerInfo"],
     "pairx.models.loaders": ["load_model"],
     "pairx.models.default": ["load_default", "DEFAULT_LAYERS"],
     "pairx.models.architectures": ["GeM", "ReIDNet"],

@@ -4,7 +4,7 @@ The heavy entry points are imported lazily so that ``import pairx`` stays fast:
 
 >>> import pairx
 >>> model = pairx.load_model("default")            # doctest: +SKIP
->>> result = pairx.explain(model, "a.jpg", "b.jpg", layer="layer2")  # doctest: +SKIP
+>>> result = pairx.explain(model, "a.jpg", "b.jpg", layer="backbone.layer3")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "explain": "pairx.explainers.pairx",
+    "PairX": "pairx.explainers.pairx",
     "PairExplanation": "pairx.core.results",
     "load_model": "pairx.models.loaders",
     "ReIDModel": "pairx.models.adapter",
 }
 
-__all__ = ["PairExplanation", "ReIDModel", "__version__", "explain", "load_model"]
+__all__ = ["PairExplanation", "PairX", "ReIDModel", "__version__", "explain", "load_model"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from pairx.core.results import PairExplanation
-    from pairx.explainers.pairx import explain
+    from pairx.explainers.pairx import PairX, explain
     from pairx.models.adapter import ReIDModel
     from pairx.models.loaders import load_model
 
