@@ -49,8 +49,9 @@ def instrumented() -> Iterator[None]:
     from pairx.metrics import homography
 
     patches: list[tuple[Any, str, Any]] = [
-        (engine.PairX, "_forward", "forward (LRP-mode, per pair)"),
-        (engine.PairX, "_explain_pair", "LRP backward + matching"),
+        (engine.PairX, "_forward", "LRP forward passes"),
+        (engine.PairX, "_explain_batched", "LRP backward + matching (zennit engine)"),
+        (engine.PairX, "_explain_separate", "LRP backward + matching (gradient engine)"),
         (engine, "_matches", "matching (part of the line above)"),
         (homography.SIFTHomography, "estimate", "homography (sift)"),
         (homography.LightGlueHomography, "estimate", "homography (lightglue)"),
@@ -62,7 +63,14 @@ def instrumented() -> Iterator[None]:
         (report, "binned_bhattacharyya", "KDE / binned Bhattacharyya"),
         (report, "plot_metric", "plots"),
     ]
-    saved = []
+    saved = [(engine.PairX, "_forward", engine.PairX.__dict__["_forward"])]
+    forward = engine.PairX.__dict__["_forward"]
+
+    def counted_forward(self: Any, net: Any, states: Any) -> Any:
+        COUNTS["images through an LRP forward pass"] += len(states)
+        return forward(self, net, states)
+
+    engine.PairX._forward = counted_forward  # type: ignore[method-assign]
     for owner, attr, name in patches:
         original = owner.__dict__[attr]
         saved.append((owner, attr, original))
@@ -86,6 +94,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", type=int, default=2000, help="total pairs to extrapolate to")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--engine", default="auto", choices=("auto", "gradient", "zennit"),
+                    help="PairX LRP engine of the protocol")
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,9 +117,15 @@ def main() -> None:
         seed=args.seed,
         n_selection_pairs=args.selection_pairs,
     )
+    from pairx.explainers.pairx import PairX
+
+    def factory(m: Any, layers: Any, cache_size: int) -> PairX:
+        return PairX(m, list(layers), n_pixel_maps=0, cache_size=cache_size, engine=args.engine)
+
     start = time.perf_counter()
     with instrumented():
-        result = evaluate(dataset, model, args.out, config, overwrite=True, progress=True)
+        result = evaluate(dataset, model, args.out, config, overwrite=True, progress=True,
+                          engine_factory=factory)
         t_eval = time.perf_counter() - start
         write_report(args.out)
     total = time.perf_counter() - start
@@ -131,6 +147,7 @@ def main() -> None:
         "evaluate_s": round(t_eval, 1),
         "stages_s": {k: round(v, 2) for k, v in sorted(TIMES.items(), key=lambda kv: -kv[1])},
         "calls": dict(COUNTS),
+        "engine": args.engine,
         "per_pair_s": round(sum(per_pair_stages.values()) / max(n_explained, 1), 3),
         f"extrapolated_{args.target}_pairs_s": round(
             fixed + sum(per_pair_stages.values()) * scale, 0

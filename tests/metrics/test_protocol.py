@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -269,3 +270,17 @@ def test_bbox_crop_input(tmp_path: Path) -> None:
     assert _image_input(Sample("b", "x", tmp_path / "a.png")) == str(tmp_path / "a.png")
     with pytest.raises(DatasetError, match="outside"):
         _image_input(Sample("c", "x", tmp_path / "a.png", bbox=(100.0, 100.0, 5.0, 5.0)))
+
+
+def test_chunks_never_split_a_query() -> None:
+    from pairx.metrics.protocol import Pair, _query_chunks
+
+    queries = ["a"] * 3 + ["b"] * 1 + ["c"] * 5 + ["d"] * 2
+    pairs = [Pair(q, f"g{i}", i % 2 == 0, 0.5) for i, q in enumerate(queries)]
+    chunks = list(_query_chunks(pairs, 4))
+    assert [len(c) for c in chunks] == [4, 5, 2]  # a+b, c, d
+    assert [p for c in chunks for p in c] == pairs
+    for c, nxt in itertools.pairwise(chunks):
+        assert c[-1].query != nxt[0].query
+    assert [len(c) for c in _query_chunks(pairs, 1)] == [3, 1, 5, 2]
+    assert list(_query_chunks([], 4)) == []

@@ -684,6 +684,18 @@ def _n_images(pairs: Sequence[Pair]) -> int:
     return len({p.query for p in pairs} | {p.gallery for p in pairs}) + 1
 
 
+def _query_chunks(pairs: Sequence[Pair], size: int) -> Iterator[list[Pair]]:
+    """Consecutive runs of ``pairs`` (sorted by query) of at least ``size`` pairs (the last may
+    be shorter) that end at a change of query."""
+    chunk: list[Pair] = []
+    for i, pair in enumerate(pairs):
+        chunk.append(pair)
+        last = i + 1 == len(pairs)
+        if last or (len(chunk) >= size and pairs[i + 1].query != pair.query):
+            yield chunk
+            chunk = []
+
+
 def _run_pairs(
     runner: _Runner,
     pairs: Sequence[Pair],
@@ -692,16 +704,16 @@ def _run_pairs(
     progress: bool,
     chunk_size: int,
 ) -> tuple[int, int]:
-    """Compute and store the pairs not yet in ``store``, ``chunk_size`` pairs per engine call.
+    """Compute and store the pairs not yet in ``store``, about ``chunk_size`` pairs per call.
 
-    Pairs are processed query by query; rows are flushed to disk after every chunk of
-    ``chunk_size`` pairs (the resume granularity).
+    Pairs are processed query by query and a chunk never splits a query's pairs (so the
+    engine sees all pairs of a query together and can reuse its per-image work); rows are
+    flushed to disk after every chunk (the resume granularity).
     """
     todo = [p for p in pairs if not store.has(runner.group, runner.layers, p)]
     todo.sort(key=lambda p: (p.query, p.gallery))
     bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="pair")
-    for i in range(0, len(todo), chunk_size):
-        chunk = todo[i : i + chunk_size]
+    for chunk in _query_chunks(todo, chunk_size):
         for rows in runner.rows(chunk):
             store.write(rows)
         bar.update(len(chunk))
