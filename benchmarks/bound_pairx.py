@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -163,32 +164,31 @@ def main() -> None:
             else:
                 torch.autograd.grad(out, xr, grad_outputs=torch.cat([r_a, r_b]))
 
-    maps: dict[str, float] = {}
-
-    def one_map() -> None:
-        with gradient_lrp_mode(model) as net:
+    @contextmanager
+    def one_image_graph(mode):  # type: ignore[no-untyped-def]
+        """An LRP forward graph of the first image: ``(input, layer activation, centre)``."""
+        with mode(model) as net:
             xr = x[:1].clone().requires_grad_(True)
             with capture_layers(model, [LAYER]) as found, torch.enable_grad():
                 net(xr)
-            act = found[LAYER]
-            hw = act.shape[-2:]
-            pos = torch.tensor([[[hw[1] // 2, hw[0] // 2]]])
+            hw = found[LAYER].shape[-2:]
+            yield xr, found[LAYER], torch.tensor([[[hw[1] // 2, hw[0] // 2]]])
+
+    maps: dict[str, float] = {}
+
+    def one_map() -> None:
+        """One pixel map as pairx computes it: a backward pass over an existing graph."""
+        with one_image_graph(gradient_lrp_mode) as (xr, act, centre):
             counter = _Flops()
             with counter:
-                position_pixel_relevance(act, xr, pos)
+                position_pixel_relevance(act, xr, centre)
             maps["dense"] = counter.total / 1e9
 
     def per_match_map() -> None:
         """One pixel map as the per-match baseline computes it (bench_pairx.py: a new LRP
         forward of the whole model, then a backward from the masked layer activation)."""
-        with lrp_mode(model) as net:
-            xr = x[:1].clone().requires_grad_(True)
-            with capture_layers(model, [LAYER]) as found, torch.enable_grad():
-                net(xr)
-            act = found[LAYER]
-            hw = act.shape[-2:]
-            pixel_relevance(act, xr, torch.tensor([[[hw[1] // 2, hw[0] // 2]]]), chunk=1,
-                            retain_graph=False)
+        with one_image_graph(lrp_mode) as (xr, act, centre):
+            pixel_relevance(act, xr, centre, chunk=1, retain_graph=False)
 
     g_fwd, t_fwd = _count(forward)
     g_pm_map, _ = _count(per_match_map)
