@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pairx.core.errors import DatasetError, InputError
-from pairx.models.default import load_exported
+from pairx.models.default import DEFAULT_LAYERS, load_exported
 from pairx.training.data import AugmentConfig, augment
 from pairx.training.loop import TrainConfig, train
 
@@ -82,7 +82,7 @@ def test_export_round_trip(tiny_dataset: Path, tmp_path: Path) -> None:
     )
     cfg = json.loads(result.model_path.with_suffix(".json").read_text())
     assert cfg["backbone"] == "resnet10t" and cfg["size"] == [48, 48]
-    assert cfg["layers"] == ["backbone.layer2", "backbone.layer3"]
+    assert cfg["layers"] == list(DEFAULT_LAYERS)
     assert set(result.retrieval) >= {"all"} and cfg["test_retrieval"]["all"]["n_queries"] > 0
     ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
     model = load_exported(result.model_path)

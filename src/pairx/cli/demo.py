@@ -75,7 +75,7 @@ def run_demo(out_dir: Path, *, individuals: int = 3, sightings: int = 3,
         species=("zebra", "giraffe", "leopard"), progress=False, overwrite=True,
     )
     model = load_default()
-    layer = DEFAULT_LAYERS[1]  # layer3: chosen by the protocol's layer selection (rho_res)
+    layer = DEFAULT_LAYERS[0]  # layer3: chosen by the protocol's layer selection (rho_res)
     engine = PairX(model, [layer], n_matches=n_matches, n_pixel_maps=n_pixel_maps)
     samples = list(dataset)
     paths = [str(s.path) for s in samples]

@@ -36,11 +36,13 @@ __all__ = [
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 """Folder holding the shipped weights (``default.safetensors``, ``default.json``)."""
 
-DEFAULT_LAYERS: tuple[str, ...] = ("backbone.layer2", "backbone.layer3")
-"""Recommended PAIR-X layers of the default model (``get_submodule`` names of ``net``).
+DEFAULT_LAYERS: tuple[str, ...] = ("backbone.layer3", "backbone.layer2")
+"""Recommended PAIR-X layers of the default model (``get_submodule`` names of ``net``), best first.
 
-At the shipped model's input size of 224 x 224 their grids are 28 x 28 (``layer2``, stride 8)
-and 14 x 14 (``layer3``, stride 16)."""
+At the shipped model's input size of 224 x 224 their grids are 14 x 14 (``layer3``, stride 16)
+and 28 x 28 (``layer2``, stride 8). ``layer3`` comes first because the evaluation protocol's
+layer selection (best rho_res on train-vs-train pairs) picks it for every species family of
+the synthetic benchmark (see the model card); ``pairx explain`` and ``pairx demo`` use it."""
 
 
 def timm_family(backbone: nn.Module) -> str | None:
