@@ -168,9 +168,13 @@ def test_old_checkpoints_resume_with_new_options_at_their_defaults(
     ckpt = torch.load(ckpt_path, weights_only=True)
     for key in ("dense_weight", "dense_layer", "dense_temperature"):  # written before they existed
         del ckpt["train_config"][key]
+    # recommended PAIR-X layers only annotate the export (their default order changed once)
+    ckpt["train_config"]["layers"] = list(reversed(DEFAULT_LAYERS))
     torch.save(ckpt, ckpt_path)
     resumed = train(config, tmp_path / "run", progress=False, resume=True)
     assert len(resumed.history) == 2
+    exported = json.loads(resumed.model_path.with_suffix(".json").read_text())
+    assert exported["layers"] == list(DEFAULT_LAYERS)
     with pytest.raises(InputError, match="dense_weight"):
         train(replace(config, dense_weight=1.0), tmp_path / "run", progress=False, resume=True)
 

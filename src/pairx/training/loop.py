@@ -228,10 +228,14 @@ def _save_atomic(obj: dict[str, Any], path: Path) -> None:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """Settings that must match to resume; options added later count at their defaults."""
+    """Settings that must match to resume; options added later count at their defaults.
+
+    ``evaluate`` and ``layers`` (the recommended PAIR-X layers written into the export) do not
+    change training, so they may differ; the resumed run uses the current ones.
+    """
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     merged = {**defaults, **config}
-    return {k: v for k, v in merged.items() if k not in ("evaluate",)}
+    return {k: v for k, v in merged.items() if k not in ("evaluate", "layers")}
 
 
 @torch.no_grad()
