@@ -63,8 +63,8 @@ def instrumented() -> Iterator[None]:
         (report, "binned_bhattacharyya", "KDE / binned Bhattacharyya"),
         (report, "plot_metric", "plots"),
     ]
-    saved = [(engine.PairX, "_forward", engine.PairX.__dict__["_forward"])]
     forward = engine.PairX.__dict__["_forward"]
+    saved = [(engine.PairX, "_forward", forward)]
 
     def counted_forward(self: Any, net: Any, states: Any) -> Any:
         COUNTS["images through an LRP forward pass"] += len(states)
