@@ -41,8 +41,9 @@ DEFAULT_LAYERS: tuple[str, ...] = ("backbone.layer3", "backbone.layer2")
 
 At the shipped model's input size of 224 x 224 their grids are 14 x 14 (``layer3``, stride 16)
 and 28 x 28 (``layer2``, stride 8). ``layer3`` comes first because the evaluation protocol's
-layer selection (best rho_res on train-vs-train pairs) picks it for every species family of
-the synthetic benchmark (see the model card); ``pairx explain`` and ``pairx demo`` use it."""
+layer selection (best rho_res on train-vs-train pairs) picks it for the zebra, giraffe and
+leopard families of the synthetic benchmark (faces narrowly prefer ``layer2``; see the model
+card); ``pairx explain`` and ``pairx demo`` use it."""
 
 
 def timm_family(backbone: nn.Module) -> str | None:
