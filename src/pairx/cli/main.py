@@ -18,6 +18,7 @@ from pairx.core.errors import PairxError
 COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.demo",
     "pairx.cli.synth",
+    "pairx.cli.merge",
     "pairx.cli.train",
     "pairx.cli.explain",
     "pairx.cli.evaluate",
