@@ -6,7 +6,9 @@ made by ``pairx synth`` both contain an individual called ``giraffe_0000``, and 
 different animals. :func:`merge_datasets` writes such a file. Each source's ``image_id`` and
 ``identity`` are prefixed with the source's name (``<name>_``), image paths point at the source
 files (relative to the merged folder where possible), and every other column (``split``,
-``species``, ``orientation``, ``bbox``) is kept as the source stores it.
+``species``, ``orientation``, ``bbox``) is kept as the source stores it. The synthetic ground
+truth (``gt/``) stays in each source folder: what needs it (the dense training term,
+``pairx evaluate --homography truth``) takes a source folder, not the merged one.
 """
 
 from __future__ import annotations
