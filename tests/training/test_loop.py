@@ -193,3 +193,27 @@ def test_imprinted_head_starts_with_a_lower_arcface_loss(
     assert losses["imprint"] < 0.9 * losses["random"]
     with pytest.raises(InputError, match="head-init"):
         train(small_config(tiny_dataset, head_init="mean"), tmp_path / "bad", progress=False)
+
+
+def test_more_individuals_from_a_merged_dataset(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The stage-10 recipe in small: a checkpoint continues on a merged set with a new head."""
+    from pairx.data.merge import merge_datasets
+
+    from .conftest import make_pattern_dataset
+
+    first = train(small_config(tiny_dataset, epochs=1), tmp_path / "a", progress=False)
+    # another set whose identities are named like the first one's (id000, id001, ...)
+    other = make_pattern_dataset(tmp_path / "other", identities=8, seed=1)
+    merged = merge_datasets([tiny_dataset, other], tmp_path / "merged", names=["s1", "s2"])
+    n_train = len({s.identity for s in merged if s.split == "train"})
+    assert n_train == 9 + 6  # a plain concatenation would see 9 identities
+    ckpt = str(tmp_path / "a" / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="another set of identities"):
+        train(small_config(tmp_path / "merged", epochs=1, init=ckpt, head_init="imprint"),
+              tmp_path / "b", progress=False)
+    head = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["head"]
+    first_head = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["head"]
+    rows = {k: v.shape[0] for k, v in head.items() if v.dim() == 2}
+    first_rows = {k: v.shape[0] for k, v in first_head.items() if v.dim() == 2}
+    assert rows and all(rows[k] * 9 == first_rows[k] * n_train for k in rows)
+    assert first.model_path.is_file()
