@@ -14,6 +14,7 @@ truth (``gt/``) stays in each source folder: what needs it (the dense training t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pairx.core.errors import DatasetError
+from pairx.core.files import atomic_write_text
 from pairx.data.datasets import ReIDDataset, Sample, load_dataset
 
 COLUMNS = ("image_id", "identity", "path", "species", "orientation", "split", "bbox")
@@ -65,7 +67,7 @@ def merge_datasets(
         Folder of the merged dataset (created; only ``metadata.csv`` is written there).
     names
         One prefix per source (letters, digits, ``.``, ``_``, ``-``); default: each source
-        folder's name.
+        folder's name as given (symbolic links not followed).
     overwrite
         Replace an existing ``out/metadata.csv``.
 
@@ -104,19 +106,16 @@ def merge_datasets(
         )
     root = Path(out).expanduser().resolve()
     target = root / "metadata.csv"
-    if target.exists() and not overwrite:
-        raise DatasetError(f"{target} already exists; pass --overwrite to replace it")
     if any(root == ds.root for ds in datasets):
         raise DatasetError(f"the merged folder {root} must not be one of the sources")
+    if target.exists() and not overwrite:
+        raise DatasetError(f"{target} already exists; pass --overwrite to replace it")
     root.mkdir(parents=True, exist_ok=True)
-    rows = [_row(s, name, root) for ds, name in zip(datasets, names, strict=True) for s in ds]
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, target)  # a failed write never leaves a half-written metadata.csv
-    finally:
-        tmp.unlink(missing_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(
+        _row(s, name, root) for ds, name in zip(datasets, names, strict=True) for s in ds
+    )
+    atomic_write_text(target, buf.getvalue())  # never a half-written metadata.csv
     return load_dataset(root)

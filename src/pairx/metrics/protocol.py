@@ -56,6 +56,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
+from pairx.core.files import atomic_write_text
 from pairx.data.datasets import ReIDDataset, Sample
 from pairx.data.images import load_image
 from pairx.metrics.faithfulness import pair_faithfulness
@@ -457,7 +458,7 @@ class PairStore:
             )
         if not lines[-1].endswith("\n"):  # interrupted mid-line: drop the partial row
             lines = lines[:-1]
-            _atomic_write(self.path, "".join(lines))
+            atomic_write_text(self.path, "".join(lines))
         for row in csv.DictReader(lines):
             self.done.add((row["dataset"], row["layer"], row["query"], row["gallery"]))
 
@@ -487,12 +488,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return repr(float(v))
     return str(v)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_pairs(path: Path) -> list[dict[str, Any]]:
@@ -749,7 +744,7 @@ def _check_config(out_dir: Path, config: EvaluationConfig, overwrite: bool) -> N
         if emb.is_dir():
             for f in emb.glob("*.npz"):
                 f.unlink()
-    _atomic_write(cfg_path, config.to_json() + "\n")
+    atomic_write_text(cfg_path, config.to_json() + "\n")
 
 
 def evaluate(
@@ -901,7 +896,7 @@ def evaluate(
                     layer = max(finite, key=lambda k: finite[k]) if finite else cands[0]
                     chosen[name] = {"layer": layer, "rho_res": rhos}
                     result.selection[name] = rhos
-                    _atomic_write(layers_path, json.dumps(chosen, indent=2) + "\n")
+                    atomic_write_text(layers_path, json.dumps(chosen, indent=2) + "\n")
                 layers = [layer]
             else:
                 layers = list(config.layers)

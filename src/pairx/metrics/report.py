@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pairx.core.errors import DatasetError
+from pairx.core.files import atomic_write_text
 from pairx.metrics.functional import MetricWarning, binned_bhattacharyya, spearman_rho
 from pairx.metrics.protocol import read_pairs
 
@@ -162,12 +162,6 @@ def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     for r in rows:
         w.writerow([repr(float(r[c])) if isinstance(r[c], float) else r[c] for c in columns])
     return buf.getvalue()
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _f(v: float) -> str:
@@ -319,10 +313,10 @@ def write_report(out_dir: str | Path, *, plots: bool = True) -> list[dict[str, A
     extra_cols = [
         f"{k}_{name}" for name in extra_sources(rows) for k in ("n_res", "rho_res", "delta_res")
     ]
-    _atomic(out / "metrics.csv", _csv_text(metrics, (*METRIC_COLUMNS, *extra_cols)))
+    atomic_write_text(out / "metrics.csv", _csv_text(metrics, (*METRIC_COLUMNS, *extra_cols)))
     if faith:
-        _atomic(out / "faithfulness.csv", _csv_text(faith, FAITHFULNESS_COLUMNS))
-    _atomic(out / "table.md", markdown_table(metrics, faith))
+        atomic_write_text(out / "faithfulness.csv", _csv_text(faith, FAITHFULNESS_COLUMNS))
+    atomic_write_text(out / "table.md", markdown_table(metrics, faith))
     if plots:
         pdir = out / "plots"
         pdir.mkdir(exist_ok=True)
