@@ -8,6 +8,7 @@ are ``get_submodule`` keys of :attr:`ReIDModel.net`. The constructor never modif
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from pairx.core.errors import InputError, ModelError
+from pairx.core.geometry import RESIZE_MODES, ImageFrame, fit_frame
 from pairx.data.images import ImageLike, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -24,7 +26,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize to ``size`` and normalise with ``mean``/``std``.
+    """Resize to ``size`` (by ``resize_mode``) and normalise with ``mean``/``std``.
 
     Attributes
     ----------
@@ -32,11 +34,61 @@ class Preprocessing:
         ``(H, W)`` of the model input.
     mean, std
         Per-channel RGB normalisation applied to values in ``[0, 1]``.
+    resize_mode
+        ``"stretch"`` (default: resize to ``size``, the aspect ratio is not kept),
+        ``"letterbox"`` (fit inside, pad with the mean colour) or ``"crop"`` (fill, centre
+        crop); see :mod:`pairx.core.geometry`.
     """
 
     size: tuple[int, int]
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize_mode: str = "stretch"
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise InputError(
+                f"unknown resize mode {self.resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}"
+            )
+
+    def frame(self, original_size: tuple[int, int], source: str | None = None) -> ImageFrame:
+        """Where an image of ``original_size`` ``(H, W)`` lands in the model-input frame."""
+        return fit_frame(original_size, self.size, self.resize_mode, source)
+
+    def prepare(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray, ImageFrame]:
+        """Load ``image`` and bring it into the model-input frame.
+
+        Returns
+        -------
+        original
+            ``(H0, W0, 3)`` uint8 RGB as loaded.
+        resized
+            ``(H, W, 3)`` uint8 RGB at :attr:`size`.
+        frame
+            The affine map between the two (its ``source`` is the path, if any).
+        """
+        rgb = load_image(image)
+        source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+        frame = self.frame((int(rgb.shape[0]), int(rgb.shape[1])), source)
+        return rgb, self.apply(rgb, frame), frame
+
+    def apply(self, rgb: np.ndarray, frame: ImageFrame) -> np.ndarray:
+        """Resize (and pad or crop) a loaded ``(H0, W0, 3)`` uint8 image as ``frame`` says."""
+        h, w = self.size
+        if rgb.shape[:2] == (h, w) and frame.resized == (h, w):
+            return rgb
+        rh, rw = frame.resized
+        resized = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BILINEAR))
+        if self.resize_mode == "stretch":
+            return resized
+        ox, oy = int(frame.offset[0]), int(frame.offset[1])
+        if self.resize_mode == "crop":
+            return np.ascontiguousarray(resized[-oy : -oy + h, -ox : -ox + w])
+        fill = np.round(np.asarray(self.mean) * 255.0).astype(np.uint8)
+        canvas = np.empty((h, w, 3), dtype=np.uint8)
+        canvas[:] = fill
+        canvas[oy : oy + rh, ox : ox + rw] = resized
+        return canvas
 
     def resize(self, image: ImageLike) -> np.ndarray:
         """Load ``image`` and resize it to the model-input frame.
@@ -46,12 +98,7 @@ class Preprocessing:
         np.ndarray
             ``(H, W, 3)`` uint8 RGB at :attr:`size`.
         """
-        rgb = load_image(image)
-        h, w = self.size
-        if rgb.shape[:2] == (h, w):
-            return rgb
-        resized = Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR)
-        return np.asarray(resized)
+        return self.prepare(image)[1]
 
     def normalise(self, rgb: np.ndarray) -> torch.Tensor:
         """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float32 normalised tensor."""

@@ -107,6 +107,7 @@ def export_model(
         "size": list(preprocessing.size),
         "mean": list(preprocessing.mean),
         "std": list(preprocessing.std),
+        "resize": preprocessing.resize_mode,
         "layers": list(layers),
         "embedding_dim": net.num_features,
         **dict(extra or {}),
@@ -174,6 +175,8 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> Re
     kwargs = {
         k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("timm_kwargs") or {}).items()
     }
+    from pairx.models.loaders import calibration_beside
+
     net = ReIDNet(cfg["backbone"], pretrained=False, **kwargs)
     state = load_file(str(p))
     result = net.load_state_dict(state, strict=False)
@@ -189,13 +192,14 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> Re
         size=(int(size[0]), int(size[1])),
         mean=(float(mean[0]), float(mean[1]), float(mean[2])),
         std=(float(std[0]), float(std[1]), float(std[2])),
+        resize_mode=str(cfg.get("resize", "stretch")),
     )
     return ReIDModel(
         net=net,
         preprocessing=pre,
         name=str(cfg.get("name", p.stem)),
         family=timm_family(net.backbone),
-        metadata={"weights": str(p), **cfg},
+        metadata={"weights": str(p), **cfg, **calibration_beside(p)},
     )
 
 
