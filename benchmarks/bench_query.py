@@ -60,16 +60,18 @@ def main() -> None:
         pairs = [(query, c) for c in candidates]
 
         t0 = time.perf_counter()
-        alone = [PairX(model, [layer], n_pixel_maps=args.n_pix, cache_size=0, engine="gradient")
+        alone = [PairX(model, [layer], n_pixel_maps=args.n_pix, cache_size=0, engine="gradient",
+                       allow_untrained=True)
                  .explain(a, b)[layer] for a, b in pairs]
         t_alone = time.perf_counter() - t0
         t0 = time.perf_counter()
         shared = [r[layer] for r in PairX(model, [layer], n_pixel_maps=args.n_pix,
-                                          engine="gradient").explain_pairs(pairs, progress=False)]
+                                          engine="gradient", allow_untrained=True)
+                  .explain_pairs(pairs, progress=False)]
         t_shared = time.perf_counter() - t0
         t0 = time.perf_counter()
-        PairX(model, [layer], n_pixel_maps=args.n_pix, engine="zennit").explain_pairs(
-            pairs, progress=False)
+        PairX(model, [layer], n_pixel_maps=args.n_pix, engine="zennit",
+              allow_untrained=True).explain_pairs(pairs, progress=False)
         t_zennit = time.perf_counter() - t0
 
     same, worst = True, 0.0

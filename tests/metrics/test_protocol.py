@@ -103,7 +103,7 @@ class CountingPairX(PairX):
 
 
 def _counting_factory(model: ReIDModel, layers: Sequence[str], cache: int) -> PairX:
-    return CountingPairX(model, layers, n_pixel_maps=0, cache_size=cache)
+    return CountingPairX(model, layers, n_pixel_maps=0, cache_size=cache, allow_untrained=True)
 
 
 def _config(ds: Path, **kw: Any) -> EvaluationConfig:

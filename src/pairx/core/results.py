@@ -1,18 +1,37 @@
-"""Typed, frozen results of a PAIR-X explanation.
+"""Typed, frozen results of a PAIR-X explanation, and their files.
 
-All arrays are numpy (the file-output edge): a :class:`PairExplanation` can be rendered, saved
-as JSON, or compared without touching torch.
+All arrays are numpy (the file-output edge): a :class:`PairExplanation` can be rendered, saved,
+read back and compared without touching torch. :meth:`PairExplanation.save` writes a readable
+JSON record (schema :data:`SCHEMA`) plus an ``.npz`` beside it holding the images and pixel
+maps; :meth:`PairExplanation.load` reads both back exactly.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Matches", "PairExplanation"]
+from pairx.core.errors import InputError
+from pairx.core.files import atomic_write_bytes, atomic_write_text
+from pairx.core.geometry import ImageFrame
+
+__all__ = ["SCHEMA", "Matches", "ModelInfo", "PairExplanation", "SimilarityContext"]
+
+SCHEMA = "pairx-explanation/2"
+"""Schema of :meth:`PairExplanation.to_dict` (version 1 had no schema field)."""
+
+PHOTO_MAX_SIDE = 1024
+"""Longest side, in pixels, of the photographs kept in an explanation for drawing."""
+
+_MATCH_FIELDS = ("grid_a", "grid_b", "xy_a", "xy_b", "distance", "relevance")
+_NPZ_FIELDS = ("pixel_relevance_a", "pixel_relevance_b", "image_a", "image_b", "photo_a",
+               "photo_b")
 
 
 @dataclass(frozen=True)
@@ -41,16 +60,23 @@ class Matches:
     def __len__(self) -> int:
         return int(self.distance.shape[0])
 
+    def __repr__(self) -> str:
+        top = f", top relevance {float(self.relevance[0]):.3g}" if len(self) else ""
+        return f"Matches({len(self)} matches{top})"
+
     def to_dict(self) -> dict[str, list[Any]]:
         """Plain-Python lists, for JSON."""
-        return {
-            "grid_a": self.grid_a.tolist(),
-            "grid_b": self.grid_b.tolist(),
-            "xy_a": self.xy_a.tolist(),
-            "xy_b": self.xy_b.tolist(),
-            "distance": self.distance.tolist(),
-            "relevance": self.relevance.tolist(),
-        }
+        return {name: getattr(self, name).tolist() for name in _MATCH_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], dtypes: Mapping[str, str]) -> Matches:
+        """Inverse of :meth:`to_dict`; ``dtypes`` as :meth:`PairExplanation.to_dict` records."""
+        arrays = {}
+        for name in _MATCH_FIELDS:
+            width = 2 if name.startswith(("grid", "xy")) else None
+            arr = np.asarray(data[name], dtype=dtypes.get(f"matches.{name}", "float64"))
+            arrays[name] = arr.reshape(-1, 2) if width else arr.reshape(-1)
+        return cls(**arrays)
 
     @classmethod
     def empty(cls) -> Matches:
@@ -61,6 +87,93 @@ class Matches:
 
 
 @dataclass(frozen=True)
+class SimilarityContext:
+    """Where one similarity falls among a model's calibrated true-match and non-match scores.
+
+    Attributes
+    ----------
+    similarity
+        The pair's cosine similarity.
+    true_below, false_below
+        Fraction of the calibration's true-match / non-match similarities below it.
+    n_true, n_false
+        Pairs behind each distribution.
+    source
+        What the calibration pairs were drawn from.
+    """
+
+    similarity: float
+    true_below: float
+    false_below: float
+    n_true: int
+    n_false: int
+    source: str
+
+    @property
+    def verdict(self) -> str:
+        """``"typical of true matches"``, ``"typical of non-matches"`` or ``"ambiguous"``.
+
+        Typical of true matches: above 99 % of non-matches; typical of non-matches: below 95 %
+        of true matches; anything between is ambiguous.
+        """
+        if self.false_below >= 0.99:
+            return "typical of true matches"
+        if self.true_below <= 0.05:
+            return "typical of non-matches"
+        return "ambiguous"
+
+    def describe(self) -> str:
+        """One line for a figure or a terminal."""
+        return (
+            f"above {_share(self.true_below)} true matches and {_share(self.false_below)} "
+            f"non-matches: {self.verdict}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "verdict": self.verdict, "text": self.describe()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SimilarityContext:
+        return cls(float(data["similarity"]), float(data["true_below"]),
+                   float(data["false_below"]), int(data["n_true"]), int(data["n_false"]),
+                   str(data["source"]))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model produced an explanation, and how it preprocesses images.
+
+    Attributes
+    ----------
+    name
+        The model's name or spec (``"default"``, ``"timm:resnet50"``, ...).
+    digest
+        :func:`pairx.models.provenance.weight_digest` of the weights that ran.
+    size, mean, std, resize_mode
+        The model's preprocessing (see :class:`pairx.models.adapter.Preprocessing`).
+    """
+
+    name: str
+    digest: str | None
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_mode: str = "stretch"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": self.digest, "size": list(self.size),
+                "mean": list(self.mean), "std": list(self.std), "resize": self.resize_mode}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
+        m, s = data["mean"], data["std"]
+        return cls(str(data["name"]), data.get("digest"),
+                   (int(data["size"][0]), int(data["size"][1])),
+                   (float(m[0]), float(m[1]), float(m[2])), (float(s[0]), float(s[1]), float(s[2])),
+                   str(data.get("resize", "stretch")))
+
+
+@dataclass(frozen=True, repr=False)
 class PairExplanation:
     """A PAIR-X explanation of one image pair at one layer.
 
@@ -82,6 +195,21 @@ class PairExplanation:
         ``(H, W, 3)`` uint8 RGB images in the model-input frame.
     n_matches
         Number of top matches meant to be drawn as lines.
+    frame_a, frame_b
+        Where each original photograph lies in the model-input frame (``None``: unknown, the
+        model-input image is all there is).
+    photo_a, photo_b
+        ``(H', W', 3)`` uint8, the original photographs at their own aspect ratio, at most
+        :data:`PHOTO_MAX_SIDE` pixels on the longer side (``None``: not kept).
+    model
+        The model that produced the explanation.
+    options
+        The explainer's settings (numbers of matches and pixel maps, engine...).
+    warnings
+        Caveats every rendering of this explanation must show (untrained model, data outside
+        the model's domain...).
+    context
+        Where the similarity falls in the model's calibration (``None``: no calibration).
     """
 
     similarity: float
@@ -94,6 +222,24 @@ class PairExplanation:
     image_a: np.ndarray
     image_b: np.ndarray
     n_matches: int = 20
+    frame_a: ImageFrame | None = None
+    frame_b: ImageFrame | None = None
+    photo_a: np.ndarray | None = None
+    photo_b: np.ndarray | None = None
+    model: ModelInfo | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    context: SimilarityContext | None = None
+
+    def __repr__(self) -> str:
+        name = self.model.name if self.model else "?"
+        names = ", ".join(_name(f) for f in (self.frame_a, self.frame_b))
+        extra = f", warnings={len(self.warnings)}" if self.warnings else ""
+        return (
+            f"PairExplanation({names}: similarity={self.similarity:.4f}, model={name!r}, "
+            f"layer={self.layer!r}, grid={tuple(self.relevance_a.shape)}, "
+            f"{len(self.matches)} matches, {len(self.pixel_relevance_a)} pixel maps{extra})"
+        )
 
     def render(self, **options: Any) -> np.ndarray:
         """Draw the explanation (see :func:`pairx.viz.figure.render_explanation`).
@@ -108,22 +254,242 @@ class PairExplanation:
         options.setdefault("n_lines", self.n_matches)
         return render_explanation(self, **options)
 
+    def original_xy(self) -> tuple[np.ndarray, np.ndarray]:
+        """Match coordinates ``(N, 2)`` ``(x, y)`` in each original photograph's own pixels.
+
+        Without a frame (in-memory model inputs) the model frame is the original frame.
+        """
+        m = self.matches
+        return (
+            self.frame_a.to_original(m.xy_a) if self.frame_a else np.asarray(m.xy_a, float),
+            self.frame_b.to_original(m.xy_b) if self.frame_b else np.asarray(m.xy_b, float),
+        )
+
+    # -- files ---------------------------------------------------------------------------
     def to_dict(self, *, include_maps: bool = True) -> dict[str, Any]:
-        """Plain-Python representation (images are left out; maps included on request)."""
+        """Plain-Python record (schema :data:`SCHEMA`); images and pixel maps are left out.
+
+        Coordinates are given in the model frame (``matches.xy_a``) and in the original
+        photographs (``matches.xy_a_original``); ``dtypes`` lets :meth:`from_dict` rebuild every
+        array exactly.
+        """
+        from pairx import __version__
+
+        orig_a, orig_b = self.original_xy()
+        matches: dict[str, Any] = {**self.matches.to_dict(), "xy_a_original": orig_a.tolist(),
+                                   "xy_b_original": orig_b.tolist()}
+        dtypes = {f"matches.{n}": str(getattr(self.matches, n).dtype) for n in _MATCH_FIELDS}
         out: dict[str, Any] = {
-            "similarity": float(self.similarity),
+            "schema": SCHEMA,
+            "pairx_version": __version__,
+            "model": self.model.to_dict() if self.model else None,
             "layer": self.layer,
+            "options": dict(self.options),
+            "images": {
+                side: {
+                    "frame": frame.to_dict() if frame else None,
+                    "model_shape": list(img.shape[:2]),
+                }
+                for side, frame, img in (("a", self.frame_a, self.image_a),
+                                         ("b", self.frame_b, self.image_b))
+            },
+            "similarity": float(self.similarity),
+            "context": self.context.to_dict() if self.context else None,
+            "warnings": list(self.warnings),
             "n_matches": int(self.n_matches),
             "grid_shape": list(self.relevance_a.shape),
             "image_shape": list(self.image_a.shape[:2]),
-            "matches": self.matches.to_dict(),
+            "matches": matches,
+            "pixel_relevance_shape": list(self.pixel_relevance_a.shape),
+            "dtypes": dtypes,
         }
         if include_maps:
             out["relevance_a"] = self.relevance_a.tolist()
             out["relevance_b"] = self.relevance_b.tolist()
-            out["pixel_relevance_shape"] = list(self.pixel_relevance_a.shape)
+            out["grid_shape_b"] = list(self.relevance_b.shape)
+            dtypes["relevance_a"] = str(self.relevance_a.dtype)
+            dtypes["relevance_b"] = str(self.relevance_b.dtype)
         return out
 
     def to_json(self, *, include_maps: bool = True, indent: int | None = None) -> str:
-        """JSON text of :meth:`to_dict` (pixel maps are omitted: they are large)."""
+        """JSON text of :meth:`to_dict` (pixel maps and images are not in it: see :meth:`save`)."""
         return json.dumps(self.to_dict(include_maps=include_maps), indent=indent)
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
+    ) -> PairExplanation:
+        """Rebuild an explanation from :meth:`to_dict` and the arrays :meth:`save` puts in the
+        ``.npz``.
+
+        Without ``arrays`` the images are read again from the recorded source files through
+        the recorded preprocessing, and the explanation has no pixel maps.
+
+        Raises
+        ------
+        InputError
+            Not a pairx explanation record, a newer schema, or no maps (``include_maps=False``).
+        ImageReadError
+            ``arrays`` is missing and a source image cannot be read.
+        """
+        if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+            raise InputError(f"not a pairx explanation of schema {SCHEMA!r} (found {found!r})")
+        if "relevance_a" not in data:
+            raise InputError("this record was written without its relevance maps "
+                             "(include_maps=False); it cannot be read back")
+        try:
+            dtypes = data["dtypes"]
+            model = ModelInfo.from_dict(data["model"]) if data.get("model") else None
+            frames = [
+                ImageFrame.from_dict(data["images"][s]["frame"])
+                if data["images"][s]["frame"] else None
+                for s in ("a", "b")
+            ]
+            rel_a = np.asarray(data["relevance_a"], dtype=dtypes["relevance_a"])
+            rel_b = np.asarray(data["relevance_b"], dtype=dtypes["relevance_b"])
+            matches = Matches.from_dict(data["matches"], dtypes)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed pairx explanation record: {exc}") from None
+        got = dict(arrays) if arrays is not None else _reload(data, model, frames)
+        return cls(
+            similarity=float(data["similarity"]),
+            layer=str(data["layer"]),
+            matches=matches,
+            relevance_a=rel_a.reshape(data["grid_shape"]),
+            relevance_b=rel_b.reshape(data.get("grid_shape_b", data["grid_shape"])),
+            pixel_relevance_a=got["pixel_relevance_a"],
+            pixel_relevance_b=got["pixel_relevance_b"],
+            image_a=got["image_a"],
+            image_b=got["image_b"],
+            n_matches=int(data["n_matches"]),
+            frame_a=frames[0],
+            frame_b=frames[1],
+            photo_a=got.get("photo_a"),
+            photo_b=got.get("photo_b"),
+            model=model,
+            options=dict(data.get("options") or {}),
+            warnings=tuple(str(w) for w in data.get("warnings") or ()),
+            context=SimilarityContext.from_dict(data["context"]) if data.get("context") else None,
+        )
+
+    @classmethod
+    def from_json(
+        cls, text: str, arrays: Mapping[str, np.ndarray] | None = None
+    ) -> PairExplanation:
+        """Rebuild an explanation from :meth:`to_json` text (see :meth:`from_dict`)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not JSON: {exc}") from None
+        return cls.from_dict(data, arrays)
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write ``path`` (JSON, see :meth:`to_dict`) and ``path`` with suffix ``.npz`` (images
+        and pixel maps), each atomically.
+
+        Returns
+        -------
+        tuple[Path, Path]
+            The JSON and the ``.npz`` file.
+        """
+        out = Path(path)
+        if out.suffix.lower() != ".json":
+            raise InputError(f"an explanation is saved as a .json file; got {out.name!r}")
+        npz = out.with_suffix(".npz")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{
+            k: v for k in _NPZ_FIELDS if (v := getattr(self, k)) is not None
+        })
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(npz, buf.getvalue())
+        atomic_write_text(out, self.to_json(indent=1) + "\n")
+        return out, npz
+
+    @classmethod
+    def load(cls, path: str | Path) -> PairExplanation:
+        """Read an explanation written by :meth:`save` (exactly as it was saved)."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"explanation file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read {p}: {exc}") from None
+        npz = p.with_suffix(".npz")
+        if not npz.is_file():
+            raise InputError(f"{npz.name} (images and pixel maps) is missing beside {p}")
+        with np.load(npz, allow_pickle=False) as fh:
+            arrays = {k: fh[k] for k in fh.files}
+        try:
+            return cls.from_json(text, arrays)
+        except InputError as exc:
+            raise InputError(f"{p}: {exc}") from None
+
+
+def _pct(fraction: float) -> str:
+    """A percentage that never rounds a strict inequality away (99.96 % is not "100 %")."""
+    value = 100.0 * fraction
+    if 0.0 < value < 1.0:
+        return f"{value:.1f}%"
+    if 99.0 < value < 100.0:
+        return f"{np.floor(value * 10) / 10:.1f}%"
+    return f"{value:.0f}%"
+
+
+def _share(fraction: float) -> str:
+    """``"62% of"``, ``"all"`` or ``"none of the"`` (for :meth:`SimilarityContext.describe`)."""
+    if fraction >= 1.0:
+        return "all"
+    if fraction <= 0.0:
+        return "none of the"
+    return f"{_pct(fraction)} of"
+
+
+def _name(frame: ImageFrame | None) -> str:
+    if frame is None or frame.source is None:
+        return "<array>"
+    return Path(frame.source).name
+
+
+def _reload(
+    data: Mapping[str, Any], model: ModelInfo | None, frames: list[ImageFrame | None]
+) -> dict[str, np.ndarray]:
+    """Model-frame images and photographs read again from their recorded sources."""
+    from pairx.core.errors import ImageReadError
+    from pairx.data.images import load_image
+
+    out: dict[str, np.ndarray] = {}
+    for side, frame in zip("ab", frames, strict=True):
+        if frame is None or frame.source is None or model is None:
+            raise InputError(
+                f"image {side} was not read from a file, so it cannot be reloaded; read the "
+                "explanation with PairExplanation.load (the .npz beside the JSON)"
+            )
+        try:
+            rgb = load_image(frame.source)
+        except ImageReadError as exc:
+            raise ImageReadError(f"cannot reload image {side} of the explanation: {exc}") from None
+        from pairx.models.adapter import Preprocessing
+
+        pre = Preprocessing(model.size, model.mean, model.std, model.resize_mode)
+        out[f"image_{side}"] = pre.apply(rgb, frame)
+        out[f"photo_{side}"] = shrink_photo(rgb)
+    h, w = out["image_a"].shape[:2]
+    out["pixel_relevance_a"] = np.zeros((0, h, w), dtype=np.float32)
+    hb, wb = out["image_b"].shape[:2]
+    out["pixel_relevance_b"] = np.zeros((0, hb, wb), dtype=np.float32)
+    return out
+
+
+def shrink_photo(rgb: np.ndarray, max_side: int = PHOTO_MAX_SIDE) -> np.ndarray:
+    """``rgb`` scaled down (area averaging) so that its longer side is at most ``max_side``."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb
+    import cv2
+
+    s = max_side / max(h, w)
+    out: np.ndarray = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))),
+                                 interpolation=cv2.INTER_AREA)
+    return out

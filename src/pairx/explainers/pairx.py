@@ -35,7 +35,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pairx.core.errors import InputError, ModelError
-from pairx.core.results import Matches, PairExplanation
+from pairx.core.geometry import ImageFrame
+from pairx.core.results import (
+    Matches,
+    ModelInfo,
+    PairExplanation,
+    shrink_photo,
+)
 from pairx.data.images import ImageLike
 from pairx.explainers.gradient_lrp import (
     gradient_lrp_mode,
@@ -53,8 +59,10 @@ from pairx.explainers.matching import (
     grid_centres,
     mutual_nearest_neighbours,
 )
+from pairx.metrics.calibration import SimilarityCalibration
 from pairx.models.adapter import ReIDModel
 from pairx.models.layers import get_layer, require_spatial_output
+from pairx.models.provenance import domain_warning, require_trained, weight_digest
 
 __all__ = ["ENGINES", "PairX", "explain"]
 
@@ -67,6 +75,8 @@ class _Image:
 
     x: torch.Tensor  # (1, 3, H, W) preprocessed input
     rgb: np.ndarray  # (H, W, 3) uint8 in the model-input frame
+    frame: ImageFrame  # original image -> model-input frame
+    photo: np.ndarray | None = None  # (H', W', 3) the original, at most PHOTO_MAX_SIDE
     embedding: torch.Tensor | None = None  # (1, D)
 
 
@@ -112,6 +122,20 @@ class PairX:
         Gradient engine: single-image LRP graphs kept alive at once within an
         :meth:`explain_pairs` call (at least 2; each holds the activations of one image, about
         3 GB for a MiewID-sized model at 440 px).
+    allow_untrained
+        Explain a model that looks untrained (built without weights, or BatchNorm statistics
+        never updated) instead of refusing it; every explanation then carries
+        :data:`pairx.models.provenance.RANDOM_WEIGHTS_STAMP` in its ``warnings``.
+    calibration
+        A :class:`pairx.metrics.calibration.SimilarityCalibration` of this model, or the path of
+        one; default: the one shipped beside the model's weights, if any. Each explanation then
+        says where its similarity falls (``context``).
+
+    Raises
+    ------
+    ModelError
+        The model looks untrained (and ``allow_untrained`` is not set), or the calibration
+        belongs to other weights.
     """
 
     def __init__(
@@ -126,6 +150,8 @@ class PairX:
         pixel_chunk: int = 1,
         engine: str = "auto",
         max_graphs: int = 2,
+        allow_untrained: bool = False,
+        calibration: SimilarityCalibration | str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(model, ReIDModel):
             raise InputError(
@@ -153,6 +179,16 @@ class PairX:
             raise InputError(f"max_graphs must be at least 2 (one pair); got {max_graphs}")
         self.max_graphs = int(max_graphs)
         self._cache: OrderedDict[Hashable, _Image] = OrderedDict()
+        stamp = require_trained(
+            model, allow=allow_untrained,
+            hint="Load trained weights (load_model(..., weights=FILE)), or pass "
+            "allow_untrained=True to explain it anyway (every output is stamped).",
+        )
+        self._stamps: tuple[str, ...] = (stamp,) if stamp else ()
+        pre = model.preprocessing
+        self._info = ModelInfo(model.name, weight_digest(model), pre.size, pre.mean, pre.std,
+                               pre.resize_mode)
+        self.calibration = _resolve_calibration(model, calibration, weight_digest(model))
 
     # -- per-image work ----------------------------------------------------------------------
     def _key(self, image: ImageInput, key: Hashable | None) -> Hashable | None:
@@ -168,13 +204,16 @@ class PairX:
             self._cache.move_to_end(k)
             return self._cache[k]
         pre = self.model.preprocessing
+        photo: np.ndarray | None
         if isinstance(image, torch.Tensor):
             x = pre(image)
             rgb = pre.denormalise(x)
+            frame, photo = ImageFrame.identity(rgb.shape[:2]), None
         else:
-            rgb = pre.resize(image)
+            original, rgb, frame = pre.prepare(image)
             x = pre.normalise(rgb)
-        state = _Image(x=x.to(self.model.device), rgb=rgb)
+            photo = shrink_photo(original)
+        state = _Image(x=x.to(self.model.device), rgb=rgb, frame=frame, photo=photo)
         if k is not None and self.cache_size > 0:
             self._cache[k] = state
             while len(self._cache) > self.cache_size:
@@ -369,6 +408,11 @@ class PairX:
         b) to ``(K, 2, H, W)`` pixel relevance.
         """
         out: dict[str, PairExplanation] = {}
+        domain = domain_warning(self.model, [sa.frame.source, sb.frame.source])
+        notes = self._stamps + ((domain,) if domain else ())
+        context = self.calibration.context(cos) if self.calibration is not None else None
+        options = {"n_matches": self.n_matches, "n_pixel_maps": n_pix, "engine": self.engine,
+                   "layers": list(self.layers)}
         for i, name in enumerate(self.layers):
             fa, fb = feats_a[name], feats_b[name]
             map_a = _channel_abs_sum(rel_a[i], fa)
@@ -393,6 +437,14 @@ class PairX:
                 image_a=sa.rgb,
                 image_b=sb.rgb,
                 n_matches=self.n_matches,
+                frame_a=sa.frame,
+                frame_b=sb.frame,
+                photo_a=sa.photo,
+                photo_b=sb.photo,
+                model=self._info,
+                options=options,
+                warnings=notes,
+                context=context,
             )
         return out
 
@@ -444,6 +496,27 @@ class _GraphPool:
             del self.live[key]
 
 
+def _resolve_calibration(
+    model: ReIDModel, calibration: SimilarityCalibration | str | os.PathLike[str] | None,
+    digest: str,
+) -> SimilarityCalibration | None:
+    """The calibration to use: the given one or path, else the one shipped with the model."""
+    given = calibration if calibration is not None else model.metadata.get("calibration_file")
+    if given is None:
+        return None
+    cal = given if isinstance(given, SimilarityCalibration) else SimilarityCalibration.load(
+        str(given)
+    )
+    if cal.model_digest != digest:
+        raise ModelError(
+            f"the calibration {given if not isinstance(given, SimilarityCalibration) else ''} "
+            f"was measured for model {cal.model_name!r} with other weights "
+            f"({cal.model_digest[:19]}..., this model {digest[:19]}...); run pairx calibrate "
+            "for this model"
+        )
+    return cal
+
+
 def _channel_abs_sum(rel: torch.Tensor | None, feature: torch.Tensor) -> torch.Tensor:
     """``(1, C, h, w)`` relevance -> ``(h, w)`` float32 absolute value summed over channels."""
     if rel is None:  # the layer does not influence the embedding
@@ -492,6 +565,7 @@ def explain(
     layer: str | Sequence[str],
     n_matches: int = 20,
     n_pixel_maps: int = 10,
+    allow_untrained: bool = False,
 ) -> PairExplanation | dict[str, PairExplanation]:
     """Explain why ``model`` finds ``image_a`` and ``image_b`` similar (PAIR-X).
 
@@ -507,6 +581,8 @@ def explain(
         Number of top matches meant to be drawn as lines.
     n_pixel_maps
         Number of top matches propagated back to pixels (``0``: none).
+    allow_untrained
+        Explain a model that looks untrained instead of refusing it (outputs are stamped).
 
     Returns
     -------
@@ -514,5 +590,5 @@ def explain(
     """
     layers = [layer] if isinstance(layer, str) else list(layer)
     result = PairX(model, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
-                   cache_size=0).explain(image_a, image_b)
+                   cache_size=0, allow_untrained=allow_untrained).explain(image_a, image_b)
     return result[layer] if isinstance(layer, str) else result

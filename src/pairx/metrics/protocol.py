@@ -671,7 +671,9 @@ def _embed_group(
 def _default_engine(model: ReIDModel, layers: Sequence[str], cache_size: int) -> Any:
     from pairx.explainers.pairx import PairX
 
-    return PairX(model, list(layers), n_pixel_maps=0, cache_size=cache_size)
+    # The protocol measures; refusing untrained models is the caller's decision (the CLI does).
+    return PairX(model, list(layers), n_pixel_maps=0, cache_size=cache_size,
+                 allow_untrained=True)
 
 
 def _n_images(pairs: Sequence[Pair]) -> int:

@@ -26,8 +26,8 @@ a path
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,20 +232,18 @@ def _load_timm(name: str, weights: str | Path | None, size: tuple[int, int] | No
     net = _build_reidnet(name)
     backbone: nn.Module = net.backbone  # type: ignore[assignment]
     kind = None
-    if weights is None:
-        warnings.warn(
-            f"timm:{name} has no weights: it is randomly initialised (fine for listing layers, "
-            "meaningless for explanations); pass weights=FILE",
-            stacklevel=3,
-        )
-    else:
+    if weights is not None:
         kind = _load_reidnet_weights(net, read_state_dict(weights), f"timm:{name}")
     return ReIDModel(
         net=net,
         preprocessing=_timm_preprocessing(backbone, size),
         name=f"timm:{name}",
         family=_timm_family(backbone),
-        metadata={"weights": None if weights is None else str(weights), "weights_kind": kind},
+        metadata={
+            "weights": None if weights is None else str(weights),
+            "weights_kind": kind,
+            "random_weights": weights is None,
+        },
     )
 
 
@@ -264,10 +262,6 @@ def _load_torchvision(
     neck = "identity"
     if weights is None:
         net.fc = nn.Identity()
-        warnings.warn(
-            f"torchvision:{name} has no weights: it is randomly initialised; pass weights=FILE",
-            stacklevel=3,
-        )
     else:
         state = read_state_dict(weights)
         fc_weight = state.get("fc.weight")
@@ -294,6 +288,7 @@ def _load_torchvision(
             "weights": None if weights is None else str(weights),
             "neck": neck,
             "features": features,
+            "random_weights": weights is None,
         },
     )
 
@@ -379,12 +374,15 @@ def _load_checkpoint(path: Path, size: tuple[int, int] | None) -> ReIDModel:
             if isinstance(cfg_size, (int, float))
             else [int(s) for s in cfg_size]
         )
-        pre = Preprocessing(size=(sz[0], sz[1]), mean=pre.mean, std=pre.std)
+        pre = replace(pre, size=(sz[0], sz[1]))
     if "mean" in cfg and "std" in cfg:
         m = [float(v) for v in cfg["mean"]]
         s = [float(v) for v in cfg["std"]]
-        pre = Preprocessing(size=pre.size, mean=(m[0], m[1], m[2]), std=(s[0], s[1], s[2]))
+        pre = replace(pre, mean=(m[0], m[1], m[2]), std=(s[0], s[1], s[2]))
+    if "resize" in cfg:
+        pre = replace(pre, resize_mode=str(cfg["resize"]))
     meta: dict[str, object] = {**cfg, "weights": str(weight_file), "config": cfg}
+    meta.update(calibration_beside(weight_file))
     if "layers" in cfg:
         meta["default_layers"] = list(cfg["layers"])
     return ReIDModel(
@@ -394,6 +392,17 @@ def _load_checkpoint(path: Path, size: tuple[int, int] | None) -> ReIDModel:
         family=_timm_family(backbone),
         metadata=meta,
     )
+
+
+def calibration_path(weight_file: Path) -> Path:
+    """Where ``pairx calibrate`` puts, and the loaders find, a weights file's calibration."""
+    return weight_file.with_name(weight_file.stem + ".calibration.json")
+
+
+def calibration_beside(weight_file: Path) -> dict[str, object]:
+    """``{"calibration_file": PATH}`` when :func:`calibration_path` exists, else ``{}``."""
+    path = calibration_path(weight_file)
+    return {"calibration_file": str(path)} if path.is_file() else {}
 
 
 def _load_default(weights: str | Path | None, device: str | torch.device) -> ReIDModel:
@@ -466,9 +475,7 @@ def load_model(
 
         model = load_miewid(weights, device=device)
         if hw is not None:
-            model.preprocessing = Preprocessing(
-                size=hw, mean=model.preprocessing.mean, std=model.preprocessing.std
-            )
+            model.preprocessing = replace(model.preprocessing, size=hw)
     elif Path(text).expanduser().exists():
         if weights is not None:
             raise ModelError(f"{text} is a model path; do not pass weights= as well")
