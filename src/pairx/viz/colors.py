@@ -13,7 +13,15 @@ import numpy as np
 
 from pairx.core.errors import InputError
 
-__all__ = ["ColorSpec", "apply_colormap", "colormap_lut", "palette", "rank_palette"]
+__all__ = [
+    "MATCH_PALETTE",
+    "ColorSpec",
+    "apply_colormap",
+    "colormap_lut",
+    "match_colors",
+    "palette",
+    "rank_palette",
+]
 
 ColorSpec = str | Sequence[tuple[int, int, int]]
 """A matplotlib colour-map name, or an explicit list of ``(r, g, b)`` uint8 colours."""
@@ -137,3 +145,37 @@ def rank_palette(n: int, cmap: ColorSpec = "hsv") -> np.ndarray:
     lut = colormap_lut(cmap)
     pos = np.mod(0.5 + np.arange(n) * _GOLDEN, 1.0)
     return lut[np.round(pos * 255.0).astype(np.intp)].copy()
+
+
+MATCH_PALETTE = "glasbey_light"
+"""Default palette of the matches: colorcet's Glasbey set without greys or dark colours (each
+colour as far as possible, perceptually, from all earlier ones)."""
+
+
+def match_colors(n: int, name: ColorSpec = MATCH_PALETTE) -> np.ndarray:
+    """``n`` clearly separable colours for matches in rank order.
+
+    Parameters
+    ----------
+    n
+        Number of colours (``>= 0``); a palette shorter than ``n`` is cycled.
+    name
+        A colorcet categorical palette (``"glasbey_light"``, ``"glasbey"``,
+        ``"glasbey_category10"``...), any matplotlib colour-map name (sampled by
+        :func:`rank_palette`), or an explicit ``(r, g, b)`` list.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n, 3)`` uint8 RGB.
+    """
+    if not isinstance(name, str) or not name.startswith("glasbey"):
+        return rank_palette(n, name)
+    import colorcet
+
+    colors = colorcet.palette.get(name)
+    if colors is None:
+        options = ", ".join(k for k in colorcet.palette if k.startswith("glasbey"))
+        raise InputError(f"unknown palette {name!r}; colorcet's categorical palettes: {options}")
+    rgb = [(int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)) for c in colors]
+    return palette(n, rgb) if n else np.zeros((0, 3), dtype=np.uint8)

@@ -1,27 +1,28 @@
-"""The PAIR-X picture (Figure 1 of the paper), drawn with numpy and OpenCV.
+"""The PAIR-X picture (Figure 1 of the paper), drawn on the photographs themselves.
 
-A picture has two panels, each showing image A and image B side by side:
+Two panels, each showing image A and image B at their own aspect ratio and (up to
+``max_side``) their own resolution; every model-frame coordinate is mapped back through the
+model's preprocessing (:class:`pairx.core.geometry.ImageFrame`):
 
-- the **match panel**: both images with the intermediate-relevance heatmap (the layer-grid
-  relevance upsampled and overlaid) and one colour-coded line per top match, from the matched
-  position in A to the matched position in B;
-- the **pixel panel**: both images faded towards white, with the pixel relevance of each of the
-  top matches painted in that match's colour (the same colour as its line).
+- the **match panel**: the photographs with the layer relevance as a heatmap (transparent where
+  relevance is low, colour-blind-safe colour map, shared scale with a colour bar) and the top
+  matches as lines, each labelled with its rank at both ends, its width growing with its
+  relevance; filled labels mark the matches traced to pixels, rings the others;
+- the **pixel panel**: the photographs in grey, so the coat pattern stays visible, with each
+  traced match's pixel relevance as a translucent region outlined in that match's colour and
+  labelled with its rank.
 
-Layouts:
-
-- ``"stacked"`` (default, as in the paper): the match panel above the pixel panel;
-  ``(2 H, 2 W)`` pixels for ``(H, W)`` model-input images.
-- ``"side"``: the two panels side by side in one row, ``[A | B | A | B]``; ``(H, 4 W)``
-  pixels, a compact strip for lists of pairs.
-
-Without pixel maps (``n_pixel_maps=0``) only the match panel is drawn. With ``show_legend`` a
-title band with the similarity, the layer and the number of matches is added on top.
+The images of a panel sit side by side (``A | B``) or one above the other, whichever keeps the
+match lines apart (``arrange="auto"``, see :mod:`pairx.viz.layout`); lines that still overlap
+are bent. ``layout="stacked"`` (default, as in the paper) puts the pixel panel below (or beside)
+the match panel, ``"side"`` continues it in the same row (or column). A title band names both
+images, the model, its weights, the layer and the similarity, and says what the similarity means
+where the model has a calibration; warnings of the explanation (untrained model, images outside
+the model's domain) are stamped in red above it.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,23 +31,33 @@ import numpy as np
 from PIL import Image
 
 from pairx.core.errors import InputError
+from pairx.core.geometry import ImageFrame
 from pairx.core.results import PairExplanation
-from pairx.viz.colors import ColorSpec, rank_palette
-from pairx.viz.heatmap import (
-    Combine,
-    composite_pixel_maps,
-    fade,
-    normalise,
-    overlay_heatmap,
-    upsample,
+from pairx.viz.colors import MATCH_PALETTE, ColorSpec, apply_colormap, match_colors
+from pairx.viz.draw import (
+    Label,
+    colour_bar,
+    draw_contours,
+    draw_labels,
+    draw_polyline,
+    text_band,
 )
+from pairx.viz.heatmap import normalise
+from pairx.viz.layout import ARRANGEMENTS, ImageView, choose_arrangement, make_views, route_lines
 
-__all__ = ["Layout", "render_explanation", "save_png"]
+__all__ = ["ARRANGEMENTS", "Layout", "PixelStyle", "render_explanation", "save_png"]
 
 Layout = Literal["stacked", "side"]
+PixelStyle = Literal["outline", "fill"]
 
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_SHIFT = 4  # sub-pixel precision of OpenCV drawing: coordinates in 1/16 pixel
+HEATMAP_LOW = 0.3
+"""Position in the heatmap's colour map of zero relevance (the colour bar shows the same)."""
+
+_VERDICT_COLOURS = {
+    "typical of true matches": (0, 110, 40),
+    "ambiguous": (170, 95, 0),
+    "typical of non-matches": (190, 0, 0),
+}
 
 
 def _as_rgb_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -56,112 +67,112 @@ def _as_rgb_image(image: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if image.shape[:2] == size:
-        return image
-    out: np.ndarray = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+def _source(expl: PairExplanation, side: str) -> tuple[np.ndarray, ImageFrame]:
+    """The photograph to draw and its frame (the model-input image when nothing else is kept)."""
+    image = _as_rgb_image(getattr(expl, f"image_{side}"), f"image_{side}")
+    frame: ImageFrame | None = getattr(expl, f"frame_{side}")
+    photo: np.ndarray | None = getattr(expl, f"photo_{side}")
+    if frame is None:
+        return image, ImageFrame.identity(image.shape[:2])
+    return (_as_rgb_image(photo, f"photo_{side}") if photo is not None else image), frame
+
+
+def _overlay_heatmap(pixels: np.ndarray, values: np.ndarray, cmap: str, alpha: float) -> np.ndarray:
+    """Blend ``cmap`` over ``pixels`` with opacity ``alpha * sqrt(values)`` (clear where 0).
+
+    Values use the upper part of the colour map (from :data:`HEATMAP_LOW`), so that faint
+    relevance tints the photograph instead of darkening it."""
+    a = (alpha * np.sqrt(values))[..., None]
+    colours = apply_colormap(HEATMAP_LOW + (1.0 - HEATMAP_LOW) * values, cmap)
+    out = pixels.astype(np.float32) * (1.0 - a) + colours * a
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _grey(pixels: np.ndarray) -> np.ndarray:
+    g = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return np.repeat((48.0 + 0.78 * g)[..., None], 3, axis=2)
+
+
+def _pixel_view(view: ImageView, maps: np.ndarray, colours: np.ndarray, style: str,
+                smooth: float) -> np.ndarray:
+    """One photograph of the pixel panel (grey) with the traced matches' regions."""
+    out = _grey(view.pixels)
+    if len(maps) == 0:
+        return out.astype(np.uint8)
+    shown = np.abs(np.nan_to_num(view.maps(maps)))
+    sigma = smooth * min(view.size) / 224.0
+    if sigma > 0:
+        shown = np.stack([cv2.GaussianBlur(m, (0, 0), sigmaX=sigma) for m in shown])
+    scaled = np.stack([normalise(m, percentile=99.5) for m in shown]) ** 0.7
+    best = np.argmax(scaled, axis=0)
+    strength = np.take_along_axis(scaled, best[None], axis=0)[0][..., None]
+    opacity = (0.5 if style == "outline" else 0.85) * strength
+    out = out * (1.0 - opacity) + colours[best].astype(np.float32) * opacity
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    if style == "outline":  # outlines of a smoother copy: one clean contour per region
+        width = max(1, round(min(view.size) / 250))
+        wide = max(2.0, min(view.size) / 70.0)
+        for k in range(len(shown) - 1, -1, -1):
+            soft = normalise(cv2.GaussianBlur(shown[k], (0, 0), sigmaX=wide), percentile=99.5)
+            draw_contours(out, soft >= 0.3, colours[k], width)
     return out
 
 
-def _fit_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if maps.shape[1:] == size:
-        return maps
-    return np.stack(
-        [
-            cv2.resize(m.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_AREA)
-            for m in maps
-        ]
-    )
+def _join(a: np.ndarray, b: np.ndarray, axis: int, gap: int) -> np.ndarray:
+    """Concatenate two images along ``axis`` with a white gap, padding the other axis."""
+    size = max(a.shape[1 - axis], b.shape[1 - axis])
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        missing = size - x.shape[1 - axis]
+        if missing == 0:
+            return x
+        widths = [(0, 0), (0, 0), (0, 0)]
+        widths[1 - axis] = (0, missing)
+        return np.pad(x, widths, constant_values=255)
+
+    shape = list(a.shape)
+    shape[axis], shape[1 - axis] = gap, size
+    return np.concatenate([pad(a), np.full(shape, 255, np.uint8), pad(b)], axis=axis)
 
 
-def _smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian-blur each ``(H, W)`` map of a ``(K, H, W)`` stack (absolute values)."""
-    maps = np.abs(np.nan_to_num(maps.astype(np.float32), nan=0.0))
-    if sigma <= 0:
-        return maps
-    return np.stack([cv2.GaussianBlur(m, (0, 0), sigmaX=sigma, sigmaY=sigma) for m in maps])
+def _title(expl: PairExplanation, views: tuple[ImageView, ImageView], n_draw: int,
+           n_maps: int, width: int, size: int) -> np.ndarray:
+    names = []
+    for side, view in zip("AB", views, strict=True):
+        src = view.frame.source
+        oh, ow = view.frame.original_size
+        names.append(f"{side}: {Path(src).name if src else '(in-memory image)'} ({ow}x{oh})")
+    model = expl.model
+    weights = f" [{model.digest[7:15]}]" if model and model.digest else ""
+    lines: list[tuple[str, tuple[int, int, int]]] = [
+        ("  ·  ".join(names), (20, 20, 20)),
+        (f"model {model.name if model else '?'}{weights}  ·  layer {expl.layer}  ·  similarity "
+         f"{expl.similarity:.3f}  ·  {n_draw} of {len(expl.matches)} matches drawn, "
+         f"{n_maps} traced to pixels", (20, 20, 20)),
+    ]
+    if expl.context is not None:
+        lines.append((f"similarity {expl.similarity:.3f}: {expl.context.describe()} "
+                      f"(calibration: {expl.context.source})",
+                      _VERDICT_COLOURS[expl.context.verdict]))
+    else:
+        lines.append(("no calibration for this model: pairx calibrate DATA says what its "
+                      "similarities mean", (110, 110, 110)))
+    band = text_band(width, lines, size)
+    stamps = [text_band(width, [(w, (255, 255, 255))], size, background=(190, 0, 0))
+              for w in expl.warnings]
+    return np.concatenate([*stamps, band], axis=0)
 
 
-def _point(xy: np.ndarray, dx: float = 0.0) -> tuple[int, int]:
-    scale = 1 << _SHIFT
-    return (round((float(xy[0]) + dx) * scale), round(float(xy[1]) * scale))
-
-
-def _draw_matches(
-    canvas: np.ndarray,
-    xy_a: np.ndarray,
-    xy_b: np.ndarray,
-    colors: np.ndarray,
-    offset_b: float,
-    thickness: int,
-) -> None:
-    """Draw lines and endpoint dots in place; rank 0 is drawn last (on top)."""
-    radius = thickness + 1
-    for k in range(len(xy_a) - 1, -1, -1):
-        color = tuple(int(c) for c in colors[k])
-        pa, pb = _point(xy_a[k]), _point(xy_b[k], offset_b)
-        cv2.line(canvas, pa, pb, color, thickness, cv2.LINE_AA, _SHIFT)
-        for p in (pa, pb):
-            cv2.circle(canvas, p, (radius + 1) << _SHIFT, (255, 255, 255), -1, cv2.LINE_AA, _SHIFT)
-            cv2.circle(canvas, p, radius << _SHIFT, color, -1, cv2.LINE_AA, _SHIFT)
-
-
-def _title_band(text: str, width: int, height: int) -> np.ndarray:
-    """A white ``(height, width, 3)`` band with ``text`` centred, shrunk until its ink fits."""
-    scale = height / 40.0
-    thick = max(1, round(height / 24))
-    for _ in range(12):  # glyph sizes are quantised, so shrink step by step
-        (tw, th), _ = cv2.getTextSize(text, _FONT, scale, thick)
-        probe = np.full((height, tw + 4 * thick + 8, 3), 255, dtype=np.uint8)
-        cv2.putText(probe, text, (2 * thick, (height + th) // 2), _FONT, scale, (20, 20, 20),
-                    thick, cv2.LINE_AA)
-        ink = np.flatnonzero((probe < 250).any(axis=(0, 2)))
-        ink_w = int(ink[-1] - ink[0] + 1) if len(ink) else 0
-        if ink_w <= width - 8:
-            break
-        scale *= min(0.95, (width - 8) / ink_w)
-        thick = max(1, min(thick, round(scale * 2.5)))
-    band = np.full((height, width, 3), 255, dtype=np.uint8)
-    x0 = (width - ink_w) // 2 - (int(ink[0]) - 2 * thick if len(ink) else 0)
-    cv2.putText(band, text, (x0, (height + th) // 2), _FONT, scale, (20, 20, 20), thick,
-                cv2.LINE_AA)
-    return band
-
-
-def _enlarged(expl: PairExplanation, min_side: int) -> PairExplanation:
-    """``expl`` with images, pixel maps and match coordinates scaled by an integer factor.
-
-    The factor is the smallest integer that brings the shorter image side to ``min_side``;
-    ``expl`` itself is returned when no enlargement is needed.
-    """
-    side = min(expl.image_a.shape[:2])
-    factor = -(-min_side // side) if side else 1
-    if factor <= 1:
-        return expl
-
-    def grow(img: np.ndarray, interpolation: int) -> np.ndarray:
-        h, w = img.shape[:2]
-        return cv2.resize(img, (w * factor, h * factor), interpolation=interpolation)
-
-    def grow_maps(maps: np.ndarray) -> np.ndarray:
-        maps = np.asarray(maps, dtype=np.float32)
-        if maps.ndim != 3 or len(maps) == 0:
-            return maps
-        return np.stack([grow(m, cv2.INTER_LINEAR) for m in maps])
-
-    def centre(xy: np.ndarray) -> np.ndarray:  # continuous pixel coordinates (edges at 0)
-        return np.asarray(xy, dtype=np.float64) * factor
-
-    m = expl.matches
-    matches = replace(m, xy_a=centre(m.xy_a), xy_b=centre(m.xy_b))
-    return replace(
-        expl,
-        matches=matches,
-        image_a=grow(np.ascontiguousarray(expl.image_a), cv2.INTER_CUBIC),
-        image_b=grow(np.ascontiguousarray(expl.image_b), cv2.INTER_CUBIC),
-        pixel_relevance_a=grow_maps(expl.pixel_relevance_a),
-        pixel_relevance_b=grow_maps(expl.pixel_relevance_b),
-    )
+def _legend(width: int, size: int, cmap: str, heatmap: bool) -> np.ndarray:
+    text = ("number = match rank (1 = most relevant)  ·  filled: traced to pixels (pixel panel)"
+            "  ·  ring: not traced  ·  line width: match relevance")
+    parts = [text_band(width, [(text, (60, 60, 60))], max(11, size - 2), align="left")]
+    if heatmap:
+        bar = colour_bar(min(width, 40 * size), max(11, size - 2), cmap,
+                         "layer relevance (match panel)", low=HEATMAP_LOW)
+        parts.append(np.pad(bar, [(0, 0), (0, width - bar.shape[1]), (0, 0)],
+                            constant_values=255))
+    return np.concatenate(parts, axis=0)
 
 
 def render_explanation(
@@ -169,61 +180,55 @@ def render_explanation(
     *,
     n_lines: int = 20,
     heatmap: bool = True,
-    background_alpha: float = 0.35,
     layout: Layout = "stacked",
-    line_cmap: ColorSpec = "hsv",
-    pixel_cmap: ColorSpec | None = None,
-    show_legend: bool = True,
-    heatmap_cmap: str = "jet",
-    heatmap_alpha: float = 0.4,
-    combine: Combine = "argmax",
-    line_thickness: int | None = None,
+    arrange: str = "auto",
+    palette: ColorSpec = MATCH_PALETTE,
+    heatmap_cmap: str = "inferno",
+    heatmap_alpha: float = 0.6,
+    pixel_style: PixelStyle = "outline",
     pixel_smooth: float = 1.0,
-    min_side: int = 0,
+    show_legend: bool = True,
+    max_side: int = 720,
+    min_side: int = 448,
 ) -> np.ndarray:
     """Draw a PAIR-X explanation like Figure 1 of the paper (see the module docstring).
 
     Parameters
     ----------
     expl
-        The explanation; its images are ``(H, W, 3)`` uint8 in the model-input frame and its
-        match coordinates are pixels of that frame.
+        The explanation; with ``frame_a``/``photo_a`` (as :class:`pairx.PairX` returns it) the
+        photographs are drawn, else the model-input images.
     n_lines
         Number of top matches drawn as lines (at most the number of matches).
     heatmap
-        Overlay the intermediate relevance on the match panel (both images share one scale).
-    background_alpha
-        Opacity of the photographs under the pixel relevance (``0``: white, ``1``: full image).
+        Overlay the layer relevance on the match panel (both images share one scale).
     layout
-        ``"stacked"`` (match panel above pixel panel) or ``"side"`` (one row).
-    line_cmap
-        Colour map (name) or colour list for the matches, in rank order (see
-        :func:`pairx.viz.colors.rank_palette`: the top matches get the most distinct colours).
-    pixel_cmap
-        Colours of the pixel maps; ``None`` reuses the line colours so that match ``k`` has the
-        same colour in both panels.
-    show_legend
-        Add a title band with the similarity, layer and match counts.
+        ``"stacked"`` (pixel panel below the match panel, or beside it when the images are
+        arranged vertically) or ``"side"`` (both panels in one row or column).
+    arrange
+        ``"auto"`` (the arrangement whose match lines overlap least), ``"horizontal"`` (A | B)
+        or ``"vertical"`` (A above B).
+    palette
+        Match colours: a colorcet Glasbey palette name, a matplotlib colour map or an explicit
+        list (see :func:`pairx.viz.colors.match_colors`); match ``k`` has colour ``k`` in both
+        panels.
     heatmap_cmap, heatmap_alpha
-        Colour map and opacity of the intermediate-relevance heatmap.
-    combine
-        How overlapping pixel maps are merged: ``"argmax"`` or ``"alpha"``
-        (see :func:`pairx.viz.heatmap.composite_pixel_maps`).
-    line_thickness
-        Line width in pixels; default scales with the image (1 px per 224 px).
+        Colour map and peak opacity of the layer-relevance heatmap.
+    pixel_style
+        ``"outline"`` (light fill plus an outline per match) or ``"fill"`` (opaque fill).
     pixel_smooth
-        Standard deviation, in pixels per 224 pixels of image, of a Gaussian blur applied to
-        each pixel map before colouring; it removes the checkerboard texture LRP leaves behind
-        strided convolutions without moving the blobs. ``0`` draws the raw maps.
-    min_side
-        Images smaller than this (model inputs of 160 px, say) are enlarged by an integer
-        factor before drawing, so lines and maps stay legible; ``0`` keeps the input size.
+        Gaussian blur, in pixels per 224 pixels of image, of each pixel map before drawing (it
+        removes LRP's checkerboard texture behind strided convolutions); ``0``: raw maps.
+    show_legend
+        Add the title band (names, model, layer, similarity and its meaning) and the legend.
+    max_side, min_side
+        Image A is drawn with its longer side at most ``max_side`` pixels; smaller images are
+        enlarged until their shorter side is ``min_side``. B follows A's height (or width).
 
     Returns
     -------
     np.ndarray
-        ``(H_out, W_out, 3)`` uint8 RGB; ``(2H, 2W)`` stacked or ``(H, 4W)`` side, plus the
-        title band height when ``show_legend``; ``(H, 2W)`` (plus band) without pixel maps.
+        ``(H_out, W_out, 3)`` uint8 RGB.
 
     Raises
     ------
@@ -232,23 +237,18 @@ def render_explanation(
     """
     if layout not in ("stacked", "side"):
         raise InputError(f"layout must be 'stacked' or 'side'; got {layout!r}")
+    if arrange not in ARRANGEMENTS:
+        raise InputError(f"arrange must be one of {', '.join(ARRANGEMENTS)}; got {arrange!r}")
+    if pixel_style not in ("outline", "fill"):
+        raise InputError(f"pixel_style must be 'outline' or 'fill'; got {pixel_style!r}")
     if n_lines < 0:
         raise InputError(f"n_lines must be >= 0; got {n_lines}")
-    if not 0.0 <= background_alpha <= 1.0:
-        raise InputError(f"background_alpha must be in [0, 1]; got {background_alpha}")
     if pixel_smooth < 0:
         raise InputError(f"pixel_smooth must be >= 0; got {pixel_smooth}")
-    if min_side < 0:
-        raise InputError(f"min_side must be >= 0; got {min_side}")
-    expl = _enlarged(expl, min_side)
-    img_a = _as_rgb_image(expl.image_a, "image_a")
-    img_b = _as_rgb_image(expl.image_b, "image_b")
-    h, w = img_a.shape[:2]
-    sx, sy = w / img_b.shape[1], h / img_b.shape[0]  # B is drawn in A's frame size
-    img_b = _fit(img_b, (h, w))
-
-    matches = expl.matches
-    n_draw = min(int(n_lines), len(matches))
+    if not 0.0 <= heatmap_alpha <= 1.0:
+        raise InputError(f"heatmap_alpha must be in [0, 1]; got {heatmap_alpha}")
+    if min_side < 8 or max_side < min_side:
+        raise InputError(f"need 8 <= min_side <= max_side; got {min_side} and {max_side}")
     maps_a = np.asarray(expl.pixel_relevance_a, dtype=np.float32)
     maps_b = np.asarray(expl.pixel_relevance_b, dtype=np.float32)
     if maps_a.ndim != 3 or maps_b.ndim != 3 or len(maps_a) != len(maps_b):
@@ -256,69 +256,83 @@ def render_explanation(
             "pixel_relevance_a/b must be (n_pixel_maps, H, W) arrays of equal length; got "
             f"{maps_a.shape} and {maps_b.shape}"
         )
-    n_maps = len(maps_a)
-    n_colors = max(n_draw, n_maps)
-    line_colors = rank_palette(n_colors, line_cmap)
-    map_colors = line_colors if pixel_cmap is None else rank_palette(n_maps, pixel_cmap)
+    (pa, fa), (pb, fb) = _source(expl, "a"), _source(expl, "b")
+    matches = expl.matches
+    n_draw, n_maps = min(int(n_lines), len(matches)), len(maps_a)
+    xy_a, xy_b = np.asarray(matches.xy_a[:n_draw], float), np.asarray(matches.xy_b[:n_draw], float)
+    options = ("horizontal", "vertical") if arrange == "auto" else (arrange,)
+    candidates = {o: make_views((pa, pb), (fa, fb), o, max_side=max_side, min_side=min_side)
+                  for o in options}
+    radius = int(np.clip(round(0.021 * min(candidates[options[0]][0].size)), 7, 13))
+    chosen = options[0] if len(options) == 1 else choose_arrangement(
+        candidates, xy_a, xy_b, radius)
+    va, vb = candidates[chosen]
+    axis = 1 if chosen == "horizontal" else 0
+    gap = max(4, radius // 2)
+    colours = match_colors(max(n_draw, n_maps), palette)
 
-    # Match panel: A | B with heatmap and lines.
+    # Match panel: heatmap, lines (weakest first), labels.
+    tops = [va.pixels, vb.pixels]
     if heatmap:
-        rel_a, rel_b = np.asarray(expl.relevance_a), np.asarray(expl.relevance_b)
-        vmax = float(max(np.abs(rel_a).max(initial=0.0), np.abs(rel_b).max(initial=0.0)))
-        top_a = overlay_heatmap(
-            img_a,
-            upsample(normalise(rel_a, vmax=vmax), (h, w)),
-            cmap=heatmap_cmap,
-            alpha=heatmap_alpha,
-        )
-        top_b = overlay_heatmap(
-            img_b,
-            upsample(normalise(rel_b, vmax=vmax), (h, w)),
-            cmap=heatmap_cmap,
-            alpha=heatmap_alpha,
-        )
+        grids = [np.abs(np.nan_to_num(np.asarray(r, np.float32))) for r in
+                 (expl.relevance_a, expl.relevance_b)]
+        vmax = float(max(g.max(initial=0.0) for g in grids))
+        tops = [_overlay_heatmap(v.pixels, normalise(v.maps(g), vmax=vmax), heatmap_cmap,
+                                 heatmap_alpha) for v, g in zip((va, vb), grids, strict=True)]
+    panel = _join(tops[0], tops[1], axis, gap)
+    shift = np.array([va.size[1] + gap, 0.0]) if axis == 1 else np.array([0.0, va.size[0] + gap])
+    ends_a, ends_b = va.points(xy_a), vb.points(xy_b) + shift
+    rel = np.abs(np.asarray(matches.relevance[:n_draw], np.float64))
+    top_rel = float(rel[0]) if n_draw and rel[0] > 0 else 1.0
+    widest = max(2, round(radius * 0.5))
+    lines = panel.copy()
+    for k, pts in reversed(list(enumerate(route_lines(ends_a, ends_b, radius)))):
+        width = 1 + round((widest - 1) * np.sqrt(min(1.0, rel[k] / top_rel)))
+        draw_polyline(lines, pts, colours[k], width)
+    unlikely = expl.context is not None and expl.context.verdict == "typical of non-matches"
+    panel = (0.45 * lines + 0.55 * panel).round().astype(np.uint8) if unlikely else lines
+    labels = [Label(tuple(e[k]), str(k + 1), _rgb(colours[k]), k < n_maps)
+              for k in range(n_draw - 1, -1, -1) for e in (ends_a, ends_b)]
+    panels = [draw_labels(panel, labels, radius)]
+
+    if n_maps:
+        pix = [_pixel_view(v, m, colours[:n_maps], pixel_style, pixel_smooth)
+               for v, m in ((va, maps_a), (vb, maps_b))]
+        pix_panel = _join(pix[0], pix[1], axis, gap)
+        k_ends = (va.points(np.asarray(matches.xy_a[:n_maps], float)),
+                  vb.points(np.asarray(matches.xy_b[:n_maps], float)) + shift)
+        labels = [Label(tuple(e[k]), str(k + 1), _rgb(colours[k]))
+                  for k in range(n_maps - 1, -1, -1) for e in k_ends]
+        panels.append(draw_labels(pix_panel, labels, radius))
+    if len(panels) == 2:
+        stack_axis = (1 - axis) if layout == "stacked" else axis
+        figure = _join(panels[0], panels[1], stack_axis, 2 * gap)
     else:
-        top_a, top_b = img_a, img_b
-    match_panel = np.ascontiguousarray(np.concatenate([top_a, top_b], axis=1))
-    thickness = line_thickness if line_thickness is not None else max(1, round(min(h, w) / 224))
-    xy_b = np.asarray(matches.xy_b[:n_draw], dtype=np.float64) * np.array([sx, sy])
-    _draw_matches(
-        match_panel,
-        np.asarray(matches.xy_a[:n_draw], dtype=np.float64),
-        xy_b,
-        line_colors,
-        float(w),
-        thickness,
-    )
-
-    panels = [match_panel]
-    if n_maps > 0:
-        sigma = pixel_smooth * min(h, w) / 224.0
-        pix_a = composite_pixel_maps(
-            _smooth(_fit_maps(maps_a, (h, w)), sigma),
-            map_colors,
-            fade(img_a, background_alpha),
-            combine=combine,
-        )
-        pix_b = composite_pixel_maps(
-            _smooth(_fit_maps(maps_b, (h, w)), sigma),
-            map_colors,
-            fade(img_b, background_alpha),
-            combine=combine,
-        )
-        panels.append(np.concatenate([pix_a, pix_b], axis=1))
-    figure = np.concatenate(panels, axis=0 if layout == "stacked" else 1)
-
+        figure = panels[0]
+    if unlikely:
+        note = ("similarity typical of non-matches: the lines are the model's closest "
+                "correspondences, not evidence of a match")
+        figure = np.concatenate([text_band(figure.shape[1], [(note, (190, 0, 0))],
+                                           _font_size(figure)), figure])
     if show_legend:
-        text = (
-            f"similarity {expl.similarity:.3f}   layer {expl.layer}   "
-            f"{n_draw} of {len(matches)} matches drawn"
-        )
-        if n_maps:
-            text += f", {n_maps} traced to pixels"
-        band = _title_band(text, figure.shape[1], max(20, round(h / 9)))
-        figure = np.concatenate([band, figure], axis=0)
+        size = _font_size(figure)
+        figure = np.concatenate([
+            _title(expl, (va, vb), n_draw, n_maps, figure.shape[1], size), figure,
+            _legend(figure.shape[1], size, heatmap_cmap, heatmap),
+        ])
+    elif expl.warnings:  # warnings are never left out
+        figure = np.concatenate([text_band(figure.shape[1], [(w, (255, 255, 255))],
+                                           _font_size(figure), background=(190, 0, 0))
+                                 for w in expl.warnings] + [figure])
     return np.ascontiguousarray(figure, dtype=np.uint8)
+
+
+def _rgb(colour: np.ndarray) -> tuple[int, int, int]:
+    return (int(colour[0]), int(colour[1]), int(colour[2]))
+
+
+def _font_size(figure: np.ndarray) -> int:
+    return int(np.clip(round(figure.shape[1] / 70), 12, 22))
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:

@@ -1,0 +1,202 @@
+"""Geometry of the PAIR-X picture: photographs at their own aspect ratio, where each match lands,
+which arrangement keeps the match lines apart, and how lines that would still overlap are bent.
+
+A match line joins a point of image A to a point of image B. On roughly aligned pairs (a stereo
+pair, two sightings from the same side) straight lines between side-by-side images run on top
+of each other. :func:`choose_arrangement` counts such overlaps for ``A | B`` and for ``A`` over
+``B`` and takes the arrangement with fewer; :func:`route_lines` bends each line that still
+overlaps a more relevant one into a gentle arc, alternately above and below it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from pairx.core.geometry import ImageFrame
+
+__all__ = [
+    "ARRANGEMENTS",
+    "Arrangement",
+    "ImageView",
+    "choose_arrangement",
+    "count_conflicts",
+    "make_views",
+    "overlapping",
+    "route_lines",
+]
+
+Arrangement = Literal["auto", "horizontal", "vertical"]
+ARRANGEMENTS: tuple[str, ...] = ("auto", "horizontal", "vertical")
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """One photograph as drawn: its pixels and how model-frame coordinates reach them.
+
+    Attributes
+    ----------
+    pixels
+        ``(h, w, 3)`` uint8, the photograph at display size.
+    frame
+        The model-input frame of the photograph (original size, affine map).
+    """
+
+    pixels: np.ndarray
+    frame: ImageFrame
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(h, w)`` at display size."""
+        return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+    def points(self, model_xy: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` model-frame ``(x, y)`` -> display ``(x, y)``."""
+        oh, ow = self.frame.original_size
+        h, w = self.size
+        return self.frame.to_original(model_xy) * np.array([w / ow, h / oh])
+
+    def maps(self, model_maps: np.ndarray) -> np.ndarray:
+        """Model-frame maps (``(h, w)`` grid or ``(K, H, W)`` pixels) resampled to display."""
+        return self.frame.map_to_original(model_maps, self.size)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrink = h < image.shape[0]
+    out: np.ndarray = cv2.resize(image, (w, h),
+                                 interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return out
+
+
+def make_views(
+    photos: tuple[np.ndarray, np.ndarray],
+    frames: tuple[ImageFrame, ImageFrame],
+    arrangement: str,
+    *,
+    max_side: int,
+    min_side: int,
+) -> tuple[ImageView, ImageView]:
+    """Display both photographs: A at most ``max_side`` on its longer side (small images
+    enlarged to ``min_side``), B at A's height (``horizontal``) or width (``vertical``)."""
+    oh, ow = frames[0].original_size
+    s = min(1.0, max_side / max(oh, ow))
+    if min(oh, ow) * s < min_side:
+        s = min(min_side / min(oh, ow), max_side / max(oh, ow))
+    ha, wa = max(1, round(oh * s)), max(1, round(ow * s))
+    bh, bw = frames[1].original_size
+    if arrangement == "horizontal":
+        hb, wb = ha, max(1, round(bw * ha / bh))
+    else:
+        hb, wb = max(1, round(bh * wa / bw)), wa
+    return (ImageView(_resize(photos[0], (ha, wa)), frames[0]),
+            ImageView(_resize(photos[1], (hb, wb)), frames[1]))
+
+
+def overlapping(seg_a: np.ndarray, seg_b: np.ndarray, tol: float) -> bool:
+    """Whether two segments ``(2, 2)`` run on top of each other (nearly parallel, closer than
+    ``tol`` pixels, and sharing more than ``tol`` of their length)."""
+    p, q = seg_a
+    d = q - p
+    length = float(np.hypot(*d))
+    if length < 1e-9:
+        return False
+    u = d / length
+    normal = np.array([-u[1], u[0]])
+    off = (seg_b - p) @ normal
+    if np.max(np.abs(off)) > tol:
+        return False
+    t = (seg_b - p) @ u
+    lo, hi = max(0.0, float(t.min())), min(length, float(t.max()))
+    return hi - lo > tol
+
+
+def _passes_label(seg: np.ndarray, point: np.ndarray, radius: float) -> bool:
+    p, q = seg
+    d = q - p
+    t = float(np.clip((point - p) @ d / max(float(d @ d), 1e-9), 0.0, 1.0))
+    return bool(np.hypot(*(p + t * d - point)) < radius)
+
+
+def count_conflicts(ends_a: np.ndarray, ends_b: np.ndarray, tol: float) -> float:
+    """Overlapping line pairs, plus a tenth for each line crossing another match's label.
+
+    Parameters
+    ----------
+    ends_a, ends_b
+        ``(N, 2)`` line ends in panel coordinates.
+    tol
+        Label radius in pixels (lines closer than this overlap).
+    """
+    segs = np.stack([ends_a, ends_b], axis=1)
+    n = len(segs)
+    score = 0.0
+    for i in range(n):
+        for j in range(i + 1, n):
+            score += overlapping(segs[i], segs[j], tol)
+        for k in range(n):
+            if k != i:
+                score += 0.1 * (_passes_label(segs[i], ends_a[k], tol)
+                                + _passes_label(segs[i], ends_b[k], tol))
+    return score
+
+
+def choose_arrangement(
+    views: dict[str, tuple[ImageView, ImageView]],
+    xy_a: np.ndarray,
+    xy_b: np.ndarray,
+    tol: float,
+) -> str:
+    """The arrangement (``"horizontal"`` or ``"vertical"``) whose lines conflict least; ties go
+    to ``"horizontal"`` (the paper's layout)."""
+    scores = {}
+    for name, (va, vb) in views.items():
+        shift = np.array([va.size[1], 0.0]) if name == "horizontal" else np.array([0.0, va.size[0]])
+        scores[name] = count_conflicts(va.points(xy_a), vb.points(xy_b) + shift, tol)
+    return min(("horizontal", "vertical"), key=lambda k: (scores[k], k != "horizontal"))
+
+
+def _crowded(line: np.ndarray, placed: list[np.ndarray], tol: float) -> bool:
+    """Whether more than a quarter of ``line``'s inner samples lie within ``tol`` of a placed
+    polyline (its ends are excluded: they sit on the match labels)."""
+    inner = line[len(line) // 5 : len(line) - len(line) // 5]
+    for other in placed:
+        d = np.hypot(*(inner[:, None, :] - other[None, :, :]).transpose(2, 0, 1)).min(axis=1)
+        if np.mean(d < tol) > 0.25:
+            return True
+    return False
+
+
+def route_lines(ends_a: np.ndarray, ends_b: np.ndarray, tol: float, samples: int = 33,
+                tries: int = 8) -> list[np.ndarray]:
+    """Polylines for the match lines, in rank order: straight where they run clear of the more
+    relevant lines, else bent into the first clear arc.
+
+    Line ``i`` is tried straight, then as quadratic Bezier arcs whose middle lies
+    ``1.8 * tol``, ``-1.8 * tol``, ``3.6 * tol``, ... pixels off the straight line; it takes
+    the first that no more relevant line crowds (see :func:`_crowded`), or the last tried.
+
+    Returns
+    -------
+    list[np.ndarray]
+        ``(samples, 2)`` point arrays.
+    """
+    t = np.linspace(0.0, 1.0, samples)[:, None]
+    placed: list[np.ndarray] = []
+    for p, q in zip(np.asarray(ends_a, float), np.asarray(ends_b, float), strict=True):
+        d = q - p
+        normal = np.array([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-9)
+        line = (1 - t) * p + t * q
+        for k in range(tries + 1):
+            amp = ((k + 1) // 2) * 1.8 * tol * (1.0 if k % 2 else -1.0)
+            control = (p + q) / 2 + normal * 2.0 * amp  # the arc's middle is amp off the chord
+            line = (1 - t) ** 2 * p + 2 * (1 - t) * t * control + t**2 * q
+            if not _crowded(line, placed, tol):
+                break
+        placed.append(line)
+    return placed
