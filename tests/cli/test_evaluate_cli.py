@@ -63,6 +63,7 @@ def test_evaluate_command_synthetic_auto_layers(
     out = tmp_path / "eval"
     args = [
         "evaluate",
+        "--allow-untrained",
         str(synth),
         "--model",
         str(tiny_export),
@@ -119,6 +120,7 @@ def test_evaluate_command_errors(
         main(
             [
                 "evaluate",
+                "--allow-untrained",
                 str(folder),
                 "--model",
                 str(tiny_export),
@@ -137,6 +139,7 @@ def test_evaluate_command_errors(
         main(
             [
                 "evaluate",
+                "--allow-untrained",
                 str(synth),
                 "--model",
                 str(tiny_export),

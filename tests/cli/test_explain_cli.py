@@ -12,8 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from pairx.cli.explain import DISPLAY_MIN_SIDE
 from pairx.cli.main import app, main
+from pairx.core.results import PairExplanation
 from pairx.models.architectures import ReIDNet
 from pairx.models.loaders import load_model
 
@@ -59,6 +59,7 @@ def test_explain_end_to_end(model_dir: Path, images: tuple[Path, Path], tmp_path
         [
             "explain", str(images[0]), str(images[1]), "--model", str(model_dir),
             "--n-matches", "5", "--n-pixel-maps", "2", "-o", str(out), "--json", str(js),
+            "--allow-untrained",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -76,10 +77,55 @@ def test_explain_end_to_end(model_dir: Path, images: tuple[Path, Path], tmp_path
     assert np.all(np.diff(rel) <= 0)
     c, r = data["matches"]["grid_a"][0]
     assert f"#1  A(col {c:>2d}, row {r:>2d})" in result.output
+    # Traceable: inputs, original sizes, model digest, both coordinate frames, the stamp.
+    assert data["images"]["a"]["frame"]["source"] == str(images[0])
+    assert data["images"]["a"]["frame"]["original_size"] == [120, 110]
+    assert data["images"]["b"]["frame"]["original_size"] == [120, 110]
+    assert data["model"]["digest"].startswith("sha256:") and data["pairx_version"]
+    xy = np.array(data["matches"]["xy_a"]) * np.array([110 / SIZE, 120 / SIZE])
+    np.testing.assert_allclose(np.array(data["matches"]["xy_a_original"]), xy)
+    assert any("RANDOM WEIGHTS" in w for w in data["warnings"])
+    assert "RANDOM WEIGHTS" in result.output  # also said on stderr (mixed in by CliRunner)
+    back = PairExplanation.load(js)
+    assert back.similarity == data["similarity"] and len(back.pixel_relevance_a) == 2
     picture = np.asarray(Image.open(out))
-    assert picture.dtype == np.uint8
-    side = SIZE * -(-DISPLAY_MIN_SIDE // SIZE)  # small inputs are enlarged for display
-    assert picture.shape[1:] == (2 * side, 3) and picture.shape[0] > 2 * side  # + title band
+    assert picture.dtype == np.uint8 and picture.shape[2] == 3
+    assert picture.shape[1] >= 2 * 448  # two photographs enlarged to legible size
+    stamp = picture[3, picture.shape[1] // 4 : picture.shape[1] // 2]
+    assert np.all(stamp[:, 0] > 150) and np.all(stamp[:, 1] < 60)  # red band on top
+
+
+def test_untrained_model_is_refused(
+    model_dir: Path, images: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "fig.png"
+    with pytest.raises(SystemExit) as info:
+        main(["explain", str(images[0]), str(images[1]), "-m", str(model_dir), "-o", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pairx: error:") and "--allow-untrained" in err and "--weights" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_candidates_are_numbered_by_rank(
+    model_dir: Path, images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    far = tmp_path / "far.png"
+    Image.fromarray(np.full((90, 140, 3), 200, np.uint8)).save(far)
+    out = tmp_path / "q.png"
+    args = ["explain", str(images[0]), str(far), str(images[1]), "-m", str(model_dir),
+            "--n-pixel-maps", "1", "-o", str(out), "--allow-untrained", "--json",
+            str(tmp_path / "q.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    model = load_model(model_dir)
+    emb = model.embed(torch.cat([model.to_input(p) for p in (images[0], far, images[1])]))
+    cos = torch.nn.functional.cosine_similarity(emb[:1], emb[1:]).tolist()
+    ranked = [name for _, name in sorted(zip(cos, ["far", "b"], strict=True), reverse=True)]
+    for rank, name in enumerate(ranked, 1):
+        assert (tmp_path / f"q_{rank:02d}-{name}.png").is_file()
+        data = json.loads((tmp_path / f"q_{rank:02d}-{name}.json").read_text())
+        assert Path(data["images"]["b"]["frame"]["source"]).stem == name
 
 
 def test_explain_several_layers_side_layout(
@@ -92,12 +138,13 @@ def test_explain_several_layers_side_layout(
             "explain", str(images[0]), str(images[1]), "-m", str(model_dir),
             "-l", "backbone.layer2", "-l", "backbone.layer3", "--n-matches", "4",
             "--n-pixel-maps", "1", "-o", str(out), "--layout", "side", "--no-heatmap",
+            "--arrange", "horizontal", "--allow-untrained",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
     for layer, grid in (("backbone-layer2", SIZE // 8), ("backbone-layer3", SIZE // 16)):
         picture = np.asarray(Image.open(tmp_path / f"pair_{layer}.png"))
-        assert picture.shape[1:] == (4 * SIZE * -(-DISPLAY_MIN_SIDE // SIZE), 3)
+        assert picture.shape[1] >= 4 * 448  # A | B | A | B in one row
         assert f"grid {grid}x{grid}" in result.output
     assert not out.exists()
 
@@ -131,11 +178,23 @@ def test_layers_command(model_dir: Path) -> None:
     [
         (["explain", "{missing}", "{a}", "-m", "{model}"], "image file not found"),
         (["explain", "{a}", "{a}", "-m", "nonsense"], "valid model specs"),
-        (["explain", "{a}", "{a}", "-m", "{model}", "-l", "backbone.layer9"], "Valid layer names"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "-l", "backbone.layer9", "--allow-untrained"],
+         "Did you mean"),
         (["explain", "{a}", "{a}", "-m", "{model}", "-o", "{tmp}/x.jpg"], "must be a .png"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "--json", "{tmp}"], "is a folder"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "-o", "{a}/x.png"], "is a file, not a folder"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "--device", "cuda"], "no CUDA GPU"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "--device", "gpu0"], "not a torch device"),
         (["explain", "{a}", "{a}", "-m", "{model}", "--layout", "grid"], "stacked"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "--arrange", "diagonal"], "horizontal"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "--allow-untrained", "--calibration",
+          "{missing}"], "calibration file not found"),
+        (["explain", "{a}", "{a}", "-m", "torchvision:resnet50", "-l", "layer3"],
+         "--allow-untrained"),
         (["layers", "timm:not_a_model_at_all"], "unknown timm backbone"),
-        (["explain", "{a}", "{a}", "-m", "timm:resnet10t"], "recommends no PAIR-X layer"),
+        (["explain", "{a}", "{a}", "-m", "timm:resnet10t", "--allow-untrained"],
+         "recommends no PAIR-X layer"),
+        (["calibrate", "{tmp}", "-m", "{model}", "--allow-untrained"], "has no metadata.csv"),
     ],
 )
 def test_errors_are_one_clear_line(
@@ -156,5 +215,20 @@ def test_errors_are_one_clear_line(
         main([a.format(**values) for a in args])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("pairx: error:") and message in err
-    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("pairx: error:")]
+    assert len(errors) == 1 and message in errors[0], err
+    assert "Traceback" not in err and len(errors[0]) < 400  # one short line
+    assert not list(Path(values["tmp"]).glob("*.png"))  # nothing written
+
+
+def test_version() -> None:
+    from pairx import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"pairx {__version__}"
+
+
+def test_help_reads_well() -> None:
+    text = CliRunner().invoke(app, ["explain", "--help"], terminal_width=100).output
+    assert "<bool>" not in text and "--allow-untrained" in text
+    assert "--heatmap / --no-heatmap" in text

@@ -53,7 +53,8 @@ def test_get_layer_and_errors(model: ReIDModel) -> None:
     with pytest.raises(LayerError) as info:
         get_layer(model, "backbone.layr2")
     message = str(info.value)
-    assert "Did you mean 'backbone.layer2'" in message and "backbone.layer3" in message
+    assert "Did you mean 'backbone.layer2'" in message and "`pairx layers MODEL`" in message
+    assert len(message) < 300  # the closest names, not the whole list
     with pytest.raises(LayerError, match="non-empty"):
         get_layer(model, "")
 

@@ -59,7 +59,6 @@ def run_demo(out_dir: Path, *, individuals: int = 3, sightings: int = 3,
     """Run the demo and write its outputs to ``out_dir``; returns the printed summary."""
     import torch
 
-    from pairx.cli.explain import DISPLAY_MIN_SIDE
     from pairx.data.synthetic import generate
     from pairx.explainers.pairx import PairX
     from pairx.metrics.faithfulness import pair_faithfulness
@@ -101,13 +100,14 @@ def run_demo(out_dir: Path, *, individuals: int = 3, sightings: int = 3,
     summary: dict[str, object] = {"layer": layer, "model": model.name}
     for tag, (i, j) in (("true_match", (ti, tj)), ("hard_non_match", (fi, fj))):
         expl = engine.explain(paths[i], paths[j])[layer]
-        save_png(expl.render(min_side=DISPLAY_MIN_SIDE), out_dir / f"{tag}.png")
-        (out_dir / f"{tag}.json").write_text(expl.to_json())
+        save_png(expl.render(), out_dir / f"{tag}.png")
+        expl.save(out_dir / f"{tag}.json")
         entry: dict[str, object] = {
             "image_a": samples[i].image_id,
             "image_b": samples[j].image_id,
             "same_individual": ids[i] == ids[j],
             "similarity": round(expl.similarity, 4),
+            "similarity_meaning": expl.context.describe() if expl.context else None,
             "n_cross_checked_matches": len(expl.matches.relevance),
         }
         if ids[i] == ids[j]:
@@ -136,4 +136,5 @@ def register(app: typer.Typer) -> None:
         """Generate sightings and explain a true match and a hard non-match (offline)."""
         summary = run_demo(out, individuals=individuals, sightings=sightings)
         typer.echo(json.dumps(summary, indent=2))
-        typer.echo(f"wrote {out}/retrieval.png, true_match.png/.json, hard_non_match.png/.json")
+        typer.echo(f"wrote {out}/retrieval.png, true_match.png/.json/.npz, "
+               "hard_non_match.png/.json/.npz")

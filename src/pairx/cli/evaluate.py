@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pairx.cli.common import AllowUntrainedOpt, DeviceOpt, load_cli_model
 from pairx.core.errors import InputError
 
 HOMOGRAPHIES = ("sift", "lightglue", "truth")
@@ -51,7 +52,8 @@ def evaluate(
     group_by: Annotated[
         str, typer.Option(help="'species': evaluate each annotated species separately; 'none'.")
     ] = "species",
-    device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+    device: DeviceOpt = "cpu",
+    allow_untrained: AllowUntrainedOpt = False,
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 32,
     chunk_size: Annotated[
         int, typer.Option(help="Pairs per PAIR-X call (results are flushed after each).")
@@ -72,7 +74,6 @@ def evaluate(
     from pairx.metrics.protocol import EvaluationConfig
     from pairx.metrics.protocol import evaluate as run_protocol
     from pairx.metrics.report import write_report
-    from pairx.models.loaders import load_model
 
     for name in homography.split(","):
         if name.strip() not in HOMOGRAPHIES:
@@ -85,7 +86,7 @@ def evaluate(
         raise InputError("--layers must be 'auto' or a comma-separated list of layer names")
     start = time.perf_counter()
     dataset = load_dataset(data)
-    net = load_model(model, weights=weights, device=device)
+    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
     net.net.eval()
     config = EvaluationConfig(
         dataset=str(dataset.root),

@@ -15,28 +15,19 @@ from typing import Annotated
 import typer
 from torch import nn
 
+from pairx.cli.common import (
+    AllowUntrainedOpt,
+    DeviceOpt,
+    ModelOpt,
+    WeightsOpt,
+    check_output_file,
+    load_cli_model,
+)
 from pairx.core.errors import InputError, LayerError
 from pairx.core.results import PairExplanation
 from pairx.models.adapter import ReIDModel
 
 __all__ = ["default_layers", "explain_command", "layers_command", "output_path", "register"]
-
-ModelOpt = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model spec: default | timm:NAME | torchvision:resnet18 | miewid | PATH.",
-    ),
-]
-WeightsOpt = Annotated[
-    Path | None,
-    typer.Option("--weights", "-w", help="Local weights file (or Hugging Face cache folder)."),
-]
-
-
-DISPLAY_MIN_SIDE = 320
-"""Small model inputs are enlarged to at least this many pixels in the saved pictures."""
 
 
 def default_layers(model: ReIDModel) -> list[str]:
@@ -89,10 +80,11 @@ def output_path(
 ) -> Path:
     """File for one layer (and one candidate): ``out`` itself, or a suffixed name.
 
-    Several layers add ``_<layer>``; with several candidates, candidate ``i`` (0-based) adds
-    ``_<i+1 as two digits>-<its file stem>`` first. Characters other than letters, digits,
-    ``-`` and ``_`` become ``-`` (``backbone.layer2`` -> ``out_backbone-layer2.png``;
-    candidate 0 ``z/b.jpg`` -> ``out_01-b_backbone-layer2.png``).
+    Several layers add ``_<layer>``; with several candidates, the candidate of rank ``i``
+    (0-based, by similarity) adds ``_<i+1 as two digits>-<its file stem>`` first. Characters
+    other than letters, digits, ``-`` and ``_`` become ``-`` (``backbone.layer2`` ->
+    ``out_backbone-layer2.png``; the most similar candidate ``z/b.jpg`` ->
+    ``out_01-b_backbone-layer2.png``).
     """
     stem = out.stem
     if candidate is not None:
@@ -119,12 +111,13 @@ def _summary(expl: PairExplanation, top: int) -> str:
 
 
 def explain_command(
-    image_a: Annotated[Path, typer.Argument(help="First image (the query).")],
+    image_a: Annotated[Path, typer.Argument(help="The query image.", metavar="IMAGE_A")],
     image_b: Annotated[
         list[Path],
         typer.Argument(
-            help="Second image, or several (e.g. the query's ranked candidates): one picture "
-            "each, the query's LRP pass shared."
+            help="The image to compare with, or several (a query's candidates: one picture "
+            "each, the query's LRP pass shared).",
+            metavar="IMAGE_B...",
         ),
     ],
     model: ModelOpt = "default",
@@ -134,7 +127,8 @@ def explain_command(
         typer.Option(
             "--layer",
             "-l",
-            help="Layer to match (get_submodule name, see `pairx layers MODEL`); repeatable.",
+            help="Layer to match (see `pairx layers MODEL`); repeatable.",
+            metavar="NAME",
         ),
     ] = None,
     n_matches: Annotated[int, typer.Option(help="Top matches drawn as lines.")] = 20,
@@ -142,83 +136,102 @@ def explain_command(
         int, typer.Option(help="Top matches traced back to pixels (0: none, faster).")
     ] = 10,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output PNG (suffixed per layer if several).")
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output PNG (suffixed per layer and candidate).", metavar="PNG"
+        ),
     ] = Path("pairx.png"),
     json_out: Annotated[
         Path | None,
-        typer.Option("--json", help="Also write the explanation as JSON (suffixed per layer)."),
+        typer.Option(
+            "--json",
+            help="Also save the explanation: this JSON plus an .npz of images and pixel maps.",
+            metavar="JSON",
+        ),
     ] = None,
     layout: Annotated[
-        str, typer.Option(help="stacked: matches above pixel maps; side: one row.")
+        str, typer.Option(help="stacked: matches above pixel maps (paper); side: one row.")
     ] = "stacked",
-    no_heatmap: Annotated[
-        bool, typer.Option("--no-heatmap", help="Do not overlay the layer relevance.")
-    ] = False,
-    background_alpha: Annotated[
-        float, typer.Option(help="Opacity of the photos under the pixel maps (0-1).")
-    ] = 0.35,
-    line_cmap: Annotated[str, typer.Option(help="Colour map of the matches.")] = "hsv",
+    arrange: Annotated[
+        str,
+        typer.Option(
+            help="Images of the match panel: auto (from the match geometry), "
+            "horizontal (A | B) or vertical (A over B)."
+        ),
+    ] = "auto",
+    heatmap: Annotated[
+        bool, typer.Option("--heatmap/--no-heatmap", help="Overlay the layer relevance.")
+    ] = True,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="Similarity calibration (pairx calibrate); default: the model's own.",
+            metavar="JSON",
+        ),
+    ] = None,
+    allow_untrained: AllowUntrainedOpt = False,
     top: Annotated[int, typer.Option(help="Matches listed in the printed summary.")] = 5,
-    device: Annotated[str, typer.Option(help="Torch device.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Explain why MODEL finds IMAGE_A and IMAGE_B similar, as a PAIR-X picture.
 
-    Prints the cosine similarity and the top matches, and writes one PNG per layer. With
-    several IMAGE_B (a query's candidates), each is explained against IMAGE_A, the candidates
-    are listed by similarity, and every file name gets the candidate's position and stem.
+    Prints the cosine similarity (and what it means, where the model has a calibration) and the
+    top matches, and writes one PNG per layer. With several IMAGE_B, each is explained against
+    IMAGE_A and the candidates are listed and numbered by similarity (out_01-NAME.png is the
+    most similar).
     """
     from pairx.data.images import load_image
     from pairx.explainers.pairx import PairX
-    from pairx.models.loaders import load_model
-    from pairx.viz.figure import render_explanation, save_png
+    from pairx.viz.figure import ARRANGEMENTS, render_explanation, save_png
 
     if layout not in ("stacked", "side"):
         raise InputError(f"--layout must be 'stacked' or 'side'; got {layout!r}")
+    if arrange not in ARRANGEMENTS:
+        raise InputError(f"--arrange must be one of {', '.join(ARRANGEMENTS)}; got {arrange!r}")
     if n_matches < 0 or n_pixel_maps < 0:
         raise InputError("--n-matches and --n-pixel-maps must be >= 0")
-    if out.suffix.lower() != ".png":
-        raise InputError(f"--out must be a .png file; got {out}")
     if not image_b:
         raise InputError("give at least one image to compare with the first")
+    check_output_file(out, (".png",), "--out")
+    if json_out is not None:
+        check_output_file(json_out, (".json",), "--json")
     for image in (image_a, *image_b):  # fail fast, before the model is loaded
         load_image(image)
     start = time.perf_counter()
-    net = load_model(model, weights=weights, device=device)
+    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
-    engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps)
+    engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
+                   allow_untrained=allow_untrained, calibration=calibration)
     pairs = [(str(image_a), str(b)) for b in image_b]
     all_results = engine.explain_pairs(pairs, progress=len(pairs) > 1)
-    several = len(layers) > 1
-    many = len(image_b) > 1
+    sims = [next(iter(r.values())).similarity for r in all_results]
+    order = sorted(range(len(image_b)), key=lambda i: -sims[i])
+    several, many = len(layers) > 1, len(image_b) > 1
+    first = next(iter(all_results[0].values()))
+    for note in first.warnings:
+        typer.secho(f"pairx: warning: {note}", err=True, fg=typer.colors.YELLOW)
     if many:
-        sims = [next(iter(r.values())).similarity for r in all_results]
         typer.echo(f"model {net.name}: {len(image_b)} candidates for {image_a}, by similarity")
-        order = sorted(range(len(image_b)), key=lambda i: -sims[i])
         for rank, i in enumerate(order, 1):
             typer.echo(f"  {rank:>2d}. cosine {sims[i]:.4f}  {image_b[i]}")
-    for i, results in enumerate(all_results):
-        first = next(iter(results.values()))
-        head = f"candidate {i + 1} {image_b[i]}: " if many else f"model {net.name}: "
-        typer.echo(f"{head}cosine similarity {first.similarity:.4f}")
-        tag = (i, image_b[i]) if many else None
-        for name, expl in results.items():
-            typer.echo(_summary(expl, top))
+    for rank, i in enumerate(order):
+        results = all_results[i]
+        expl = next(iter(results.values()))
+        head = f"candidate {rank + 1} {image_b[i]}: " if many else f"model {net.name}: "
+        meaning = f" ({expl.context.describe()})" if expl.context else ""
+        typer.echo(f"{head}cosine similarity {expl.similarity:.4f}{meaning}")
+        tag = (rank, image_b[i]) if many else None
+        for name, item in results.items():
+            typer.echo(_summary(item, top))
             picture = render_explanation(
-                expl,
-                n_lines=n_matches,
-                heatmap=not no_heatmap,
-                background_alpha=background_alpha,
-                layout=layout,  # type: ignore[arg-type]
-                line_cmap=line_cmap,
-                min_side=DISPLAY_MIN_SIDE,
+                item, n_lines=n_matches, heatmap=heatmap, layout=layout,  # type: ignore[arg-type]
+                arrange=arrange,
             )
             path = save_png(picture, output_path(out, name, several, tag))
             typer.echo(f"  wrote {path}")
             if json_out is not None:
-                jpath = output_path(json_out, name, several, tag)
-                jpath.parent.mkdir(parents=True, exist_ok=True)
-                jpath.write_text(expl.to_json(indent=1) + "\n")
-                typer.echo(f"  wrote {jpath}")
+                jpath, npz = item.save(output_path(json_out, name, several, tag))
+                typer.echo(f"  wrote {jpath} (+ {npz.name})")
     typer.echo(f"done in {time.perf_counter() - start:.1f} s")
 
 
@@ -235,7 +248,9 @@ def layers_command(
     model: Annotated[
         str,
         typer.Argument(
-            help="Model spec: default | timm:NAME | torchvision:resnet18 | miewid | PATH."
+            help="Model: default, timm:NAME, torchvision:resnet50, miewid, or a model "
+            "file/folder.",
+            metavar="MODEL",
         ),
     ] = "default",
     weights: WeightsOpt = None,
@@ -254,14 +269,10 @@ def layers_command(
     By default only blocks and stages (containers holding a spatial convolution) with a grid of
     at least 2x2 are listed; ``--all`` lists every module with a spatial output.
     """
-    import warnings
-
     from pairx.models.layers import candidate_layers
     from pairx.models.loaders import load_model
 
-    with warnings.catch_warnings():  # random init is fine for listing layers
-        warnings.simplefilter("ignore", UserWarning)
-        net = load_model(model, weights=weights, size=size)
+    net = load_model(model, weights=weights, size=size)  # untrained is fine for listing
     infos = candidate_layers(net)
     if not show_all:
         infos = [i for i in infos if min(i.grid) >= 2 and _is_block(net.net.get_submodule(i.name))]

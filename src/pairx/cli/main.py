@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from typing import Annotated, Any
 
 import typer
 
+from pairx import __version__
 from pairx.core.errors import PairxError
 
 # Modules that define commands; each has ``register(app)``.
@@ -22,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.train",
     "pairx.cli.explain",
     "pairx.cli.evaluate",
+    "pairx.cli.calibrate",
 )
 
 app = typer.Typer(
@@ -30,13 +34,30 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: paragraphs as written, flags without placeholders
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pairx {__version__}")
+        raise typer.Exit()
+
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True,
+                     help="Print the pairx version and exit."),
+    ] = False,
+) -> None:
     """Explain why a re-identification model says two images show the same individual."""
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings as one ``pairx: warning:`` line each, without file names or code."""
+    typer.secho(f"pairx: warning: {message}", err=True, fg=typer.colors.YELLOW)
 
 
 for _module in COMMAND_MODULES:
@@ -45,6 +66,8 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pairx`` console script."""
+    warnings.showwarning = _show_warning
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         app(args=argv, prog_name="pairx", standalone_mode=True)
     except PairxError as exc:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pairx.cli.common import check_device
 from pairx.core.errors import InputError, ModelError
 
 __all__ = ["load_any_model", "register"]
@@ -22,6 +23,7 @@ def load_any_model(spec: str, *, device: str = "cpu") -> Any:
     """
     from pairx.models.default import load_default, load_exported
 
+    check_device(device)
     if spec == "default":
         return load_default(device=device)
     path = Path(spec)
@@ -144,7 +146,8 @@ def train_command(
         init=None if init is None else str(init),
     )
     result = train(
-        config, out, resume=resume, progress=not quiet, threads=threads, device=device
+        config, out, resume=resume, progress=not quiet, threads=threads,
+        device=check_device(device)
     )
     summary = {
         "model": str(result.model_path),

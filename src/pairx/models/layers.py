@@ -106,6 +106,7 @@ def candidate_layers(
 
 
 def _suggest(net: nn.Module, name: str, model: ReIDModel | nn.Module) -> str:
+    """A short hint: the closest valid names and where to find the rest."""
     try:
         names = [info.name for info in candidate_layers(model)] if isinstance(
             model, ReIDModel
@@ -114,8 +115,10 @@ def _suggest(net: nn.Module, name: str, model: ReIDModel | nn.Module) -> str:
         names = [n for n, _ in net.named_modules() if n]
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    shown = ", ".join(names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
-    return f"{hint} Valid layer names (modules with spatial output): {shown}"
+    return (
+        f"{hint} {len(names)} layers have a spatial output: list them with "
+        "`pairx layers MODEL` (or pairx.models.layers.candidate_layers)."
+    )
 
 
 def get_layer(model: ReIDModel | nn.Module, name: str) -> nn.Module:

@@ -1,0 +1,149 @@
+"""Options and checks the ``pairx`` commands share: model options, devices, output files.
+
+Everything here runs before any real work, so that a mistyped option costs the user one line
+(``pairx: error: ...``, exit code 2) and never a finished computation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pairx.core.errors import InputError
+from pairx.models.adapter import ReIDModel
+
+__all__ = [
+    "AllowUntrainedOpt",
+    "DeviceOpt",
+    "ModelOpt",
+    "WeightsOpt",
+    "check_device",
+    "check_output_file",
+    "load_cli_model",
+]
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: default, timm:NAME, torchvision:resnet50, miewid, or a model file/folder.",
+        metavar="SPEC",
+    ),
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights", "-w", help="Weights file (or Hugging Face cache folder) for the model.",
+        metavar="FILE",
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps.", metavar="DEVICE")
+]
+AllowUntrainedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-untrained",
+        help="Go ahead with a model that looks untrained (no --weights); outputs are stamped.",
+    ),
+]
+
+UNTRAINED_HINT = (
+    "Pass --weights FILE (or a trained model file as --model), or --allow-untrained to go "
+    "ahead anyway (every output is stamped RANDOM WEIGHTS)."
+)
+
+
+def check_device(device: str) -> str:
+    """Refuse a device string torch does not know or this machine does not have.
+
+    Returns
+    -------
+    str
+        ``device`` unchanged.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(
+            f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"--device {device}: Apple MPS is not available here; use cpu")
+    elif dev.type != "cpu":
+        raise InputError(f"--device {device}: only cpu, cuda[:N] and mps are supported")
+    return device
+
+
+def check_output_file(path: Path, suffixes: tuple[str, ...], option: str) -> Path:
+    """Check, before any work, that ``path`` can be written as an output file.
+
+    Parameters
+    ----------
+    path
+        The file the command will write.
+    suffixes
+        Accepted suffixes (lower case, with the dot).
+    option
+        The option's name, for the message (``"--json"``).
+
+    Raises
+    ------
+    InputError
+        ``path`` is a folder, has another suffix, or its folder cannot be created or written.
+    """
+    if path.is_dir():
+        raise InputError(
+            f"{option} {path} is a folder; give a file name such as {path / ('out' + suffixes[0])}"
+        )
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"{option} must be a {' or '.join(suffixes)} file; got {path}")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: no permission to write in {existing}")
+    return path
+
+
+def load_cli_model(
+    spec: str, weights: Path | None, device: str, *, allow_untrained: bool
+) -> tuple[ReIDModel, str | None]:
+    """Load a model for a command that explains or measures with it.
+
+    Returns
+    -------
+    model, stamp
+        The model, and the stamp to print when it is untrained and ``allow_untrained``.
+
+    Raises
+    ------
+    ModelError
+        The model looks untrained and ``allow_untrained`` is not set (the message names the
+        flags).
+    """
+    from pairx.models.loaders import load_model
+    from pairx.models.provenance import require_trained
+
+    net = load_model(spec, weights=weights, device=check_device(device))
+    stamp = require_trained(net, allow=allow_untrained, hint=UNTRAINED_HINT)
+    if stamp:
+        typer.secho(f"pairx: warning: {stamp}", err=True, fg=typer.colors.YELLOW)
+    return net, stamp
