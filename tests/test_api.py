@@ -10,9 +10,14 @@ import pytest
 import pairx
 
 PUBLIC = {
-    "pairx": ["explain", "load_model", "PairExplanation", "PairX", "ReIDModel", "__version__"],
+    "pairx": ["explain", "load_model", "PairExplanation", "PairX", "ReIDModel", "__version__",
+              "SimilarityCalibration"],
     "pairx.explainers.pairx": ["explain", "PairX"],
-    "pairx.core.results": ["Matches", "PairExplanation"],
+    "pairx.core.results": ["Matches", "PairExplanation", "SimilarityContext", "ModelInfo"],
+    "pairx.core.geometry": ["ImageFrame", "fit_frame", "RESIZE_MODES"],
+    "pairx.metrics.calibration": ["SimilarityCalibration", "calibrate", "pair_scores"],
+    "pairx.models.provenance": ["weight_digest", "untrained_reason", "require_trained",
+                                "domain_warning"],
     "pairx.models.layers": ["get_layer", "candidate_layers", "capture_layers", "LayerInfo"],
     "pairx.models.loaders": ["load_model"],
     "pairx.models.default": ["load_default", "DEFAULT_LAYERS"],
@@ -26,6 +31,7 @@ PUBLIC = {
         "spearman_rho",
     ],
     "pairx.viz.figure": ["render_explanation", "save_png"],
+    "pairx.viz.layout": ["choose_arrangement", "route_lines", "make_views"],
 }
 
 

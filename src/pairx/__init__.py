@@ -17,15 +17,25 @@ _LAZY = {
     "explain": "pairx.explainers.pairx",
     "PairX": "pairx.explainers.pairx",
     "PairExplanation": "pairx.core.results",
+    "SimilarityCalibration": "pairx.metrics.calibration",
     "load_model": "pairx.models.loaders",
     "ReIDModel": "pairx.models.adapter",
 }
 
-__all__ = ["PairExplanation", "PairX", "ReIDModel", "__version__", "explain", "load_model"]
+__all__ = [
+    "PairExplanation",
+    "PairX",
+    "ReIDModel",
+    "SimilarityCalibration",
+    "__version__",
+    "explain",
+    "load_model",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from pairx.core.results import PairExplanation
     from pairx.explainers.pairx import PairX, explain
+    from pairx.metrics.calibration import SimilarityCalibration
     from pairx.models.adapter import ReIDModel
     from pairx.models.loaders import load_model
 

@@ -198,7 +198,7 @@ def explain_command(
     for image in (image_a, *image_b):  # fail fast, before the model is loaded
         load_image(image)
     start = time.perf_counter()
-    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    net, stamp = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
     engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
                    allow_untrained=allow_untrained, calibration=calibration)
@@ -208,7 +208,7 @@ def explain_command(
     order = sorted(range(len(image_b)), key=lambda i: -sims[i])
     several, many = len(layers) > 1, len(image_b) > 1
     first = next(iter(all_results[0].values()))
-    for note in first.warnings:
+    for note in (w for w in first.warnings if w != stamp):  # the stamp was said on loading
         typer.secho(f"pairx: warning: {note}", err=True, fg=typer.colors.YELLOW)
     if many:
         typer.echo(f"model {net.name}: {len(image_b)} candidates for {image_a}, by similarity")

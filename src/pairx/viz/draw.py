@@ -141,10 +141,13 @@ def text_band(
     size: int,
     *,
     background: tuple[int, int, int] = (255, 255, 255),
-    min_size: int = 11,
+    min_size: int | None = None,
     align: str = "centre",
 ) -> np.ndarray:
-    """A ``(h, width, 3)`` band holding ``lines`` of ``(text, colour)``, shrunk/wrapped to fit."""
+    """A ``(h, width, 3)`` band holding ``lines`` of ``(text, colour)``: the font shrinks to
+    ``min_size`` (default: 85 % of ``size``, at least 11 pixels), then long lines wrap."""
+    if min_size is None:
+        min_size = max(11, round(0.85 * size))
     margin = max(4, size // 2)
     fitted, size = _fit_lines(lines, width - 2 * margin, size, min_size)
     step = round(size * 1.3)

@@ -78,11 +78,11 @@ def _source(expl: PairExplanation, side: str) -> tuple[np.ndarray, ImageFrame]:
 
 
 def _overlay_heatmap(pixels: np.ndarray, values: np.ndarray, cmap: str, alpha: float) -> np.ndarray:
-    """Blend ``cmap`` over ``pixels`` with opacity ``alpha * sqrt(values)`` (clear where 0).
+    """Blend ``cmap`` over ``pixels`` with opacity ``alpha * values`` (clear where 0).
 
     Values use the upper part of the colour map (from :data:`HEATMAP_LOW`), so that faint
     relevance tints the photograph instead of darkening it."""
-    a = (alpha * np.sqrt(values))[..., None]
+    a = (alpha * values)[..., None]
     colours = apply_colormap(HEATMAP_LOW + (1.0 - HEATMAP_LOW) * values, cmap)
     out = pixels.astype(np.float32) * (1.0 - a) + colours * a
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
@@ -184,7 +184,7 @@ def render_explanation(
     arrange: str = "auto",
     palette: ColorSpec = MATCH_PALETTE,
     heatmap_cmap: str = "inferno",
-    heatmap_alpha: float = 0.6,
+    heatmap_alpha: float = 0.7,
     pixel_style: PixelStyle = "outline",
     pixel_smooth: float = 1.0,
     show_legend: bool = True,
@@ -286,7 +286,8 @@ def render_explanation(
     top_rel = float(rel[0]) if n_draw and rel[0] > 0 else 1.0
     widest = max(2, round(radius * 0.5))
     lines = panel.copy()
-    for k, pts in reversed(list(enumerate(route_lines(ends_a, ends_b, radius)))):
+    routes = route_lines(ends_a, ends_b, radius, bounds=(panel.shape[1], panel.shape[0]))
+    for k, pts in reversed(list(enumerate(routes))):
         width = 1 + round((widest - 1) * np.sqrt(min(1.0, rel[k] / top_rel)))
         draw_polyline(lines, pts, colours[k], width)
     unlikely = expl.context is not None and expl.context.verdict == "typical of non-matches"

@@ -161,25 +161,46 @@ def choose_arrangement(
     return min(("horizontal", "vertical"), key=lambda k: (scores[k], k != "horizontal"))
 
 
-def _crowded(line: np.ndarray, placed: list[np.ndarray], tol: float) -> bool:
-    """Whether more than a quarter of ``line``'s inner samples lie within ``tol`` of a placed
-    polyline (its ends are excluded: they sit on the match labels)."""
-    inner = line[len(line) // 5 : len(line) - len(line) // 5]
-    for other in placed:
-        d = np.hypot(*(inner[:, None, :] - other[None, :, :]).transpose(2, 0, 1)).min(axis=1)
-        if np.mean(d < tol) > 0.25:
-            return True
-    return False
+def _distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """``(P,)`` distance of each point ``(P, 2)`` to a polyline ``(M, 2)``."""
+    p0, p1 = line[:-1], line[1:]
+    d = p1 - p0
+    t = np.clip(((points[:, None] - p0[None]) * d[None]).sum(-1)
+                / np.maximum((d * d).sum(-1), 1e-9)[None], 0.0, 1.0)
+    nearest = p0[None] + t[..., None] * d[None]
+    dist: np.ndarray = np.hypot(*(points[:, None] - nearest).transpose(2, 0, 1)).min(axis=1)
+    return dist
 
 
-def route_lines(ends_a: np.ndarray, ends_b: np.ndarray, tol: float, samples: int = 33,
-                tries: int = 8) -> list[np.ndarray]:
-    """Polylines for the match lines, in rank order: straight where they run clear of the more
-    relevant lines, else bent into the first clear arc.
+def _cost(line: np.ndarray, own: np.ndarray, labels: np.ndarray, placed: list[np.ndarray],
+          tol: float, bounds: tuple[float, float] | None) -> float:
+    """How badly a candidate polyline is crowded: 3 per other match's label it crosses, plus
+    10 times the largest share of its length that runs along a placed line, plus 10 times the
+    share of it outside ``bounds`` ``(width, height)``."""
+    far = (np.hypot(*(line - own[0]).T) > 1.5 * tol) & (np.hypot(*(line - own[1]).T) > 1.5 * tol)
+    body = line[far]
+    if len(body) == 0:
+        return 0.0
+    crossed = float(np.sum(_distance_to_polyline(labels, line) < tol)) if len(labels) else 0.0
+    share = max((float(np.mean(_distance_to_polyline(body, other) < tol)) for other in placed),
+                default=0.0)
+    outside = 0.0
+    if bounds is not None:
+        x, y = line[:, 0], line[:, 1]
+        outside = float(np.mean((x < 0) | (y < 0) | (x > bounds[0]) | (y > bounds[1])))
+    return 3.0 * crossed + 10.0 * share + 10.0 * outside
+
+
+def route_lines(ends_a: np.ndarray, ends_b: np.ndarray, tol: float, samples: int = 65,
+                tries: int = 10, bounds: tuple[float, float] | None = None) -> list[np.ndarray]:
+    """Polylines for the match lines, in rank order: straight where they run clear, else bent
+    into the least crowded arc.
 
     Line ``i`` is tried straight, then as quadratic Bezier arcs whose middle lies
-    ``1.8 * tol``, ``-1.8 * tol``, ``3.6 * tol``, ... pixels off the straight line; it takes
-    the first that no more relevant line crowds (see :func:`_crowded`), or the last tried.
+    ``1.5 * tol``, ``-1.5 * tol``, ``3 * tol``, ... pixels off the straight line; it keeps the
+    first that crosses no other match's label and runs along no more relevant line, or else
+    the least crowded one (see :func:`_cost`); with ``bounds`` ``(width, height)`` arcs that
+    leave the panel count as crowded too.
 
     Returns
     -------
@@ -187,16 +208,21 @@ def route_lines(ends_a: np.ndarray, ends_b: np.ndarray, tol: float, samples: int
         ``(samples, 2)`` point arrays.
     """
     t = np.linspace(0.0, 1.0, samples)[:, None]
+    ends_a, ends_b = np.asarray(ends_a, float), np.asarray(ends_b, float)
     placed: list[np.ndarray] = []
-    for p, q in zip(np.asarray(ends_a, float), np.asarray(ends_b, float), strict=True):
+    for i, (p, q) in enumerate(zip(ends_a, ends_b, strict=True)):
+        labels = np.concatenate([np.delete(ends_a, i, axis=0), np.delete(ends_b, i, axis=0)])
         d = q - p
         normal = np.array([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-9)
-        line = (1 - t) * p + t * q
+        best, best_cost = (1 - t) * p + t * q, np.inf
         for k in range(tries + 1):
-            amp = ((k + 1) // 2) * 1.8 * tol * (1.0 if k % 2 else -1.0)
+            amp = ((k + 1) // 2) * 1.5 * tol * (1.0 if k % 2 else -1.0)
             control = (p + q) / 2 + normal * 2.0 * amp  # the arc's middle is amp off the chord
             line = (1 - t) ** 2 * p + 2 * (1 - t) * t * control + t**2 * q
-            if not _crowded(line, placed, tol):
+            cost = _cost(line, np.stack([p, q]), labels, placed, tol, bounds)
+            if cost < best_cost - 1e-9:
+                best, best_cost = line, cost
+            if cost == 0.0:
                 break
-        placed.append(line)
+        placed.append(best)
     return placed
