@@ -95,26 +95,35 @@ def _grey(pixels: np.ndarray) -> np.ndarray:
 
 def _pixel_view(view: ImageView, maps: np.ndarray, colours: np.ndarray, style: str,
                 smooth: float) -> np.ndarray:
-    """One photograph of the pixel panel (grey) with the traced matches' regions."""
+    """One photograph of the pixel panel (grey) with the traced matches' regions.
+
+    Maps are smoothed and scaled in the model frame (cheap at model resolution), then resampled
+    onto the photograph.
+    """
     out = _grey(view.pixels)
     if len(maps) == 0:
         return out.astype(np.uint8)
-    shown = np.abs(np.nan_to_num(view.maps(maps)))
-    sigma = smooth * min(view.size) / 224.0
-    if sigma > 0:
-        shown = np.stack([cv2.GaussianBlur(m, (0, 0), sigmaX=sigma) for m in shown])
-    scaled = np.stack([normalise(m, percentile=99.5) for m in shown]) ** 0.7
+    raw = np.abs(np.nan_to_num(np.asarray(maps, np.float32)))
+    side = min(raw.shape[1:])
+
+    def blurred(sigma: float) -> np.ndarray:
+        if sigma <= 0:
+            return raw
+        return np.stack([cv2.GaussianBlur(m, (0, 0), sigmaX=sigma) for m in raw])
+
+    scaled = view.maps(np.stack([normalise(m, percentile=99.5) for m in
+                                 blurred(smooth * side / 224.0)]) ** 0.7)
     best = np.argmax(scaled, axis=0)
-    strength = np.take_along_axis(scaled, best[None], axis=0)[0][..., None]
+    strength = np.clip(np.take_along_axis(scaled, best[None], axis=0)[0], 0.0, 1.0)[..., None]
     opacity = (0.5 if style == "outline" else 0.85) * strength
     out = out * (1.0 - opacity) + colours[best].astype(np.float32) * opacity
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     if style == "outline":  # outlines of a smoother copy: one clean contour per region
         width = max(1, round(min(view.size) / 250))
-        wide = max(2.0, min(view.size) / 70.0)
-        for k in range(len(shown) - 1, -1, -1):
-            soft = normalise(cv2.GaussianBlur(shown[k], (0, 0), sigmaX=wide), percentile=99.5)
-            draw_contours(out, soft >= 0.3, colours[k], width)
+        soft = view.maps(np.stack([normalise(m, percentile=99.5)
+                                   for m in blurred(max(1.0, side / 70.0))]))
+        for k in range(len(soft) - 1, -1, -1):
+            draw_contours(out, soft[k] >= 0.3, colours[k], width)
     return out
 
 

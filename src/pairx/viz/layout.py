@@ -161,29 +161,32 @@ def choose_arrangement(
     return min(("horizontal", "vertical"), key=lambda k: (scores[k], k != "horizontal"))
 
 
-def _distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
-    """``(P,)`` distance of each point ``(P, 2)`` to a polyline ``(M, 2)``."""
-    p0, p1 = line[:-1], line[1:]
-    d = p1 - p0
-    t = np.clip(((points[:, None] - p0[None]) * d[None]).sum(-1)
-                / np.maximum((d * d).sum(-1), 1e-9)[None], 0.0, 1.0)
-    nearest = p0[None] + t[..., None] * d[None]
-    dist: np.ndarray = np.hypot(*(points[:, None] - nearest).transpose(2, 0, 1)).min(axis=1)
-    return dist
+def _segment_distances(points: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """``(P, L)`` distance of each point ``(P, 2)`` to each polyline of ``lines`` ``(L, M, 2)``."""
+    p0, d = lines[:, :-1], lines[:, 1:] - lines[:, :-1]  # (L, M - 1, 2)
+    rel = points[:, None, None] - p0[None]  # (P, L, M - 1, 2)
+    t = np.clip((rel * d[None]).sum(-1) / np.maximum((d * d).sum(-1), 1e-9)[None], 0.0, 1.0)
+    gap = rel - t[..., None] * d[None]
+    out: np.ndarray = np.sqrt((gap * gap).sum(-1)).min(axis=2)
+    return out
 
 
-def _cost(line: np.ndarray, own: np.ndarray, labels: np.ndarray, placed: list[np.ndarray],
+_CHECK = 4  # distances are checked on every 4th sample of a polyline (the arcs are smooth)
+
+
+def _cost(line: np.ndarray, own: np.ndarray, labels: np.ndarray, placed: np.ndarray,
           tol: float, bounds: tuple[float, float] | None) -> float:
     """How badly a candidate polyline is crowded: 3 per other match's label it crosses, plus
-    10 times the largest share of its length that runs along a placed line, plus 10 times the
-    share of it outside ``bounds`` ``(width, height)``."""
+    10 times the largest share of its length that runs along a placed line (``placed``:
+    ``(L, M, 2)``), plus 10 times the share of it outside ``bounds`` ``(width, height)``."""
+    coarse = line[::_CHECK]
+    crossed = float((_segment_distances(labels, coarse[None])[:, 0] < tol).sum()) if len(
+        labels) else 0.0
     far = (np.hypot(*(line - own[0]).T) > 1.5 * tol) & (np.hypot(*(line - own[1]).T) > 1.5 * tol)
-    body = line[far]
-    if len(body) == 0:
-        return 0.0
-    crossed = float(np.sum(_distance_to_polyline(labels, line) < tol)) if len(labels) else 0.0
-    share = max((float(np.mean(_distance_to_polyline(body, other) < tol)) for other in placed),
-                default=0.0)
+    body = line[far][::2]
+    share = 0.0
+    if len(body) and len(placed):
+        share = float((_segment_distances(body, placed) < tol).mean(axis=0).max())
     outside = 0.0
     if bounds is not None:
         x, y = line[:, 0], line[:, 1]
@@ -210,6 +213,7 @@ def route_lines(ends_a: np.ndarray, ends_b: np.ndarray, tol: float, samples: int
     t = np.linspace(0.0, 1.0, samples)[:, None]
     ends_a, ends_b = np.asarray(ends_a, float), np.asarray(ends_b, float)
     placed: list[np.ndarray] = []
+    coarse = np.zeros((0, len(t[::_CHECK]), 2))
     for i, (p, q) in enumerate(zip(ends_a, ends_b, strict=True)):
         labels = np.concatenate([np.delete(ends_a, i, axis=0), np.delete(ends_b, i, axis=0)])
         d = q - p
@@ -219,10 +223,11 @@ def route_lines(ends_a: np.ndarray, ends_b: np.ndarray, tol: float, samples: int
             amp = ((k + 1) // 2) * 1.5 * tol * (1.0 if k % 2 else -1.0)
             control = (p + q) / 2 + normal * 2.0 * amp  # the arc's middle is amp off the chord
             line = (1 - t) ** 2 * p + 2 * (1 - t) * t * control + t**2 * q
-            cost = _cost(line, np.stack([p, q]), labels, placed, tol, bounds)
+            cost = _cost(line, np.stack([p, q]), labels, coarse, tol, bounds)
             if cost < best_cost - 1e-9:
                 best, best_cost = line, cost
             if cost == 0.0:
                 break
         placed.append(best)
+        coarse = np.concatenate([coarse, best[None, ::_CHECK]])
     return placed
