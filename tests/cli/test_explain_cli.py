@@ -189,6 +189,8 @@ def test_layers_command(model_dir: Path) -> None:
         (["explain", "{a}", "{a}", "-m", "{model}", "--arrange", "diagonal"], "horizontal"),
         (["explain", "{a}", "{a}", "-m", "{model}", "--allow-untrained", "--calibration",
           "{missing}"], "calibration file not found"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "--allow-untrained", "--calibration",
+          "{a}"], "cannot read calibration"),
         (["explain", "{a}", "{a}", "-m", "torchvision:resnet50", "-l", "layer3"],
          "--allow-untrained"),
         (["layers", "timm:not_a_model_at_all"], "unknown timm backbone"),

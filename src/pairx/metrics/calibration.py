@@ -115,8 +115,9 @@ class SimilarityCalibration:
             data = json.loads(p.read_text())
         except FileNotFoundError:
             raise InputError(f"calibration file not found: {p}") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read calibration {p}: {exc}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read calibration {p} (not a pairx calibrate JSON file): "
+                             f"{exc}") from None
         try:
             return cls.from_dict(data)
         except InputError as exc:
