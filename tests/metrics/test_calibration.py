@@ -59,7 +59,7 @@ def test_fractions_match_the_empirical_distribution() -> None:
 
 
 def test_percentages_never_round_an_inequality_away() -> None:
-    from pairx.core.results import _pct
+    from pairx.core.context import _pct
 
     assert [_pct(v) for v in (0.0, 0.004, 0.5, 0.9996, 1.0)] == ["0%", "0.4%", "50%", "99.9%",
                                                                 "100%"]

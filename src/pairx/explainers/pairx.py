@@ -185,10 +185,9 @@ class PairX:
             "allow_untrained=True to explain it anyway (every output is stamped).",
         )
         self._stamps: tuple[str, ...] = (stamp,) if stamp else ()
-        pre = model.preprocessing
-        self._info = ModelInfo(model.name, weight_digest(model), pre.size, pre.mean, pre.std,
-                               pre.resize_mode)
-        self.calibration = _resolve_calibration(model, calibration, weight_digest(model))
+        pre, digest = model.preprocessing, weight_digest(model)
+        self._info = ModelInfo(model.name, digest, pre.size, pre.mean, pre.std, pre.resize_mode)
+        self.calibration = _resolve_calibration(model, calibration, digest)
 
     # -- per-image work ----------------------------------------------------------------------
     def _key(self, image: ImageInput, key: Hashable | None) -> Hashable | None:
