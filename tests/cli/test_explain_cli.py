@@ -138,7 +138,7 @@ def test_explain_several_layers_side_layout(
             "explain", str(images[0]), str(images[1]), "-m", str(model_dir),
             "-l", "backbone.layer2", "-l", "backbone.layer3", "--n-matches", "4",
             "--n-pixel-maps", "1", "-o", str(out), "--layout", "side", "--no-heatmap",
-            "--arrange", "horizontal", "--allow-untrained",
+            "--arrange", "horizontal", "--allow-untrained", "--pixel-style", "fill",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -187,6 +187,7 @@ def test_layers_command(model_dir: Path) -> None:
         (["explain", "{a}", "{a}", "-m", "{model}", "--device", "gpu0"], "not a torch device"),
         (["explain", "{a}", "{a}", "-m", "{model}", "--layout", "grid"], "stacked"),
         (["explain", "{a}", "{a}", "-m", "{model}", "--arrange", "diagonal"], "horizontal"),
+        (["explain", "{a}", "{a}", "-m", "{model}", "--pixel-style", "blob"], "outline"),
         (["explain", "{a}", "{a}", "-m", "{model}", "--allow-untrained", "--calibration",
           "{missing}"], "calibration file not found"),
         (["explain", "{a}", "{a}", "-m", "{model}", "--allow-untrained", "--calibration",

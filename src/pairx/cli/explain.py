@@ -162,6 +162,10 @@ def explain_command(
     heatmap: Annotated[
         bool, typer.Option("--heatmap/--no-heatmap", help="Overlay the layer relevance.")
     ] = True,
+    pixel_style: Annotated[
+        str,
+        typer.Option(help="Pixel maps as outline (translucent, outlined regions) or fill."),
+    ] = "outline",
     calibration: Annotated[
         Path | None,
         typer.Option(
@@ -186,6 +190,8 @@ def explain_command(
 
     if layout not in ("stacked", "side"):
         raise InputError(f"--layout must be 'stacked' or 'side'; got {layout!r}")
+    if pixel_style not in ("outline", "fill"):
+        raise InputError(f"--pixel-style must be 'outline' or 'fill'; got {pixel_style!r}")
     if arrange not in ARRANGEMENTS:
         raise InputError(f"--arrange must be one of {', '.join(ARRANGEMENTS)}; got {arrange!r}")
     if n_matches < 0 or n_pixel_maps < 0:
@@ -225,7 +231,7 @@ def explain_command(
             typer.echo(_summary(item, top))
             picture = render_explanation(
                 item, n_lines=n_matches, heatmap=heatmap, layout=layout,  # type: ignore[arg-type]
-                arrange=arrange,
+                arrange=arrange, pixel_style=pixel_style,  # type: ignore[arg-type]
             )
             path = save_png(picture, output_path(out, name, several, tag))
             typer.echo(f"  wrote {path}")
