@@ -65,13 +65,12 @@ def calibrate_command(
     from pairx.data.datasets import load_dataset
     from pairx.metrics.calibration import calibrate
 
-    if out is not None:
+    if out is not None:  # a given file is checked before anything is loaded
         check_output_file(out, (".json",), "--out")
     start = time.perf_counter()
     dataset = load_dataset(data)
     net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
-    target = out if out is not None else _default_out(net)
-    check_output_file(target, (".json",), "--out")
+    target = out if out is not None else check_output_file(_default_out(net), (".json",), "--out")
     cal = calibrate(net, dataset, split=split, same_viewpoint=same_viewpoint,
                     batch_size=batch_size, progress=not quiet)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -194,9 +194,10 @@ def fit_frame(
             rh, rw = max(rh, mh), max(rw, mw)
     else:
         raise InputError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}")
-    ox, oy = float((mw - rw) // 2), float((mh - rh) // 2)  # negative for a crop
-    if mode == "crop":
+    if mode == "crop":  # the crop starts this far into the resized image
         ox, oy = -float((rw - mw) // 2), -float((rh - mh) // 2)
+    else:  # padding before the image (0 for stretch)
+        ox, oy = float((mw - rw) // 2), float((mh - rh) // 2)
     return ImageFrame((oh, ow), (mh, mw), (rw / ow, rh / oh), (ox, oy), (rh, rw), source)
 
 

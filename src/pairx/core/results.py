@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pairx.core.context import ModelInfo, SimilarityContext
-from pairx.core.errors import InputError
+from pairx.core.errors import ImageReadError, InputError
 from pairx.core.files import atomic_write_bytes, atomic_write_text
 from pairx.core.geometry import ImageFrame
 
@@ -351,12 +351,14 @@ def _reload(
     data: Mapping[str, Any], model: ModelInfo | None, frames: list[ImageFrame | None]
 ) -> dict[str, np.ndarray]:
     """Model-frame images and photographs read again from their recorded sources."""
-    from pairx.core.errors import ImageReadError
     from pairx.data.images import load_image
+    from pairx.models.adapter import Preprocessing
 
     out: dict[str, np.ndarray] = {}
+    pre = None if model is None else Preprocessing(model.size, model.mean, model.std,
+                                                   model.resize_mode)
     for side, frame in zip("ab", frames, strict=True):
-        if frame is None or frame.source is None or model is None:
+        if frame is None or frame.source is None or pre is None:
             raise InputError(
                 f"image {side} was not read from a file, so it cannot be reloaded; read the "
                 "explanation with PairExplanation.load (the .npz beside the JSON)"
@@ -365,9 +367,6 @@ def _reload(
             rgb = load_image(frame.source)
         except ImageReadError as exc:
             raise ImageReadError(f"cannot reload image {side} of the explanation: {exc}") from None
-        from pairx.models.adapter import Preprocessing
-
-        pre = Preprocessing(model.size, model.mean, model.std, model.resize_mode)
         out[f"image_{side}"] = pre.apply(rgb, frame)
         out[f"photo_{side}"] = shrink_photo(rgb)
     h, w = out["image_a"].shape[:2]

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.nn.functional as F
 
 from pairx.core.errors import DatasetError, InputError
 from pairx.core.files import atomic_write_text
@@ -150,20 +149,19 @@ def pair_scores(
     true, false
         1-D float64 arrays of the similarities of each unordered pair ``i < j``.
     """
-    import torch
-
-    emb = F.normalize(torch.as_tensor(np.asarray(embeddings, dtype=np.float64)), dim=1)
-    sim = (emb @ emb.T).numpy()
+    emb = np.asarray(embeddings, dtype=np.float64)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     ids = np.asarray(identities)
     sp = np.asarray(species if species is not None else [""] * len(ids))
     iu, ju = np.triu_indices(len(ids), k=1)
+    sim = (emb[iu] * emb[ju]).sum(axis=1)
     same = ids[iu] == ids[ju]
     comparable = sp[iu] == sp[ju]
     if viewpoints is not None:
         vp = np.asarray(viewpoints)
         comparable &= vp[iu] == vp[ju]
         same &= vp[iu] == vp[ju]
-    return sim[iu, ju][same], sim[iu, ju][~same & comparable]
+    return sim[same], sim[~same & comparable]
 
 
 def calibrate(
@@ -205,14 +203,14 @@ def calibrate(
             + (f" in split {split!r}" if split else "")
             + "; calibration needs pairs of the same and of different individuals"
         )
-    emb = embed_samples(model, samples, batch_size=batch_size, progress=progress).numpy()
     species = [s.species for s in samples]
     views = [s.orientation for s in samples]
-    if same_viewpoint and not all(views):
+    if same_viewpoint and not all(views):  # checked before the embedding work
         raise DatasetError(
             f"dataset {dataset.root} has images without an orientation annotation; "
             "same-viewpoint calibration needs one for every image"
         )
+    emb = embed_samples(model, samples, batch_size=batch_size, progress=progress).numpy()
     true, false = pair_scores(emb, [s.identity for s in samples], species,
                               views if same_viewpoint else None)
     if len(true) == 0 or len(false) == 0:

@@ -166,10 +166,13 @@ def _title(expl: PairExplanation, views: tuple[ImageView, ImageView], n_draw: in
     else:
         lines.append(("no calibration for this model: pairx calibrate DATA says what its "
                       "similarities mean", (110, 110, 110)))
-    band = text_band(width, lines, size)
-    stamps = [text_band(width, [(w, (255, 255, 255))], size, background=(190, 0, 0))
-              for w in expl.warnings]
-    return np.concatenate([*stamps, band], axis=0)
+    return np.concatenate([*_stamps(expl.warnings, width, size), text_band(width, lines, size)])
+
+
+def _stamps(warnings: tuple[str, ...], width: int, size: int) -> list[np.ndarray]:
+    """One red band per warning (white text)."""
+    return [text_band(width, [(w, (255, 255, 255))], size, background=(190, 0, 0))
+            for w in warnings]
 
 
 def _legend(width: int, size: int, cmap: str, heatmap: bool) -> np.ndarray:
@@ -331,9 +334,8 @@ def render_explanation(
             _legend(figure.shape[1], size, heatmap_cmap, heatmap),
         ])
     elif expl.warnings:  # warnings are never left out
-        figure = np.concatenate([text_band(figure.shape[1], [(w, (255, 255, 255))],
-                                           _font_size(figure), background=(190, 0, 0))
-                                 for w in expl.warnings] + [figure])
+        figure = np.concatenate(
+            [*_stamps(expl.warnings, figure.shape[1], _font_size(figure)), figure])
     return np.ascontiguousarray(figure, dtype=np.uint8)
 
 

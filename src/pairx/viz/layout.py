@@ -116,13 +116,6 @@ def overlapping(seg_a: np.ndarray, seg_b: np.ndarray, tol: float) -> bool:
     return hi - lo > tol
 
 
-def _passes_label(seg: np.ndarray, point: np.ndarray, radius: float) -> bool:
-    p, q = seg
-    d = q - p
-    t = float(np.clip((point - p) @ d / max(float(d @ d), 1e-9), 0.0, 1.0))
-    return bool(np.hypot(*(p + t * d - point)) < radius)
-
-
 def count_conflicts(ends_a: np.ndarray, ends_b: np.ndarray, tol: float) -> float:
     """Overlapping line pairs, plus a tenth for each line crossing another match's label.
 
@@ -133,16 +126,15 @@ def count_conflicts(ends_a: np.ndarray, ends_b: np.ndarray, tol: float) -> float
     tol
         Label radius in pixels (lines closer than this overlap).
     """
-    segs = np.stack([ends_a, ends_b], axis=1)
+    segs = np.stack([ends_a, ends_b], axis=1).astype(np.float64)
     n = len(segs)
-    score = 0.0
-    for i in range(n):
-        for j in range(i + 1, n):
-            score += overlapping(segs[i], segs[j], tol)
-        for k in range(n):
-            if k != i:
-                score += 0.1 * (_passes_label(segs[i], ends_a[k], tol)
-                                + _passes_label(segs[i], ends_b[k], tol))
+    score = float(sum(overlapping(segs[i], segs[j], tol)
+                      for i in range(n) for j in range(i + 1, n)))
+    if n:
+        # (2N labels, N lines); a line's own two labels do not count
+        crossed = _segment_distances(np.concatenate([segs[:, 0], segs[:, 1]]), segs) < tol
+        own = np.tile(np.eye(n, dtype=bool), (2, 1))
+        score += 0.1 * float(crossed[~own].sum())
     return score
 
 
