@@ -158,7 +158,7 @@ def run_pairx(size: int, n_pix: int, engine: str = "gradient") -> dict[str, obje
     explainer = PairX(model, [LAYER], n_pixel_maps=n_pix, cache_size=0, pixel_chunk=PIXEL_CHUNK,
                       engine=engine, allow_untrained=True)  # random weights: timing only
     t0 = time.perf_counter()
-    r = explainer.explain(a, b)[LAYER]
+    r = explainer.explain_layers(a, b)[LAYER]
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "similarity": r.similarity, "relevance_a": r.relevance_a,
             "relevance_b": r.relevance_b, "grid_a": r.matches.grid_a, "grid_b": r.matches.grid_b,

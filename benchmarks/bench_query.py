@@ -1,6 +1,6 @@
 """One query against its ranked candidates, the expert's review workflow: shared graphs vs per pair.
 
-An expert checks a query against its top ``k`` candidates. ``PairX.explain_pairs`` with the
+An expert checks a query against its top ``k`` candidates. ``PairX.explain_layers_pairs`` with the
 gradient engine builds each image's LRP graph once and reuses the query's graph for every
 candidate (``k + 1`` LRP forward passes); explaining each pair on its own (``PairX.explain``)
 builds both graphs per pair (``2k``). Both give the same numbers (checked here). The zennit
@@ -62,16 +62,16 @@ def main() -> None:
         t0 = time.perf_counter()
         alone = [PairX(model, [layer], n_pixel_maps=args.n_pix, cache_size=0, engine="gradient",
                        allow_untrained=True)
-                 .explain(a, b)[layer] for a, b in pairs]
+                 .explain_layers(a, b)[layer] for a, b in pairs]
         t_alone = time.perf_counter() - t0
         t0 = time.perf_counter()
         shared = [r[layer] for r in PairX(model, [layer], n_pixel_maps=args.n_pix,
                                           engine="gradient", allow_untrained=True)
-                  .explain_pairs(pairs, progress=False)]
+                  .explain_layers_pairs(pairs, progress=False)]
         t_shared = time.perf_counter() - t0
         t0 = time.perf_counter()
         PairX(model, [layer], n_pixel_maps=args.n_pix, engine="zennit",
-              allow_untrained=True).explain_pairs(pairs, progress=False)
+              allow_untrained=True).explain_layers_pairs(pairs, progress=False)
         t_zennit = time.perf_counter() - t0
 
     same, worst = True, 0.0
@@ -87,9 +87,9 @@ def main() -> None:
     print(f"{args.model}: 1 query x {k} candidates, layer {layer}, {args.n_pix} pixel maps per "
           f"image, {args.threads} threads")
     print(f"  per pair (PairX.explain each, {2 * k} LRP forwards): {t_alone:8.2f} s")
-    print(f"  shared graphs (explain_pairs, {k + 1} LRP forwards):   {t_shared:8.2f} s   "
+    print(f"  shared graphs (explain_layers_pairs, {k + 1} LRP forwards):   {t_shared:8.2f} s   "
           f"{t_alone / t_shared:.2f}x faster")
-    print(f"  zennit engine (explain_pairs, {k} batches of 2):     {t_zennit:8.2f} s   "
+    print(f"  zennit engine (explain_layers_pairs, {k} batches of 2):     {t_zennit:8.2f} s   "
           f"{t_alone / t_zennit:.2f}x")
     print(f"  identical matches: {same}; max relative difference of maps {worst:.1e}")
 

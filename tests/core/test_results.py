@@ -33,7 +33,7 @@ def explanation(tmp_path_factory: pytest.TempPathFactory) -> PairExplanation:
     torch.manual_seed(0)
     model = ReIDModel(ReIDNet("resnet10t").eval(), Preprocessing(size=(64, 64)), name="tiny")
     engine = PairX(model, [LAYER], n_pixel_maps=3, allow_untrained=True)
-    return engine.explain(str(folder / "a.png"), str(folder / "b.png"))[LAYER]
+    return engine.explain_layers(str(folder / "a.png"), str(folder / "b.png"))[LAYER]
 
 
 def _assert_same(x: PairExplanation, y: PairExplanation) -> None:

@@ -142,7 +142,7 @@ def test_equals_slow_per_image_reimplementation(
 def test_batched_pixel_maps_equal_one_pass_per_map(
     model: ReIDModel, images: tuple[np.ndarray, np.ndarray], result: PairExplanation
 ) -> None:
-    slow = PairX(model, [LAYER], n_pixel_maps=4, pixel_chunk=1).explain(*images)[LAYER]
+    slow = PairX(model, [LAYER], n_pixel_maps=4, pixel_chunk=1).explain_layers(*images)[LAYER]
     np.testing.assert_allclose(slow.pixel_relevance_a, result.pixel_relevance_a, rtol=1e-5,
                                atol=1e-7)
     np.testing.assert_allclose(slow.pixel_relevance_b, result.pixel_relevance_b, rtol=1e-5,
@@ -161,7 +161,7 @@ def test_several_layers_pairs_and_cache(
     np.testing.assert_allclose(multi[LAYER].relevance_a, result.relevance_a, rtol=1e-4,
                                atol=1e-7)
     explainer = PairX(model, [LAYER], n_pixel_maps=0)
-    out = explainer.explain_pairs([(str(pa), str(pb)), (str(pb), str(pa))], progress=False)
+    out = explainer.explain_layers_pairs([(str(pa), str(pb)), (str(pb), str(pa))], progress=False)
     assert len(explainer._cache) == 2  # two images, each preprocessed once
     assert out[0][LAYER].pixel_relevance_a.shape == (0, SIZE, SIZE)
     np.testing.assert_allclose(out[1][LAYER].relevance_a, out[0][LAYER].relevance_b, rtol=1e-5)
@@ -263,8 +263,8 @@ def test_degenerate_embeddings(model: ReIDModel, images: tuple[np.ndarray, np.nd
 def test_engines_agree_and_unknown_engine_is_refused(
     model: ReIDModel, images: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    fast = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0).explain(*images)[LAYER]
-    slow = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0, engine="zennit").explain(
+    fast = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0).explain_layers(*images)[LAYER]
+    slow = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0, engine="zennit").explain_layers(
         *images)[LAYER]
     assert fast.similarity == pytest.approx(slow.similarity, abs=1e-6)
     np.testing.assert_array_equal(fast.matches.grid_a, slow.matches.grid_a)
@@ -292,14 +292,14 @@ def test_gradient_engine_shares_each_image_graph_across_pairs(
     explainer = PairX(model, [LAYER], n_pixel_maps=3, engine="gradient", max_graphs=4)
     calls, handle = _count_forwards(model)
     try:
-        shared = explainer.explain_pairs(pairs, keys=keys, progress=False)
+        shared = explainer.explain_layers_pairs(pairs, keys=keys, progress=False)
     finally:
         handle.remove()
     # a, b, c, d once each: a stays live for three pairs, b and c until the last one
     assert calls == [1, 1, 1, 1]
     for (x, y), got in zip(pairs, shared, strict=True):
-        alone = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0, engine="zennit").explain(
-            x, y)[LAYER]
+        alone = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0,
+                      engine="zennit").explain_layers(x, y)[LAYER]
         e = got[LAYER]
         assert e.similarity == pytest.approx(alone.similarity, abs=1e-6)
         np.testing.assert_array_equal(e.matches.grid_a, alone.matches.grid_a)
@@ -319,7 +319,7 @@ def test_graph_pool_evicts_the_graph_needed_latest(
     explainer = PairX(model, [LAYER], n_pixel_maps=1, engine="gradient", max_graphs=2)
     calls, handle = _count_forwards(model)
     try:
-        explainer.explain_pairs([(a, b), (a, c), (b, a)], keys=[("a", "b"), ("a", "c"),
+        explainer.explain_layers_pairs([(a, b), (a, c), (b, a)], keys=[("a", "b"), ("a", "c"),
                                                                 ("b", "a")], progress=False)
     finally:
         handle.remove()
@@ -327,7 +327,7 @@ def test_graph_pool_evicts_the_graph_needed_latest(
     zennit = PairX(model, [LAYER], n_pixel_maps=1, engine="zennit")
     calls, handle = _count_forwards(model)
     try:
-        zennit.explain_pairs([(a, b), (a, c)], keys=[("a", "b"), ("a", "c")], progress=False)
+        zennit.explain_layers_pairs([(a, b), (a, c)], keys=[("a", "b"), ("a", "c")], progress=False)
     finally:
         handle.remove()
     assert calls == [2, 2]  # one batch of both images per pair

@@ -32,7 +32,7 @@ def test_matches_in_original_frames_follow_the_known_transform(tmp_path: Path) -
     path_b = tmp_path / "b.png"
     b.save(path_b)
 
-    expl = PairX(load_default(), ["backbone.layer3"], n_pixel_maps=0).explain(
+    expl = PairX(load_default(), ["backbone.layer3"], n_pixel_maps=0).explain_layers(
         path_a, str(path_b))["backbone.layer3"]
     assert expl.frame_b is not None and expl.frame_b.original_size == (160, 320)
     orig_a, orig_b = expl.original_xy()

@@ -81,7 +81,7 @@ def test_calibrate_a_model_and_use_it(tmp_path: Path) -> None:
     assert back.model_digest == cal.model_digest and back.source == cal.source
     paths = [str(s.path) for s in ds.samples]
     engine = PairX(model, ["backbone.layer3"], n_pixel_maps=1, calibration=path)
-    expl = engine.explain(paths[0], paths[1])["backbone.layer3"]
+    expl = engine.explain_layers(paths[0], paths[1])["backbone.layer3"]
     assert expl.context is not None and expl.context.similarity == expl.similarity
     assert (expl.context.true_below, expl.context.false_below) == cal.fraction_below(
         expl.similarity)

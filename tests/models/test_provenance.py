@@ -80,5 +80,5 @@ def test_default_model_says_when_images_are_not_synthetic(tmp_path: Path) -> Non
     assert "synthetic data only" in (domain_warning(model, [None, None]) or "")
     assert domain_warning(_tiny(), [str(photo)]) is None  # no domain recorded: nothing to say
     engine = PairX(model, ["backbone.layer3"], n_pixel_maps=0)
-    assert not engine.explain(synth[0], synth[1])["backbone.layer3"].warnings
-    assert engine.explain(synth[0], str(photo))["backbone.layer3"].warnings
+    assert not engine.explain_layers(synth[0], synth[1])["backbone.layer3"].warnings
+    assert engine.explain_layers(synth[0], str(photo))["backbone.layer3"].warnings

@@ -99,7 +99,7 @@ def run_demo(out_dir: Path, *, individuals: int = 3, sightings: int = 3,
     truth = GroundTruthHomography(dataset)
     summary: dict[str, object] = {"layer": layer, "model": model.name}
     for tag, (i, j) in (("true_match", (ti, tj)), ("hard_non_match", (fi, fj))):
-        expl = engine.explain(paths[i], paths[j])[layer]
+        expl = engine.explain_layers(paths[i], paths[j])[layer]
         save_png(expl.render(), out_dir / f"{tag}.png")
         expl.save(out_dir / f"{tag}.json")
         entry: dict[str, object] = {

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from torch import nn
 
 from pairx.cli.common import (
     AllowUntrainedOpt,
@@ -25,50 +24,9 @@ from pairx.cli.common import (
 )
 from pairx.core.errors import InputError, LayerError
 from pairx.core.results import PairExplanation
-from pairx.models.adapter import ReIDModel
+from pairx.models.layer_choice import default_layers, is_block
 
 __all__ = ["default_layers", "explain_command", "layers_command", "output_path", "register"]
-
-
-def default_layers(model: ReIDModel) -> list[str]:
-    """The layers to explain when the user names none.
-
-    Parameters
-    ----------
-    model
-        A loaded model; its metadata may recommend layers (``"default_layers"`` or
-        ``"layers"``, written by the loaders and by ``pairx train``).
-
-    Returns
-    -------
-    list[str]
-        The first recommended layer.
-
-    Raises
-    ------
-    LayerError
-        The model recommends no layer; the message lists candidate layers.
-    """
-    for key in ("default_layers", "layers"):
-        value = model.metadata.get(key)
-        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-            return [str(value[0])]
-    if model.name == "default":
-        from pairx.models.default import DEFAULT_LAYERS
-
-        return [DEFAULT_LAYERS[0]]
-    from pairx.models.layers import candidate_layers
-
-    names = [
-        info.name
-        for info in candidate_layers(model)
-        if min(info.grid) >= 2 and _is_block(model.net.get_submodule(info.name))
-    ]
-    shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
-    raise LayerError(
-        f"model {model.name!r} recommends no PAIR-X layer; pass one or more --layer NAME "
-        f"(layers near the middle of the network work best). Candidates: {shown}"
-    )
 
 
 def _safe(text: str, fallback: str) -> str:
@@ -209,7 +167,7 @@ def explain_command(
     engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
                    allow_untrained=allow_untrained, calibration=calibration)
     pairs = [(str(image_a), str(b)) for b in image_b]
-    all_results = engine.explain_pairs(pairs, progress=len(pairs) > 1)
+    all_results = engine.explain_layers_pairs(pairs, progress=len(pairs) > 1)
     sims = [next(iter(r.values())).similarity for r in all_results]
     order = sorted(range(len(image_b)), key=lambda i: -sims[i])
     several, many = len(layers) > 1, len(image_b) > 1
@@ -239,15 +197,6 @@ def explain_command(
                 jpath, npz = item.save(output_path(json_out, name, several, tag))
                 typer.echo(f"  wrote {jpath} (+ {npz.name})")
     typer.echo(f"done in {time.perf_counter() - start:.1f} s")
-
-
-def _is_block(module: nn.Module) -> bool:
-    """A block or stage: a container holding a spatial (kernel > 1) convolution."""
-    if next(module.children(), None) is None:
-        return False
-    return any(
-        isinstance(m, nn.modules.conv._ConvNd) and max(m.kernel_size) > 1 for m in module.modules()
-    )
 
 
 def layers_command(
@@ -281,7 +230,7 @@ def layers_command(
     net = load_model(model, weights=weights, size=size)  # untrained is fine for listing
     infos = candidate_layers(net)
     if not show_all:
-        infos = [i for i in infos if min(i.grid) >= 2 and _is_block(net.net.get_submodule(i.name))]
+        infos = [i for i in infos if min(i.grid) >= 2 and is_block(net.net.get_submodule(i.name))]
     try:
         recommended = set(default_layers(net))
     except LayerError:

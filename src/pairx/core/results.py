@@ -8,10 +8,9 @@ maps; :meth:`PairExplanation.load` reads both back exactly.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,17 @@ import numpy as np
 
 from pairx.core.context import ModelInfo, SimilarityContext
 from pairx.core.errors import ImageReadError, InputError
-from pairx.core.files import atomic_write_bytes, atomic_write_text
+from pairx.core.explanation import Explanation, Matches, common_fields
 from pairx.core.geometry import ImageFrame
 
-__all__ = ["SCHEMA", "Matches", "ModelInfo", "PairExplanation", "SimilarityContext"]
+__all__ = [
+    "SCHEMA",
+    "Explanation",
+    "Matches",
+    "ModelInfo",
+    "PairExplanation",
+    "SimilarityContext",
+]
 
 SCHEMA = "pairx-explanation/2"
 """Schema of :meth:`PairExplanation.to_dict` (version 1 had no schema field)."""
@@ -30,66 +36,16 @@ SCHEMA = "pairx-explanation/2"
 PHOTO_MAX_SIDE = 1024
 """Longest side, in pixels, of the photographs kept in an explanation for drawing."""
 
-_MATCH_FIELDS = ("grid_a", "grid_b", "xy_a", "xy_b", "distance", "relevance")
 _NPZ_FIELDS = ("pixel_relevance_a", "pixel_relevance_b", "image_a", "image_b", "photo_a",
                "photo_b")
 
 
-@dataclass(frozen=True)
-class Matches:
-    """Cross-checked feature matches between two images, sorted by relevance (descending).
-
-    Attributes
-    ----------
-    grid_a, grid_b
-        ``(N, 2)`` int, ``(col, row)`` of the matched positions on the layer grid.
-    xy_a, xy_b
-        ``(N, 2)`` float, pixel ``(x, y)`` of the grid-cell centres in the model-input frame.
-    distance
-        ``(N,)`` float, L2 distance between the two descriptors.
-    relevance
-        ``(N,)`` float, product of the two positions' channel-summed intermediate relevances.
-    """
-
-    grid_a: np.ndarray
-    grid_b: np.ndarray
-    xy_a: np.ndarray
-    xy_b: np.ndarray
-    distance: np.ndarray
-    relevance: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.distance.shape[0])
-
-    def __repr__(self) -> str:
-        top = f", top relevance {float(self.relevance[0]):.3g}" if len(self) else ""
-        return f"Matches({len(self)} matches{top})"
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        """Plain-Python lists, for JSON."""
-        return {name: getattr(self, name).tolist() for name in _MATCH_FIELDS}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], dtypes: Mapping[str, str]) -> Matches:
-        """Inverse of :meth:`to_dict`; ``dtypes`` as :meth:`PairExplanation.to_dict` records."""
-        arrays = {}
-        for name in _MATCH_FIELDS:
-            width = 2 if name.startswith(("grid", "xy")) else None
-            arr = np.asarray(data[name], dtype=dtypes.get(f"matches.{name}", "float64"))
-            arrays[name] = arr.reshape(-1, 2) if width else arr.reshape(-1)
-        return cls(**arrays)
-
-    @classmethod
-    def empty(cls) -> Matches:
-        """A valid result with no matches."""
-        ints = np.zeros((0, 2), dtype=np.int64)
-        floats = np.zeros((0, 2), dtype=np.float64)
-        return cls(ints, ints.copy(), floats, floats.copy(), np.zeros(0), np.zeros(0))
-
-
-@dataclass(frozen=True, repr=False)
-class PairExplanation:
+@dataclass(frozen=True, repr=False, kw_only=True)
+class PairExplanation(Explanation):
     """A PAIR-X explanation of one image pair at one layer.
+
+    An :class:`pairx.core.explanation.Explanation` whose ``map_a``/``map_b`` are the sums of its
+    traced matches' pixel maps (computed when not given), plus the fields below.
 
     Attributes
     ----------
@@ -126,24 +82,24 @@ class PairExplanation:
         Where the similarity falls in the model's calibration (``None``: no calibration).
     """
 
-    similarity: float
     layer: str
     matches: Matches
     relevance_a: np.ndarray
     relevance_b: np.ndarray
     pixel_relevance_a: np.ndarray
     pixel_relevance_b: np.ndarray
-    image_a: np.ndarray
-    image_b: np.ndarray
     n_matches: int = 20
-    frame_a: ImageFrame | None = None
-    frame_b: ImageFrame | None = None
-    photo_a: np.ndarray | None = None
-    photo_b: np.ndarray | None = None
-    model: ModelInfo | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-    context: SimilarityContext | None = None
+    method: str = "pairx"
+
+    def __post_init__(self) -> None:
+        # the base maps of PAIR-X: every traced match's pixel map, summed
+        for side in "ab":
+            if getattr(self, f"map_{side}").size == 0:
+                pix = np.asarray(getattr(self, f"pixel_relevance_{side}"))
+                img = getattr(self, f"image_{side}")
+                total = (pix.sum(axis=0) if len(pix) else np.zeros(img.shape[:2]))
+                object.__setattr__(self, f"map_{side}", total.astype(np.float32))
+        super().__post_init__()
 
     def __repr__(self) -> str:
         name = self.model.name if self.model else "?"
@@ -168,17 +124,6 @@ class PairExplanation:
         options.setdefault("n_lines", self.n_matches)
         return render_explanation(self, **options)
 
-    def original_xy(self) -> tuple[np.ndarray, np.ndarray]:
-        """Match coordinates ``(N, 2)`` ``(x, y)`` in each original photograph's own pixels.
-
-        Without a frame (in-memory model inputs) the model frame is the original frame.
-        """
-        m = self.matches
-        return (
-            self.frame_a.to_original(m.xy_a) if self.frame_a else np.asarray(m.xy_a, float),
-            self.frame_b.to_original(m.xy_b) if self.frame_b else np.asarray(m.xy_b, float),
-        )
-
     # -- files ---------------------------------------------------------------------------
     def to_dict(self, *, include_maps: bool = True) -> dict[str, Any]:
         """Plain-Python record (schema :data:`SCHEMA`); images and pixel maps are left out.
@@ -187,29 +132,13 @@ class PairExplanation:
         photographs (``matches.xy_a_original``); ``dtypes`` lets :meth:`from_dict` rebuild every
         array exactly.
         """
-        from pairx import __version__
-
         orig_a, orig_b = self.original_xy()
         matches: dict[str, Any] = {**self.matches.to_dict(), "xy_a_original": orig_a.tolist(),
                                    "xy_b_original": orig_b.tolist()}
-        dtypes = {f"matches.{n}": str(getattr(self.matches, n).dtype) for n in _MATCH_FIELDS}
+        dtypes = self.matches.dtypes()
         out: dict[str, Any] = {
             "schema": SCHEMA,
-            "pairx_version": __version__,
-            "model": self.model.to_dict() if self.model else None,
-            "layer": self.layer,
-            "options": dict(self.options),
-            "images": {
-                side: {
-                    "frame": frame.to_dict() if frame else None,
-                    "model_shape": list(img.shape[:2]),
-                }
-                for side, frame, img in (("a", self.frame_a, self.image_a),
-                                         ("b", self.frame_b, self.image_b))
-            },
-            "similarity": float(self.similarity),
-            "context": self.context.to_dict() if self.context else None,
-            "warnings": list(self.warnings),
+            **self._common_dict(),
             "n_matches": int(self.n_matches),
             "grid_shape": list(self.relevance_a.shape),
             "image_shape": list(self.image_a.shape[:2]),
@@ -254,21 +183,16 @@ class PairExplanation:
                              "(include_maps=False); it cannot be read back")
         try:
             dtypes = data["dtypes"]
-            model = ModelInfo.from_dict(data["model"]) if data.get("model") else None
-            frames = [
-                ImageFrame.from_dict(data["images"][s]["frame"])
-                if data["images"][s]["frame"] else None
-                for s in ("a", "b")
-            ]
+            common = common_fields(data)
             rel_a = np.asarray(data["relevance_a"], dtype=dtypes["relevance_a"])
             rel_b = np.asarray(data["relevance_b"], dtype=dtypes["relevance_b"])
             matches = Matches.from_dict(data["matches"], dtypes)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed pairx explanation record: {exc}") from None
-        got = dict(arrays) if arrays is not None else _reload(data, model, frames)
+        got = dict(arrays) if arrays is not None else _reload(
+            data, common["model"], [common["frame_a"], common["frame_b"]])
         return cls(
-            similarity=float(data["similarity"]),
-            layer=str(data["layer"]),
+            **{**common, "layer": str(data["layer"]), "method": "pairx"},
             matches=matches,
             relevance_a=rel_a.reshape(data["grid_shape"]),
             relevance_b=rel_b.reshape(data.get("grid_shape_b", data["grid_shape"])),
@@ -277,14 +201,8 @@ class PairExplanation:
             image_a=got["image_a"],
             image_b=got["image_b"],
             n_matches=int(data["n_matches"]),
-            frame_a=frames[0],
-            frame_b=frames[1],
             photo_a=got.get("photo_a"),
             photo_b=got.get("photo_b"),
-            model=model,
-            options=dict(data.get("options") or {}),
-            warnings=tuple(str(w) for w in data.get("warnings") or ()),
-            context=SimilarityContext.from_dict(data["context"]) if data.get("context") else None,
         )
 
     @classmethod
@@ -298,27 +216,8 @@ class PairExplanation:
             raise InputError(f"not JSON: {exc}") from None
         return cls.from_dict(data, arrays)
 
-    def save(self, path: str | Path) -> tuple[Path, Path]:
-        """Write ``path`` (JSON, see :meth:`to_dict`) and ``path`` with suffix ``.npz`` (images
-        and pixel maps), each atomically.
-
-        Returns
-        -------
-        tuple[Path, Path]
-            The JSON and the ``.npz`` file.
-        """
-        out = Path(path)
-        if out.suffix.lower() != ".json":
-            raise InputError(f"an explanation is saved as a .json file; got {out.name!r}")
-        npz = out.with_suffix(".npz")
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **{
-            k: v for k in _NPZ_FIELDS if (v := getattr(self, k)) is not None
-        })
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(npz, buf.getvalue())
-        atomic_write_text(out, self.to_json(indent=1) + "\n")
-        return out, npz
+    def _npz_arrays(self) -> dict[str, np.ndarray]:
+        return {k: v for k in _NPZ_FIELDS if (v := getattr(self, k)) is not None}
 
     @classmethod
     def load(cls, path: str | Path) -> PairExplanation:

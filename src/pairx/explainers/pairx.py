@@ -10,8 +10,8 @@ Cost: with the default ``engine="gradient"`` (:mod:`pairx.explainers.gradient_lr
 are linear surrogates built once in an image's LRP forward pass, so that graph serves every
 backward pass of every pair the image takes part in: one LRP backward from the embedding to the
 layer per pair and image, and one backward pass per pixel map (one transposed operation per
-layer below the explained one). :meth:`PairX.explain_pairs` keeps such graphs alive across the
-pairs of one call (a query against ``k`` candidates: ``k + 1`` forward passes).
+layer below the explained one). :meth:`PairX.explain_layers_pairs` keeps such graphs alive
+across the pairs of one call (a query against ``k`` candidates: ``k + 1`` forward passes).
 ``engine="zennit"`` runs zennit's rule hooks, which store each module's last input (so both
 images of a pair share one forward pass) and recompute every rule's modified forward in every
 backward pass (same numbers, slower with pixel maps, cheaper forward without them).
@@ -26,23 +26,18 @@ import math
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from pairx.core.errors import InputError, ModelError
-from pairx.core.geometry import ImageFrame
-from pairx.core.results import (
-    Matches,
-    ModelInfo,
-    PairExplanation,
-    shrink_photo,
-)
-from pairx.data.images import ImageLike
+from pairx.core.explainer import ImageInput, PairExplainer, PreparedImage
+from pairx.core.results import Matches, PairExplanation
+from pairx.core.targets import target_relevance
 from pairx.explainers.gradient_lrp import (
     gradient_lrp_mode,
     layer_relevance,
@@ -60,24 +55,12 @@ from pairx.explainers.matching import (
     mutual_nearest_neighbours,
 )
 from pairx.metrics.calibration import SimilarityCalibration
-from pairx.models.adapter import ReIDModel
+from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.layers import get_layer, require_spatial_output
-from pairx.models.provenance import domain_warning, require_trained, weight_digest
 
 __all__ = ["ENGINES", "PairX", "explain"]
 
-ImageInput = ImageLike | torch.Tensor
-
-
-@dataclass
-class _Image:
-    """Per-image work shared by every pair the image takes part in."""
-
-    x: torch.Tensor  # (1, 3, H, W) preprocessed input
-    rgb: np.ndarray  # (H, W, 3) uint8 in the model-input frame
-    frame: ImageFrame  # original image -> model-input frame
-    photo: np.ndarray | None = None  # (H', W', 3) the original, at most PHOTO_MAX_SIDE
-    embedding: torch.Tensor | None = None  # (1, D)
+_Image = PreparedImage
 
 
 @dataclass
@@ -93,13 +76,17 @@ ENGINES = ("auto", "gradient", "zennit")
 """LRP engines of :class:`PairX`."""
 
 
-class PairX:
+class PairX(PairExplainer):
     """PAIR-X explainer bound to a model and a set of layers.
+
+    :meth:`explain` and :meth:`explain_pairs` (the common explainer interface) return the
+    explanation at the first layer; :meth:`explain_layers` and :meth:`explain_layers_pairs`
+    return one per layer.
 
     Parameters
     ----------
     model
-        The embedding model.
+        The embedding model (a :class:`ReIDModel`, or an ``nn.Module`` with ``preprocessing``).
     layers
         ``get_submodule`` names (relative to ``model.net``) of spatial layers to explain at.
     n_matches
@@ -120,8 +107,8 @@ class PairX:
         relevances (float rounding).
     max_graphs
         Gradient engine: single-image LRP graphs kept alive at once within an
-        :meth:`explain_pairs` call (at least 2; each holds the activations of one image, about
-        3 GB for a MiewID-sized model at 440 px).
+        :meth:`explain_layers_pairs` call (at least 2; each holds the activations of one image,
+        about 3 GB for a MiewID-sized model at 440 px).
     allow_untrained
         Explain a model that looks untrained (built without weights, or BatchNorm statistics
         never updated) instead of refusing it; every explanation then carries
@@ -138,10 +125,12 @@ class PairX:
         belongs to other weights.
     """
 
+    name = "pairx"
+
     def __init__(
         self,
-        model: ReIDModel,
-        layers: Sequence[str],
+        model: ReIDModel | nn.Module,
+        layers: Sequence[str] | str,
         *,
         n_matches: int = 20,
         n_pixel_maps: int = 10,
@@ -152,72 +141,36 @@ class PairX:
         max_graphs: int = 2,
         allow_untrained: bool = False,
         calibration: SimilarityCalibration | str | os.PathLike[str] | None = None,
+        target: str = "cosine",
+        preprocessing: Preprocessing | None = None,
     ) -> None:
-        if not isinstance(model, ReIDModel):
-            raise InputError(
-                f"PairX needs a pairx ReIDModel (see pairx.load_model); got {type(model).__name__}"
-            )
         if isinstance(layers, str):
             layers = [layers]
         self.layers = list(dict.fromkeys(layers))
         if not self.layers:
             raise InputError("give at least one layer name")
-        for name in self.layers:
-            get_layer(model, name)
         if n_matches < 0 or n_pixel_maps < 0:
             raise InputError("n_matches and n_pixel_maps must be >= 0")
-        self.model = model
-        self.n_matches = int(n_matches)
-        self.n_pixel_maps = int(n_pixel_maps)
-        self.cache_size = int(cache_size)
-        self.family = family
-        self.pixel_chunk = max(1, int(pixel_chunk))
         if engine not in ENGINES:
             raise InputError(f"unknown LRP engine {engine!r}; choose one of {', '.join(ENGINES)}")
-        self.engine = engine
         if int(max_graphs) < 2:
             raise InputError(f"max_graphs must be at least 2 (one pair); got {max_graphs}")
+        super().__init__(model, target=target, preprocessing=preprocessing,
+                         cache_size=cache_size, allow_untrained=allow_untrained,
+                         calibration=calibration)
+        for name in self.layers:
+            get_layer(self.model, name)
+        self.n_matches = int(n_matches)
+        self.n_pixel_maps = int(n_pixel_maps)
+        self.family = family
+        self.pixel_chunk = max(1, int(pixel_chunk))
+        self.engine = engine
         self.max_graphs = int(max_graphs)
-        self._cache: OrderedDict[Hashable, _Image] = OrderedDict()
-        stamp = require_trained(
-            model, allow=allow_untrained,
-            hint="Load trained weights (load_model(..., weights=FILE)), or pass "
-            "allow_untrained=True to explain it anyway (every output is stamped).",
-        )
-        self._stamps: tuple[str, ...] = (stamp,) if stamp else ()
-        pre, digest = model.preprocessing, weight_digest(model)
-        self._info = ModelInfo(model.name, digest, pre.size, pre.mean, pre.std, pre.resize_mode)
-        self.calibration = _resolve_calibration(model, calibration, digest)
 
-    # -- per-image work ----------------------------------------------------------------------
-    def _key(self, image: ImageInput, key: Hashable | None) -> Hashable | None:
-        if key is not None:
-            return key
-        if isinstance(image, (str, os.PathLike)):
-            return os.fspath(image)
-        return None
-
-    def _image(self, image: ImageInput, key: Hashable | None = None) -> _Image:
-        k = self._key(image, key)
-        if k is not None and k in self._cache:
-            self._cache.move_to_end(k)
-            return self._cache[k]
-        pre = self.model.preprocessing
-        photo: np.ndarray | None
-        if isinstance(image, torch.Tensor):
-            x = pre(image)
-            rgb = pre.denormalise(x)
-            frame, photo = ImageFrame.identity(rgb.shape[:2]), None
-        else:
-            original, rgb, frame = pre.prepare(image)
-            x = pre.normalise(rgb)
-            photo = shrink_photo(original)
-        state = _Image(x=x.to(self.model.device), rgb=rgb, frame=frame, photo=photo)
-        if k is not None and self.cache_size > 0:
-            self._cache[k] = state
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return state
+    def options(self) -> dict[str, object]:
+        """PAIR-X's settings, recorded in every explanation."""
+        return {"n_matches": self.n_matches, "n_pixel_maps": self.n_pixel_maps,
+                "engine": self.engine, "layers": list(self.layers), "target": self.target}
 
     def _forward(self, net: torch.nn.Module, states: Sequence[_Image]) -> _Graph:
         """One LRP forward pass of ``states`` as one batch (graph kept for backward passes).
@@ -245,31 +198,7 @@ class PairX:
         return _Graph(x=x, out=out, layers=layers)
 
     # -- public API ------------------------------------------------------------------------
-    def embed(self, images: Iterable[ImageInput], batch_size: int = 32) -> torch.Tensor:
-        """Embed images (cached ones are not recomputed).
-
-        Returns
-        -------
-        torch.Tensor
-            ``(N, D)`` embeddings.
-        """
-        states = [self._image(im) for im in images]
-        todo = [s for s in states if s.embedding is None]
-        for start in tqdm(range(0, len(todo), batch_size), desc="embed", disable=len(todo) < 64):
-            chunk = todo[start:start + batch_size]
-            out = self.model.embed(torch.cat([s.x for s in chunk]))
-            for s, e in zip(chunk, out, strict=True):
-                s.embedding = e[None]
-        if not states:
-            raise InputError("no images to embed")
-        return torch.cat([s.embedding for s in states if s.embedding is not None])
-
-    def similarity(self, a: ImageInput, b: ImageInput) -> float:
-        """Cosine similarity of the two images' embeddings."""
-        e = self.embed([a, b])
-        return float(F.cosine_similarity(e[:1], e[1:], dim=1)[0])
-
-    def explain(
+    def explain_layers(
         self,
         image_a: ImageInput,
         image_b: ImageInput,
@@ -294,10 +223,10 @@ class PairX:
         dict[str, PairExplanation]
             One explanation per layer.
         """
-        return self.explain_pairs([(image_a, image_b)], keys=[(key_a, key_b)],
-                                  n_pixel_maps=n_pixel_maps, progress=False)[0]
+        return self.explain_layers_pairs([(image_a, image_b)], keys=[(key_a, key_b)],
+                                         n_pixel_maps=n_pixel_maps, progress=False)[0]
 
-    def explain_pairs(
+    def explain_layers_pairs(
         self,
         pairs: Sequence[tuple[ImageInput, ImageInput]],
         *,
@@ -305,7 +234,7 @@ class PairX:
         n_pixel_maps: int | None = None,
         progress: bool = True,
     ) -> list[dict[str, PairExplanation]]:
-        """Explain many pairs in one call.
+        """Explain many pairs in one call, at every layer.
 
         The model is canonized once for the whole call and always restored afterwards. With
         the gradient engine each image's LRP forward graph is built once and reused by every
@@ -315,7 +244,6 @@ class PairX:
         they have the same path or key. With ``engine="zennit"`` each pair is one forward pass
         of both images.
         """
-        n_pix = self.n_pixel_maps if n_pixel_maps is None else int(n_pixel_maps)
         keys = list(keys) if keys is not None else [(None, None)] * len(pairs)
         if len(keys) != len(pairs):
             raise InputError("keys must have one (key_a, key_b) entry per pair")
@@ -324,14 +252,32 @@ class PairX:
         def state(image: ImageInput, key: Hashable | None) -> _Image:
             k = self._key(image, key)
             if k is None:
-                return self._image(image, key)
+                return self.prepare(image, key)
             if k not in memo:
-                memo[k] = self._image(image, key)
+                memo[k] = self.prepare(image, key)
             return memo[k]
 
         states = [
             (state(a, ka), state(b, kb)) for (a, b), (ka, kb) in zip(pairs, keys, strict=True)
         ]
+        return self._layers_prepared(states, n_pixel_maps, progress)
+
+    def _explain_prepared(
+        self, pairs: Sequence[tuple[PreparedImage, PreparedImage]], *, progress: bool
+    ) -> list[PairExplanation]:
+        first = self.layers[0]
+        return [r[first] for r in self._layers_prepared(pairs, None, progress)]
+
+    def _explain(self, a: PreparedImage, b: PreparedImage) -> PairExplanation:
+        return self._explain_prepared([(a, b)], progress=False)[0]
+
+    def _layers_prepared(
+        self,
+        states: Sequence[tuple[PreparedImage, PreparedImage]],
+        n_pixel_maps: int | None,
+        progress: bool,
+    ) -> list[dict[str, PairExplanation]]:
+        n_pix = self.n_pixel_maps if n_pixel_maps is None else int(n_pixel_maps)
         engine = self.engine
         if engine == "auto":
             engine = "gradient" if n_pix > 0 else "zennit"
@@ -356,7 +302,7 @@ class PairX:
         self, sa: _Image, sb: _Image, ga: _Graph, gb: _Graph, n_pix: int
     ) -> dict[str, PairExplanation]:
         """A pair over two single-image graphs of the gradient engine."""
-        cos, r_a, r_b = similarity_relevance(ga.out.detach(), gb.out.detach())
+        cos, r_a, r_b = self._seed(ga.out.detach(), gb.out.detach())
         rel_a = layer_relevance(ga.out, r_a, list(ga.layers.values()))
         rel_b = layer_relevance(gb.out, r_b, list(gb.layers.values()))
 
@@ -373,7 +319,7 @@ class PairX:
         self, sa: _Image, sb: _Image, graph: _Graph, n_pix: int
     ) -> dict[str, PairExplanation]:
         """A pair over one zennit graph of both images (a batch of two)."""
-        cos, r_a, r_b = similarity_relevance(graph.out[:1].detach(), graph.out[1:].detach())
+        cos, r_a, r_b = self._seed(graph.out[:1].detach(), graph.out[1:].detach())
         targets = list(graph.layers.values())
         rel = torch.autograd.grad(graph.out, targets, grad_outputs=torch.cat([r_a, r_b]),
                                   retain_graph=True, allow_unused=True)
@@ -407,11 +353,10 @@ class PairX:
         b) to ``(K, 2, H, W)`` pixel relevance.
         """
         out: dict[str, PairExplanation] = {}
-        domain = domain_warning(self.model, [sa.frame.source, sb.frame.source])
-        notes = self._stamps + ((domain,) if domain else ())
-        context = self.calibration.context(cos) if self.calibration is not None else None
-        options = {"n_matches": self.n_matches, "n_pixel_maps": n_pix, "engine": self.engine,
-                   "layers": list(self.layers)}
+        notes = self.notes(sa, sb)
+        context = (self.calibration.context(cos)
+                   if self.calibration is not None and self.target == "cosine" else None)
+        options = {**self.options(), "n_pixel_maps": n_pix}
         for i, name in enumerate(self.layers):
             fa, fb = feats_a[name], feats_b[name]
             map_a = _channel_abs_sum(rel_a[i], fa)
@@ -444,12 +389,21 @@ class PairX:
                 options=options,
                 warnings=notes,
                 context=context,
+                target=self.target,
             )
         return out
 
+    def _seed(self, e_a: torch.Tensor, e_b: torch.Tensor) -> tuple[float, torch.Tensor,
+                                                                   torch.Tensor]:
+        """The similarity and LRP's starting relevance ``s * ds/de`` of each ``(1, D)``
+        embedding, the partner held fixed (cosine: :func:`similarity_relevance`)."""
+        if self.target == "cosine":
+            return similarity_relevance(e_a, e_b)
+        return target_relevance(self.target, e_a, e_b)
+
 
 class _GraphPool:
-    """Live single-image graphs of one :meth:`PairX.explain_pairs` call.
+    """Live single-image graphs of one :meth:`PairX.explain_layers_pairs` call.
 
     Pair ``i`` asks for the graphs of its two images with :meth:`get` (built on a miss) and
     hands them back with :meth:`release`: a graph no later pair needs is dropped at once; when
@@ -493,27 +447,6 @@ class _GraphPool:
     def release(self, i: int) -> None:
         for key in [k for k in self.live if self._next_use(k, i) == math.inf]:
             del self.live[key]
-
-
-def _resolve_calibration(
-    model: ReIDModel, calibration: SimilarityCalibration | str | os.PathLike[str] | None,
-    digest: str,
-) -> SimilarityCalibration | None:
-    """The calibration to use: the given one or path, else the one shipped with the model."""
-    given = calibration if calibration is not None else model.metadata.get("calibration_file")
-    if given is None:
-        return None
-    cal = given if isinstance(given, SimilarityCalibration) else SimilarityCalibration.load(
-        str(given)
-    )
-    if cal.model_digest != digest:
-        raise ModelError(
-            f"the calibration {given if not isinstance(given, SimilarityCalibration) else ''} "
-            f"was measured for model {cal.model_name!r} with other weights "
-            f"({cal.model_digest[:19]}..., this model {digest[:19]}...); run pairx calibrate "
-            "for this model"
-        )
-    return cal
 
 
 def _channel_abs_sum(rel: torch.Tensor | None, feature: torch.Tensor) -> torch.Tensor:
@@ -589,5 +522,5 @@ def explain(
     """
     layers = [layer] if isinstance(layer, str) else list(layer)
     result = PairX(model, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
-                   cache_size=0, allow_untrained=allow_untrained).explain(image_a, image_b)
+                   cache_size=0, allow_untrained=allow_untrained).explain_layers(image_a, image_b)
     return result[layer] if isinstance(layer, str) else result

@@ -48,7 +48,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -74,6 +74,12 @@ from pairx.metrics.homography import (
     make_homography_source,
 )
 from pairx.models.adapter import ReIDModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pairx.explainers.pairx import PairX
+
+EngineFactory = Callable[[ReIDModel, Sequence[str], int], "PairX"]
+"""``(model, layers, cache_size) -> PairX``: the explainer the protocol measures."""
 
 __all__ = [
     "PAIR_COLUMNS",
@@ -519,7 +525,7 @@ class _Runner:
         truth: GroundTruthHomography | None,
         config: EvaluationConfig,
         extra_sources: dict[str, HomographySource],
-        engine_factory: Callable[[ReIDModel, Sequence[str], int], Any],
+        engine_factory: EngineFactory,
         cache_size: int,
     ) -> None:
         self.group = group
@@ -576,7 +582,7 @@ class _Runner:
 
     def rows(self, pairs: Sequence[Pair]) -> list[list[dict[str, Any]]]:
         """Metric rows (one per layer) of each pair; one engine call for the whole chunk."""
-        expls = self.engine.explain_pairs(
+        expls = self.engine.explain_layers_pairs(
             [(self._input(p.query), self._input(p.gallery)) for p in pairs],
             keys=[(p.query, p.gallery) for p in pairs],
             n_pixel_maps=0,
@@ -668,7 +674,7 @@ def _embed_group(
     return emb_all
 
 
-def _default_engine(model: ReIDModel, layers: Sequence[str], cache_size: int) -> Any:
+def _default_engine(model: ReIDModel, layers: Sequence[str], cache_size: int) -> PairX:
     from pairx.explainers.pairx import PairX
 
     # The protocol measures; refusing untrained models is the caller's decision (the CLI does).
@@ -760,7 +766,7 @@ def evaluate(
     chunk_size: int = 8,
     progress: bool = True,
     homography_source: HomographySource | None = None,
-    engine_factory: Callable[[ReIDModel, Sequence[str], int], Any] | None = None,
+    engine_factory: EngineFactory | None = None,
 ) -> EvaluationResult:
     """Run the protocol and write ``config.json``, ``pairs.csv`` and ``selection_pairs.csv``.
 
@@ -786,8 +792,9 @@ def evaluate(
     homography_source
         Overrides the source named by ``config.homography`` (e.g. a configured LightGlue).
     engine_factory
-        ``(model, layers, cache_size) -> engine`` with PairX's ``explain_pairs``; defaults to
-        ``PairX(model, layers, n_pixel_maps=0, cache_size=cache_size)``, with a cache large
+        ``(model, layers, cache_size) -> PairX`` (its ``explain_layers_pairs`` is called);
+        defaults to ``PairX(model, layers, n_pixel_maps=0, cache_size=cache_size)``, with a cache
+        large
         enough for every image of the pairs (each image is preprocessed once).
 
     Returns

@@ -1,0 +1,127 @@
+"""Which layer a method explains at when the user names none.
+
+* :func:`default_layers`: PAIR-X's layer, as the model recommends it (its metadata, or the
+  shipped default model's choice).
+* :func:`pool_input_layer`: the module whose output feeds the global pooling, the usual layer
+  of the CAM family and of Zhu et al.'s decomposition (the last convolutional feature map).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from pairx.core.errors import LayerError, ModelError
+from pairx.models.adapter import ReIDModel
+from pairx.models.layers import candidate_layers
+
+__all__ = ["default_layers", "is_block", "pool_input_layer"]
+
+
+def is_block(module: nn.Module) -> bool:
+    """A block or stage: a container holding a spatial (kernel > 1) convolution."""
+    if next(module.children(), None) is None:
+        return False
+    return any(
+        isinstance(m, nn.modules.conv._ConvNd) and max(m.kernel_size) > 1 for m in module.modules()
+    )
+
+
+def default_layers(model: ReIDModel) -> list[str]:
+    """The PAIR-X layer to explain at when the user names none.
+
+    Parameters
+    ----------
+    model
+        A loaded model; its metadata may recommend layers (``"default_layers"`` or
+        ``"layers"``, written by the loaders and by ``pairx train``).
+
+    Returns
+    -------
+    list[str]
+        The first recommended layer.
+
+    Raises
+    ------
+    LayerError
+        The model recommends no layer; the message lists candidate layers.
+    """
+    for key in ("default_layers", "layers"):
+        value = model.metadata.get(key)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            return [str(value[0])]
+    if model.name == "default":
+        from pairx.models.default import DEFAULT_LAYERS
+
+        return [DEFAULT_LAYERS[0]]
+    names = [
+        info.name
+        for info in candidate_layers(model)
+        if min(info.grid) >= 2 and is_block(model.net.get_submodule(info.name))
+    ]
+    shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
+    raise LayerError(
+        f"model {model.name!r} recommends no PAIR-X layer; pass one or more --layer NAME "
+        f"(layers near the middle of the network work best). Candidates: {shown}"
+    )
+
+
+def pool_input_layer(model: ReIDModel) -> str:
+    """The named module whose output is the input of the global pooling.
+
+    One forward pass of a zero image finds the first module (in execution order) that takes a
+    ``(B, C, h, w)`` map with ``h * w > 1`` and returns a pooled ``(B, C)`` or
+    ``(B, C, 1, 1)`` tensor; of the modules that produced exactly that input tensor, the one
+    with the shortest name that is not an ``Identity`` and holds no ``Identity`` producer
+    (``backbone.layer4``, not ``backbone.layer4.1.act2`` or ``backbone``).
+
+    Raises
+    ------
+    ModelError
+        The network has no global pooling of a spatial map.
+    """
+    net = model.net
+    producers: dict[int, list[str]] = {}
+    pooled: list[tuple[str, torch.Tensor]] = []
+    handles = []
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[object, ...], object], None]:
+        def record(module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                producers.setdefault(id(output), []).append(name)
+            x = inputs[0] if inputs else None
+            if (not pooled and isinstance(x, torch.Tensor) and x.dim() == 4
+                    and x.shape[-1] * x.shape[-2] > 1 and isinstance(output, torch.Tensor)
+                    and output.shape[0] == x.shape[0]
+                    and (output.dim() == 2 or (output.dim() == 4
+                                               and output.shape[-1] * output.shape[-2] == 1))):
+                pooled.append((name, x))
+        return record
+
+    for name, module in net.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(hook(name)))
+    was_training = net.training
+    kept: list[torch.Tensor] = []
+    try:
+        net.eval()
+        with torch.no_grad():
+            kept.append(net(torch.zeros(1, 3, *model.preprocessing.size, device=model.device)))
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    if not pooled:
+        raise ModelError(f"model {model.name!r} has no global pooling of a spatial feature map; "
+                         "name the layer to explain (see `pairx layers MODEL`)")
+    pool_name, x = pooled[0]
+    names = producers.get(id(x), [])
+    identity = {n for n in names if isinstance(net.get_submodule(n), nn.Identity)}
+    good = [n for n in names if n not in identity
+            and not any(i.startswith(n + ".") for i in identity)]
+    if not good:
+        raise ModelError(f"cannot name the module feeding {pool_name!r} in model "
+                         f"{model.name!r}; pass the layer explicitly")
+    return min(good, key=lambda n: (n.count("."), names.index(n)))
