@@ -5,6 +5,7 @@ The heavy entry points are imported lazily so that ``import pairx`` stays fast:
 >>> import pairx
 >>> model = pairx.load_model("default")            # doctest: +SKIP
 >>> result = pairx.explain(model, "a.jpg", "b.jpg", layer="backbone.layer3")  # doctest: +SKIP
+>>> cam = pairx.explain(model, "a.jpg", "b.jpg", method="kpca")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "explain": "pairx.explainers.pairx",
+    "explain": "pairx.explainers.registry",
+    "Explanation": "pairx.core.explanation",
+    "PairExplainer": "pairx.core.explainer",
+    "load_explanation": "pairx.core.explanation",
     "PairX": "pairx.explainers.pairx",
     "PairExplanation": "pairx.core.results",
     "SimilarityCalibration": "pairx.metrics.calibration",
@@ -23,18 +27,24 @@ _LAZY = {
 }
 
 __all__ = [
+    "Explanation",
+    "PairExplainer",
     "PairExplanation",
     "PairX",
     "ReIDModel",
     "SimilarityCalibration",
     "__version__",
     "explain",
+    "load_explanation",
     "load_model",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pairx.core.explainer import PairExplainer
+    from pairx.core.explanation import Explanation, load_explanation
     from pairx.core.results import PairExplanation
-    from pairx.explainers.pairx import PairX, explain
+    from pairx.explainers.pairx import PairX
+    from pairx.explainers.registry import explain
     from pairx.metrics.calibration import SimilarityCalibration
     from pairx.models.adapter import ReIDModel
     from pairx.models.loaders import load_model

@@ -32,6 +32,7 @@ from pairx.models.canonizers import (
     canonizer_for,
     check_lrp_support,
 )
+from pairx.models.edits import frozen_eval
 from pairx.models.layers import capture_layers, require_spatial_output
 
 __all__ = [
@@ -72,33 +73,6 @@ def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlu
 
 def _net(model: ReIDModel | nn.Module) -> nn.Module:
     return model.net if isinstance(model, ReIDModel) else model
-
-
-@contextmanager
-def frozen_eval(net: nn.Module, *, out_of_place: bool = False) -> Iterator[nn.Module]:
-    """``net`` in eval mode with frozen parameters (and, if asked, out-of-place activations)
-    for the block; each module's training and ``inplace`` flag and each parameter's
-    ``requires_grad`` flag are restored on exit, normal or not."""
-    modes = [(m, m.training) for m in net.modules()]
-    flags = [(p, p.requires_grad) for p in net.parameters()]
-    inplace: list[tuple[nn.Module, bool]] = [
-        (m, bool(getattr(m, "inplace", False))) for m in net.modules()
-        if out_of_place and isinstance(getattr(m, "inplace", None), bool)
-    ]
-    try:
-        net.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        for m, _ in inplace:
-            setattr(m, "inplace", False)  # noqa: B010
-        yield net
-    finally:
-        for m, flag in inplace:
-            setattr(m, "inplace", flag)  # noqa: B010
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 @contextmanager

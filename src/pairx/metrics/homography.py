@@ -164,6 +164,8 @@ class SIFTHomography(HomographySource):
         Maximum number of SIFT keypoints per image (0 = no limit).
     cache_size
         Number of images whose keypoints are kept.
+    root
+        RootSIFT descriptors (L1-normalised, square root; Arandjelovic & Zisserman 2012).
     """
 
     name = "sift"
@@ -175,8 +177,10 @@ class SIFTHomography(HomographySource):
         ransac_threshold: float = 3.0,
         n_features: int = 0,
         cache_size: int = 512,
+        root: bool = False,
     ) -> None:
         self.ratio = ratio
+        self.root = bool(root)
         self.ransac_threshold = ransac_threshold
         self._sift = cv2.SIFT_create(nfeatures=n_features)  # type: ignore[attr-defined]
         self._matcher = cv2.BFMatcher(cv2.NORM_L2)
@@ -187,7 +191,37 @@ class SIFTHomography(HomographySource):
         gray = cv2.cvtColor(_check_image(image, "image"), cv2.COLOR_RGB2GRAY)
         keypoints, descriptors = self._sift.detectAndCompute(gray, None)
         xy = np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
+        if self.root and descriptors is not None:
+            d = descriptors.astype(np.float32)
+            descriptors = np.sqrt(d / np.maximum(d.sum(axis=1, keepdims=True), 1e-12))
         return xy, descriptors
+
+    def match(
+        self,
+        image_a: np.ndarray,
+        image_b: np.ndarray,
+        *,
+        key_a: Hashable | None = None,
+        key_b: Hashable | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Matches that pass the ratio test: ``(xy_a, xy_b)`` ``(N, 2)`` pixels, descriptor
+        distance ``(N,)`` and confidence ``1 - d1 / d2`` ``(N,)``."""
+        xy_a, desc_a = self._cache.get(key_a, lambda: self.features(image_a))
+        xy_b, desc_b = self._cache.get(key_b, lambda: self.features(image_b))
+        empty = np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), np.zeros(0)
+        if desc_a is None or desc_b is None or len(xy_a) < 2 or len(xy_b) < 2:
+            return empty
+        knn = self._matcher.knnMatch(desc_a, desc_b, k=2)
+        good = [
+            pair for pair in knn
+            if len(pair) == 2 and pair[0].distance < self.ratio * pair[1].distance
+        ]
+        if not good:
+            return empty
+        dist = np.array([p[0].distance for p in good], dtype=np.float64)
+        second = np.array([max(p[1].distance, 1e-12) for p in good], dtype=np.float64)
+        return (xy_a[[p[0].queryIdx for p in good]], xy_b[[p[0].trainIdx for p in good]], dist,
+                1.0 - dist / second)
 
     def estimate(
         self,
@@ -197,20 +231,9 @@ class SIFTHomography(HomographySource):
         key_a: Hashable | None = None,
         key_b: Hashable | None = None,
     ) -> np.ndarray | None:
-        xy_a, desc_a = self._cache.get(key_a, lambda: self.features(image_a))
-        xy_b, desc_b = self._cache.get(key_b, lambda: self.features(image_b))
-        if desc_a is None or desc_b is None or len(xy_a) < 2 or len(xy_b) < 2:
+        src, dst, _, _ = self.match(image_a, image_b, key_a=key_a, key_b=key_b)
+        if len(src) < MIN_CORRESPONDENCES:
             return None
-        knn = self._matcher.knnMatch(desc_a, desc_b, k=2)
-        good = [
-            pair[0]
-            for pair in knn
-            if len(pair) == 2 and pair[0].distance < self.ratio * pair[1].distance
-        ]
-        if len(good) < MIN_CORRESPONDENCES:
-            return None
-        src = xy_a[[m.queryIdx for m in good]]
-        dst = xy_b[[m.trainIdx for m in good]]
         return fit_homography(src, dst, ransac=True, threshold=self.ransac_threshold)
 
 
@@ -265,11 +288,36 @@ class LightGlueHomography(HomographySource):
     def features(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """Keypoints and descriptors of one ``(H, W, 3)`` uint8 image (batched, on device)."""
         rgb = _check_image(image, "image")
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255.0)
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).float()
+        x = x.div(255.0)
         feats: dict[str, torch.Tensor] = self._extractor.extract(x.to(self.device))
         return feats
 
     @torch.no_grad()
+    def match(
+        self,
+        image_a: np.ndarray,
+        image_b: np.ndarray,
+        *,
+        key_a: Hashable | None = None,
+        key_b: Hashable | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """LightGlue's matches: ``(xy_a, xy_b)`` ``(N, 2)`` pixels, descriptor L2 distance
+        ``(N,)`` and LightGlue's matching score ``(N,)``."""
+        feats_a = self._cache.get(key_a, lambda: self.features(image_a))
+        feats_b = self._cache.get(key_b, lambda: self.features(image_b))
+        out = self._matcher({"image0": feats_a, "image1": feats_b})
+        matches = out["matches"][0].cpu().numpy()
+        if len(matches) == 0:
+            return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), np.zeros(0)
+        kp_a = feats_a["keypoints"][0].cpu().numpy().astype(np.float64)
+        kp_b = feats_b["keypoints"][0].cpu().numpy().astype(np.float64)
+        da = feats_a["descriptors"][0][matches[:, 0]]
+        db = feats_b["descriptors"][0][matches[:, 1]]
+        dist = (da - db).norm(dim=1).cpu().numpy().astype(np.float64)
+        scores = out["scores"][0].cpu().numpy().astype(np.float64).reshape(-1)
+        return kp_a[matches[:, 0]], kp_b[matches[:, 1]], dist, scores
+
     def estimate(
         self,
         image_a: np.ndarray,
@@ -278,17 +326,10 @@ class LightGlueHomography(HomographySource):
         key_a: Hashable | None = None,
         key_b: Hashable | None = None,
     ) -> np.ndarray | None:
-        feats_a = self._cache.get(key_a, lambda: self.features(image_a))
-        feats_b = self._cache.get(key_b, lambda: self.features(image_b))
-        out = self._matcher({"image0": feats_a, "image1": feats_b})
-        matches = out["matches"][0].cpu().numpy()
-        if len(matches) < MIN_CORRESPONDENCES:
+        src, dst, _, _ = self.match(image_a, image_b, key_a=key_a, key_b=key_b)
+        if len(src) < MIN_CORRESPONDENCES:
             return None
-        kp_a = feats_a["keypoints"][0].cpu().numpy().astype(np.float64)
-        kp_b = feats_b["keypoints"][0].cpu().numpy().astype(np.float64)
-        return fit_homography(
-            kp_a[matches[:, 0]], kp_b[matches[:, 1]], ransac=True, threshold=self.ransac_threshold
-        )
+        return fit_homography(src, dst, ransac=True, threshold=self.ransac_threshold)
 
 
 def input_to_source(

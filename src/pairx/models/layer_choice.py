@@ -85,11 +85,13 @@ def pool_input_layer(model: ReIDModel) -> str:
     net = model.net
     producers: dict[int, list[str]] = {}
     pooled: list[tuple[str, torch.Tensor]] = []
+    kept: list[torch.Tensor] = []
     handles = []
 
     def hook(name: str) -> Callable[[nn.Module, tuple[object, ...], object], None]:
         def record(module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
             if isinstance(output, torch.Tensor):
+                kept.append(output)  # keep it alive, so that its id is not reused
                 producers.setdefault(id(output), []).append(name)
             x = inputs[0] if inputs else None
             if (not pooled and isinstance(x, torch.Tensor) and x.dim() == 4
@@ -104,7 +106,6 @@ def pool_input_layer(model: ReIDModel) -> str:
         if name:
             handles.append(module.register_forward_hook(hook(name)))
     was_training = net.training
-    kept: list[torch.Tensor] = []
     try:
         net.eval()
         with torch.no_grad():
