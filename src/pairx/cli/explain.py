@@ -24,6 +24,7 @@ from pairx.cli.common import (
 )
 from pairx.core.errors import InputError, LayerError
 from pairx.core.results import PairExplanation
+from pairx.models.adapter import ReIDModel
 from pairx.models.layer_choice import default_layers, is_block
 
 __all__ = ["default_layers", "explain_command", "layers_command", "output_path", "register"]
@@ -80,6 +81,9 @@ def explain_command(
     ],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
+    method: Annotated[
+        str, typer.Option(help="Explanation method (see `pairx methods`); default PAIR-X.")
+    ] = "pairx",
     layer: Annotated[
         list[str] | None,
         typer.Option(
@@ -163,6 +167,11 @@ def explain_command(
         load_image(image)
     start = time.perf_counter()
     net, stamp = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    if method != "pairx":
+        _explain_other(method, net, image_a, image_b, layer, out, json_out, n_matches,
+                       allow_untrained, stamp)
+        typer.echo(f"done in {time.perf_counter() - start:.1f} s")
+        return
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
     engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
                    allow_untrained=allow_untrained, calibration=calibration)
@@ -197,6 +206,39 @@ def explain_command(
                 jpath, npz = item.save(output_path(json_out, name, several, tag))
                 typer.echo(f"  wrote {jpath} (+ {npz.name})")
     typer.echo(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _explain_other(method: str, net: ReIDModel, image_a: Path, image_b: list[Path],
+                   layer: list[str] | None, out: Path, json_out: Path | None, n_lines: int,
+                   allow_untrained: bool, stamp: str | None) -> None:
+    """``pairx explain --method NAME`` for a method other than PAIR-X: one map picture each."""
+    from pairx.explainers import create
+    from pairx.viz.figure import save_png
+    from pairx.viz.maps import render_maps
+
+    if layer and len(layer) > 1:
+        raise InputError(f"--method {method} explains at one --layer; got {len(layer)}")
+    explainer = create(method, net, layer=layer[0] if layer else None,
+                       allow_untrained=allow_untrained)
+    pairs = [(str(image_a), str(b)) for b in image_b]
+    expls = explainer.explain_pairs(pairs, progress=len(pairs) > 1)
+    for note in (w for w in expls[0].warnings if w != stamp):
+        typer.secho(f"pairx: warning: {note}", err=True, fg=typer.colors.YELLOW)
+    order = sorted(range(len(expls)), key=lambda i: -expls[i].similarity)
+    many = len(expls) > 1
+    for rank, i in enumerate(order):
+        expl = expls[i]
+        meaning = f" ({expl.context.describe()})" if expl.context else ""
+        head = f"candidate {rank + 1} {image_b[i]}: " if many else f"model {net.name}: "
+        typer.echo(f"{head}{expl.target} similarity {expl.similarity:.4f}{meaning}; method "
+                   f"{method}" + (f" at {expl.layer}" if expl.layer else ""))
+        tag = (rank, image_b[i]) if many else None
+        path = save_png(render_maps(expl, n_lines=n_lines),
+                        output_path(out, method, False, tag))
+        typer.echo(f"  wrote {path}")
+        if json_out is not None:
+            jpath, npz = expl.save(output_path(json_out, method, False, tag))
+            typer.echo(f"  wrote {jpath} (+ {npz.name})")
 
 
 def layers_command(

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.merge",
     "pairx.cli.train",
     "pairx.cli.explain",
+    "pairx.cli.compare",
     "pairx.cli.evaluate",
     "pairx.cli.calibrate",
 )
