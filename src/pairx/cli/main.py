@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.train",
     "pairx.cli.explain",
     "pairx.cli.compare",
+    "pairx.cli.baselines",
     "pairx.cli.evaluate",
     "pairx.cli.calibrate",
 )

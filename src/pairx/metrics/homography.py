@@ -496,14 +496,20 @@ class GroundTruthHomography(HomographySource):
         -------
         np.ndarray
             ``(N, 2)`` float64 positions in B's model-input frame; NaN rows where the point is
-            not on the animal in A or not visible in B.
+            not on the animal in A or not visible in B (hidden, or outside B's bbox crop).
         """
         sa, sb = self.dataset.by_id(key_a), self.dataset.by_id(key_b)
         src = input_to_source(
             np.asarray(xy_a, np.float64).reshape(-1, 2), input_size, sa, self.source_size(key_a)
         )
         true_b = self.source_correspondences(key_a, key_b, src)
-        return source_to_input(true_b.reshape(-1, 2), input_size, sb, self.source_size(key_b))
+        out = source_to_input(true_b.reshape(-1, 2), input_size, sb, self.source_size(key_b))
+        # a point B's bbox crops away is not visible in B's model input
+        h, w = input_size
+        outside = ((out[:, 0] < -0.5) | (out[:, 0] > w - 0.5) | (out[:, 1] < -0.5)
+                   | (out[:, 1] > h - 0.5))
+        out[outside] = np.nan
+        return out
 
     def source_correspondences(self, key_a: str, key_b: str, xy_a: np.ndarray) -> np.ndarray:
         """Correspondences in the generated-image frames (``(N, 2)`` -> ``(N, 2)``, NaN rows).
