@@ -1,7 +1,7 @@
 """One query against its ranked candidates, the expert's review workflow: shared graphs vs per pair.
 
-An expert checks a query against its top ``k`` candidates. ``PairX.explain_layers_pairs`` with the
-gradient engine builds each image's LRP graph once and reuses the query's graph for every
+An expert checks a query against its top ``k`` candidates. ``PairX.explain_layers_pairs`` with
+the gradient engine builds each image's LRP graph once and reuses the query's graph for every
 candidate (``k + 1`` LRP forward passes); explaining each pair on its own (``PairX.explain``)
 builds both graphs per pair (``2k``). Both give the same numbers (checked here). The zennit
 engine (one forward pass of both images per pair, rules recomputed in every backward pass) is

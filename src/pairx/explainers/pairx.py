@@ -143,7 +143,13 @@ class PairX(PairExplainer):
         calibration: SimilarityCalibration | str | os.PathLike[str] | None = None,
         target: str = "cosine",
         preprocessing: Preprocessing | None = None,
+        match_filter: str | None = None,
+        ransac_threshold: float = 16.0,
     ) -> None:
+        if match_filter not in (None, "ransac"):
+            raise InputError(f"match_filter must be None or 'ransac'; got {match_filter!r}")
+        self.match_filter = match_filter
+        self.ransac_threshold = float(ransac_threshold)
         if isinstance(layers, str):
             layers = [layers]
         self.layers = list(dict.fromkeys(layers))
@@ -169,8 +175,12 @@ class PairX(PairExplainer):
 
     def options(self) -> dict[str, object]:
         """PAIR-X's settings, recorded in every explanation."""
-        return {"n_matches": self.n_matches, "n_pixel_maps": self.n_pixel_maps,
-                "engine": self.engine, "layers": list(self.layers), "target": self.target}
+        out: dict[str, object] = {
+            "n_matches": self.n_matches, "n_pixel_maps": self.n_pixel_maps,
+            "engine": self.engine, "layers": list(self.layers), "target": self.target}
+        if self.match_filter is not None:
+            out.update(match_filter=self.match_filter, ransac_threshold=self.ransac_threshold)
+        return out
 
     def _forward(self, net: torch.nn.Module, states: Sequence[_Image]) -> _Graph:
         """One LRP forward pass of ``states`` as one batch (graph kept for backward passes).
@@ -362,6 +372,8 @@ class PairX(PairExplainer):
             map_a = _channel_abs_sum(rel_a[i], fa)
             map_b = _channel_abs_sum(rel_b[i], fb)
             matches = _matches(fa, fb, map_a, map_b, sa.x.shape[-2:], sb.x.shape[-2:])
+            if self.match_filter == "ransac":
+                matches = ransac_inliers(matches, self.ransac_threshold)
             if len(matches) == 0:
                 warnings.warn(
                     f"PAIR-X found no cross-checked matches at layer {name!r}", stacklevel=4
@@ -487,6 +499,24 @@ def _matches(
         distance=dist[order].numpy(),
         relevance=rel[order].numpy(),
     )
+
+
+def ransac_inliers(matches: Matches, threshold: float) -> Matches:
+    """The matches that are inliers of a RANSAC homography fitted to all of them (order kept;
+    all of them when fewer than 4 or no homography is found)."""
+    import cv2
+
+    if len(matches) < 4:
+        return matches
+    cv2.setRNGSeed(0)  # the same matches give the same inliers
+    _, mask = cv2.findHomography(matches.xy_a.astype(np.float64),
+                                 matches.xy_b.astype(np.float64), cv2.RANSAC, float(threshold),
+                                 maxIters=2000, confidence=0.995)
+    if mask is None:
+        return matches
+    keep = mask.ravel().astype(bool)
+    return Matches(**{f: getattr(matches, f)[keep] for f in
+                      ("grid_a", "grid_b", "xy_a", "xy_b", "distance", "relevance")})
 
 
 def explain(
