@@ -33,3 +33,12 @@ def test_baselines_writes_a_report_and_resumes(synth_dir: Path, tmp_path: Path) 
     assert len(list(csv.DictReader((out / "pairs.csv").open()))) == 8  # nothing recomputed
     other = CliRunner().invoke(app, [*args[:-2], "--seed", "5", "-o", str(out)])
     assert other.exit_code != 0
+    neg = CliRunner().invoke(app, ["baselines", str(synth_dir), "--methods", "kpca",
+                                   "--pairs", "0", "--negatives", "2", "--steps", "3", "-o",
+                                   str(tmp_path / "neg")])
+    assert neg.exit_code == 0, neg.output
+    rows = list(csv.DictReader((tmp_path / "neg" / "pairs.csv").open()))
+    assert {r["kind"] for r in rows} == {"negative"} and len(rows) == 4
+    for r in rows:
+        assert r["key_a"].split("_")[:2] != r["key_b"].split("_")[:2]  # other individuals
+    assert "(hard negatives)" in (tmp_path / "neg" / "summary.md").read_text()

@@ -64,21 +64,22 @@ def write_report(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) 
     from pairx.metrics.baselines import summarise
 
     summary = summarise(rows)
-    keys = ["method", *[k for k, _, _ in _COLUMNS], "pairs_in_band"]
-    lines = [",".join(keys)] + [",".join(_fmt(s[k], "{:.6g}") if k != "method" else s[k]
-                                         for k in keys) for s in summary]
+    keys = ["method", "kind", *[k for k, _, _ in _COLUMNS], "pairs_in_band"]
+    lines = [",".join(keys)] + [",".join(_fmt(s[k], "{:.6g}") if k not in ("method", "kind")
+                                         else s[k] for k in keys) for s in summary]
     atomic_write_text(out / "summary.csv", "\n".join(lines) + "\n")
     band = next((s["pairs_in_band"] for s in summary), 0)
     md = [f"# pairx baselines on {config['data']}", "",
           f"Model `{config['model']}`, {config['pairs']} same-individual same-flank pairs "
-          f"(seed {config['seed']}); {band} pairs with a co-visible share in 0.2-0.8. "
+          f"and {config.get('negatives', 0)} hard negatives "
+          f"(seed {config['seed']}); {band} positive pairs with a co-visible share in 0.2-0.8. "
           "Masses, pointing and pair-specificity on the positive part of each map; "
           "deletion/insertion on the raw cosine similarity; `random` is a uniform-noise map.",
-          "", "| method | " + " | ".join(h for _, h, _ in _COLUMNS) + " |",
+          "", "| method | pairs | " + " | ".join(h for _, h, _ in _COLUMNS[1:]) + " |",
           "|---" * (len(_COLUMNS) + 1) + "|"]
     for s in summary:
-        md.append(f"| {s['method']} | " + " | ".join(_fmt(s[k], f) for k, _, f in _COLUMNS)
-                  + " |")
+        name = s["method"] if s["kind"] == "positive" else f"{s['method']} (hard negatives)"
+        md.append(f"| {name} | " + " | ".join(_fmt(s[k], f) for k, _, f in _COLUMNS) + " |")
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
     panels = [("mass_animal", "positive mass on the animal"),
               ("pointing_covisible", "pointing game, co-visible region"),
@@ -86,6 +87,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) 
               ("pair_specificity", "pair-specificity (1 = ignores partner)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.28 * len(summary)
                                                       + 1.6))
+    summary = [s for s in summary if s["kind"] == "positive"] or summary
     names = [s["method"] for s in summary]
     for ax, (key, title) in zip(axes, panels, strict=True):
         vals = [s[key] for s in summary]
@@ -120,6 +122,7 @@ def baselines_command(
     weights: WeightsOpt = None,
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = FAST_METHODS,
     pairs: Annotated[int, typer.Option(help="Same-individual, same-flank pairs.")] = 200,
+    negatives: Annotated[int, typer.Option(help="Hard-negative pairs (scored separately).")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "baselines_out"),
     seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random maps.")] = 0,
@@ -138,18 +141,36 @@ def baselines_command(
     from pairx.cli.compare import parse_methods
     from pairx.data.datasets import load_dataset
     from pairx.explainers import create
-    from pairx.metrics.baselines import ROW_FIELDS, pair_rows, same_flank_pairs
+    from pairx.metrics.baselines import (
+        ROW_FIELDS,
+        hard_negative_pairs,
+        pair_rows,
+        same_flank_pairs,
+    )
     from pairx.metrics.homography import GroundTruthHomography
+    from pairx.metrics.protocol import _image_input
+    from pairx.models.layer_choice import default_layers
 
     names = parse_methods(methods)
-    if pairs < 1 or steps < 2:
-        raise InputError("--pairs must be >= 1 and --steps >= 2")
+    if pairs < 0 or negatives < 0 or pairs + negatives < 1 or steps < 2:
+        raise InputError("--pairs and --negatives must be >= 0 (not both 0), --steps >= 2")
     dataset = load_dataset(data)
     truth = GroundTruthHomography(dataset)
     net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
-    sample = same_flank_pairs(dataset, truth, pairs, seed)
+    sample = same_flank_pairs(dataset, truth, pairs, seed) if pairs else []
+    if negatives:
+        from pairx.explainers.pairx import PairX
+
+        embedder = PairX(net, default_layers(net), n_pixel_maps=0, allow_untrained=True)
+        paths = {s.image_id: s for s in dataset}
+
+        def embed(ids: list[str]) -> Any:
+            return embedder.embed([_image_input(paths[i]) for i in ids]).cpu().numpy()
+
+        sample += hard_negative_pairs(dataset, truth, embed, negatives, seed)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"data": str(data), "model": net.name, "pairs": len(sample), "seed": seed,
+    config = {"data": str(data), "model": net.name, "pairs": pairs, "negatives": negatives,
+              "seed": seed,
               "steps": steps, "shap_samples": shap_samples}
     cfg_path = out / "config.json"
     if cfg_path.is_file() and json.loads(cfg_path.read_text()) != config:

@@ -19,6 +19,10 @@ return matches (PAIR-X, SIFT, LightGlue) are also scored on their top ``n_top`` 
 A pair's ``covisible_share`` is the smaller of its two images' co-visible shares of the
 animal (what the less-seen image's partner shows of it).
 
+Hard negatives (another individual of the same species and flank, the most similar one) get
+the same rows; their deletion/insertion curves say whether a map finds what makes a wrong pair
+look alike, and their "true" correspondences are anatomical (the same body point).
+
 Rows are one per pair and method (:data:`ROW_FIELDS`) and are appended to a CSV as they are
 computed; :func:`summarise` aggregates them.
 """
@@ -40,26 +44,57 @@ from pairx.data.datasets import ReIDDataset
 from pairx.metrics.localisation import PairRegions, localisation_scores, pair_regions
 from pairx.metrics.perturbation import deletion_insertion
 
-__all__ = ["ROW_FIELDS", "GTPair", "match_scores", "pair_rows", "same_flank_pairs",
-           "summarise"]
+__all__ = ["NEGATIVE_OFFSET", "ROW_FIELDS", "GTPair", "hard_negative_pairs", "match_scores",
+           "pair_rows", "same_flank_pairs", "summarise"]
 
 _LOCAL = ("mass_animal", "mass_covisible", "rank_covisible", "pointing_covisible",
           "area_animal", "area_covisible", "pair_specificity")
 _MATCH = ("pck", "defined", "why_background", "why_occluder", "why_hidden", "res",
           "pck_random", "n_matches")
-ROW_FIELDS = ("pair", "key_a", "key_b", "species", "method", "similarity", "covisible_share",
-              *_LOCAL, "deletion", "insertion", *_MATCH, "seconds")
+ROW_FIELDS = ("pair", "kind", "key_a", "key_b", "species", "method", "similarity",
+              "covisible_share", *_LOCAL, "deletion", "insertion", *_MATCH, "seconds")
 """Columns of the per-pair CSV."""
 
 
 @dataclass(frozen=True)
 class GTPair:
-    """A pair of same-individual, same-flank sightings."""
+    """A pair of sightings: same individual and flank (``kind="positive"``), or a hard negative
+    (``"negative"``: another individual of the species and flank, the most similar one)."""
 
     index: int
     key_a: str
     key_b: str
     species: str
+    kind: str = "positive"
+
+
+NEGATIVE_OFFSET = 1_000_000
+"""Pair indices of hard negatives start here (positives count from 0)."""
+
+
+def hard_negative_pairs(dataset: ReIDDataset, truth: Any, embed: Any, n_pairs: int,
+                        seed: int) -> list[GTPair]:
+    """``n_pairs`` hard negatives: for random images A, the most similar image (cosine of
+    ``embed(image_ids) -> (N, D)`` embeddings) of another individual with the same species
+    and flank. Indices start at :data:`NEGATIVE_OFFSET`."""
+    ids = [s.image_id for s in dataset]
+    gts = [truth.ground_truth(i) for i in ids]
+    emb = np.asarray(embed(ids), np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = emb @ emb.T
+    rng = np.random.default_rng(seed + 1)
+    out: list[GTPair] = []
+    for a in rng.permutation(len(ids)):
+        ok = [b for b in range(len(ids)) if gts[b].identity != gts[a].identity
+              and gts[b].species == gts[a].species and gts[b].flank == gts[a].flank]
+        if not ok:
+            continue
+        b = max(ok, key=lambda j: sim[a, j])
+        out.append(GTPair(NEGATIVE_OFFSET + len(out), ids[a], ids[b], gts[a].species,
+                          "negative"))
+        if len(out) >= n_pairs:
+            break
+    return out
 
 
 def same_flank_pairs(dataset: ReIDDataset, truth: Any, n_pairs: int, seed: int) -> list[GTPair]:
@@ -209,7 +244,7 @@ def pair_rows(
         size = (int(sa.rgb.shape[0]), int(sa.rgb.shape[1]))
         regions = (pair_regions(truth, pair.key_a, pair.key_b, size),
                    pair_regions(truth, pair.key_b, pair.key_a, size))
-        base = {"pair": pair.index, "key_a": pair.key_a, "key_b": pair.key_b,
+        base = {"pair": pair.index, "kind": pair.kind, "key_a": pair.key_a, "key_b": pair.key_b,
                 "species": pair.species,
                 "covisible_share": float(np.nanmin([r.covisible_share for r in regions]))}
         for name, ex in explainers.items():
@@ -251,9 +286,13 @@ def summarise(rows: Sequence[dict[str, Any]], *, band: tuple[float, float] = (0.
     if not rows:
         raise InputError("no result rows to summarise")
     methods = list(dict.fromkeys(str(r["method"]) for r in rows))
+    kinds = list(dict.fromkeys(str(r.get("kind") or "positive") for r in rows))
     out = []
-    for name in methods:
-        mine = [r for r in rows if r["method"] == name]
+    for kind, name in ((k, n) for k in kinds for n in methods):
+        mine = [r for r in rows if r["method"] == name
+                and str(r.get("kind") or "positive") == kind]
+        if not mine:
+            continue
 
         def mean(key: str, rs: Sequence[dict[str, Any]] = mine) -> float:
             vals = [float(r[key]) for r in rs if r.get(key) not in (None, "")
@@ -264,7 +303,7 @@ def summarise(rows: Sequence[dict[str, Any]], *, band: tuple[float, float] = (0.
                    and not math.isnan(float(r["pair_specificity"]))]
         ps_gt1 = (float(np.mean([float(r["pair_specificity"]) > 1 for r in in_band]))
                   if in_band else math.nan)
-        summary: dict[str, Any] = {"method": name, "pairs": len(mine)}
+        summary: dict[str, Any] = {"method": name, "kind": kind, "pairs": len(mine)}
         for key in (*_LOCAL, "deletion", "insertion", *_MATCH, "seconds"):
             summary[key] = mean(key)
         summary["mass_animal_over_area"] = (summary["mass_animal"] / summary["area_animal"]
