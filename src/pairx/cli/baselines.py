@@ -93,12 +93,21 @@ def write_report(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) 
         vals = [s[key] for s in summary]
         colours = ["#c0392b" if n == "pairx" else "#7f8c8d" if n == "random" else "#2c7fb8"
                    for n in names]
-        ax.barh(names, [0 if math.isnan(v) else v for v in vals], color=colours)
+        shown = [0 if math.isnan(v) else v for v in vals]
+        low = 0.0
+        if key == "pair_specificity":  # around 1: the differences are small
+            finite = [v for v in vals if not math.isnan(v)] or [1.0]
+            low = min(0.95, min(finite) - 0.01)
+            ax.axvline(1.0, color="k", lw=0.8)
+        ax.barh(names, [v - low for v in shown], left=low, color=colours)
+        for y, v in enumerate(vals):
+            if not math.isnan(v):
+                ax.text(v, y, f" {v:.3g}", va="center", fontsize=7)
+        ax.set_xlim(low, max([*shown, low + 1e-6]) * 1.18 if low == 0 else
+                    max(shown) + 0.3 * (max(shown) - low))
         ax.set_title(title, fontsize=10)
         ax.invert_yaxis()
         ax.tick_params(labelsize=8)
-        if key == "pair_specificity":
-            ax.axvline(1.0, color="k", lw=0.8)
     fig.tight_layout()
     fig.savefig(out / "summary.png", dpi=110)
     plt.close(fig)
