@@ -68,11 +68,12 @@ def write_report(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) 
     lines = [",".join(keys)] + [",".join(_fmt(s[k], "{:.6g}") if k not in ("method", "kind")
                                          else s[k] for k in keys) for s in summary]
     atomic_write_text(out / "summary.csv", "\n".join(lines) + "\n")
-    band = next((s["pairs_in_band"] for s in summary), 0)
+    band = next((s["pairs_in_band"] for s in summary if s["kind"] == "positive"), 0)
     md = [f"# pairx baselines on {config['data']}", "",
           f"Model `{config['model']}`, {config['pairs']} same-individual same-flank pairs "
           f"and {config.get('negatives', 0)} hard negatives "
-          f"(seed {config['seed']}); {band} positive pairs with a co-visible share in 0.2-0.8. "
+          f"(seed {config['seed']}); {band} of the same-individual pairs have a co-visible "
+          "share in 0.2-0.8. "
           "Masses, pointing and pair-specificity on the positive part of each map; "
           "deletion/insertion on the raw cosine similarity; `random` is a uniform-noise map.",
           "", "| method | pairs | " + " | ".join(h for _, h, _ in _COLUMNS[1:]) + " |",
