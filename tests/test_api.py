@@ -11,7 +11,15 @@ import pairx
 
 PUBLIC = {
     "pairx": ["explain", "load_model", "PairExplanation", "PairX", "ReIDModel", "__version__",
-              "SimilarityCalibration"],
+              "SimilarityCalibration", "Explanation", "PairExplainer", "load_explanation"],
+    "pairx.explainers": ["get", "create", "explain", "available", "METHODS", "MethodInfo"],
+    "pairx.core.explainer": ["PairExplainer", "PreparedImage", "as_reid_model"],
+    "pairx.core.explanation": ["Explanation", "Matches", "load_explanation"],
+    "pairx.core.targets": ["CosineTarget", "DotTarget", "make_target", "TARGETS"],
+    "pairx.models.layer_choice": ["default_layers", "pool_input_layer"],
+    "pairx.viz.maps": ["render_maps", "render_comparison"],
+    "pairx.metrics.baselines": ["pair_rows", "same_flank_pairs", "hard_negative_pairs",
+                                "summarise"],
     "pairx.explainers.pairx": ["explain", "PairX"],
     "pairx.core.results": ["Matches", "PairExplanation", "SimilarityContext", "ModelInfo"],
     "pairx.core.geometry": ["ImageFrame", "fit_frame", "RESIZE_MODES"],
@@ -47,7 +55,9 @@ def test_explain_signature_is_stable() -> None:
     params = sig.parameters
     assert list(params)[:3] == ["model", "image_a", "image_b"]
     assert params["layer"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert params["n_matches"].default == 20 and params["n_pixel_maps"].default == 10
+    assert params["method"].default == "pairx"
+    pairx_params = inspect.signature(pairx.PairX).parameters  # PAIR-X's own options
+    assert pairx_params["n_matches"].default == 20 and pairx_params["n_pixel_maps"].default == 10
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
