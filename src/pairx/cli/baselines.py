@@ -148,7 +148,7 @@ def baselines_command(
     """
     from tqdm.auto import tqdm
 
-    from pairx.cli.compare import parse_methods
+    from pairx.cli.compare import method_options, parse_methods
     from pairx.data.datasets import load_dataset
     from pairx.explainers import create
     from pairx.metrics.baselines import (
@@ -197,10 +197,8 @@ def baselines_command(
             writer.writeheader()
         group = {}
         for name in names:
-            opts: dict[str, Any] = {"allow_untrained": allow_untrained}
-            if name == "shap":
-                opts.update(n_samples=shap_samples, progress=False)
-            group[name] = create(name, net, **opts)
+            group[name] = create(name, net, **method_options(
+                name, allow_untrained=allow_untrained, shap_samples=shap_samples))
         todo = [p for p in sample if any((p.index, n) not in done for n in (*names, "random"))]
         bar = tqdm(total=len(todo), desc="pairs")
         last = None

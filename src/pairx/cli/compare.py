@@ -20,7 +20,8 @@ from pairx.cli.common import (
 )
 from pairx.core.errors import InputError
 
-__all__ = ["DEFAULT_METHODS", "compare_command", "methods_command", "parse_methods", "register"]
+__all__ = ["DEFAULT_METHODS", "compare_command", "method_options", "methods_command",
+           "parse_methods", "register"]
 
 DEFAULT_METHODS = "pairx,gradcampp,kpca,shap,lrp,sift"
 """The rows of the paper's Figure 2 available here (Zhu et al. comes with its own issue)."""
@@ -38,6 +39,14 @@ def parse_methods(text: str) -> list[str]:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(METHODS)}")
     return names
+
+
+def method_options(name: str, *, allow_untrained: bool, shap_samples: int) -> dict[str, Any]:
+    """The options the commands give method ``name`` (SHAP: its sample count, no inner bar)."""
+    opts: dict[str, Any] = {"allow_untrained": allow_untrained}
+    if name == "shap":
+        opts.update(n_samples=shap_samples, progress=False)
+    return opts
 
 
 def methods_command() -> None:
@@ -91,10 +100,8 @@ def compare_command(
     expls = []
     for name in names:
         start = time.perf_counter()
-        opts: dict[str, Any] = {"allow_untrained": allow_untrained}
-        if name == "shap":
-            opts["n_samples"] = shap_samples
-        explainer = create(name, net, **opts)
+        explainer = create(name, net, **method_options(
+            name, allow_untrained=allow_untrained, shap_samples=shap_samples))
         expls.append(explainer.explain(str(image_a), str(image_b)))
         typer.echo(f"  {name:<18s} {time.perf_counter() - start:7.2f} s")
     path = save_png(render_comparison(expls, size=size, n_lines=n_lines), out)

@@ -280,6 +280,15 @@ class PairExplainer(ABC):
         progress
             Show a progress bar (for two pairs or more).
         """
+        states = self._prepare_pairs(pairs, keys)
+        return list(self._explain_prepared(states, progress=progress))
+
+    def _prepare_pairs(
+        self,
+        pairs: Sequence[tuple[ImageInput, ImageInput]],
+        keys: Sequence[tuple[Hashable | None, Hashable | None]] | None,
+    ) -> list[tuple[PreparedImage, PreparedImage]]:
+        """Prepared images of every pair; an image with the same path or key is one object."""
         keys = list(keys) if keys is not None else [(None, None)] * len(pairs)
         if len(keys) != len(pairs):
             raise InputError("keys must have one (key_a, key_b) entry per pair")
@@ -293,9 +302,8 @@ class PairExplainer(ABC):
                 memo[k] = self.prepare(image, key)
             return memo[k]
 
-        states = [(state(a, ka), state(b, kb)) for (a, b), (ka, kb) in zip(pairs, keys,
-                                                                            strict=True)]
-        return list(self._explain_prepared(states, progress=progress))
+        return [(state(a, ka), state(b, kb))
+                for (a, b), (ka, kb) in zip(pairs, keys, strict=True)]
 
     def _explain_prepared(
         self, pairs: Sequence[tuple[PreparedImage, PreparedImage]], *, progress: bool

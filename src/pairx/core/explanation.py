@@ -29,7 +29,7 @@ from pairx.core.errors import InputError, ModelError
 from pairx.core.files import atomic_write_bytes, atomic_write_text
 from pairx.core.geometry import ImageFrame
 
-__all__ = ["MAP_SCHEMA", "Explanation", "Matches", "load_explanation"]
+__all__ = ["MAP_SCHEMA", "Explanation", "Matches", "frame_name", "load_explanation"]
 
 MAP_SCHEMA = "pairx-map-explanation/1"
 """Schema of :meth:`Explanation.to_dict`."""
@@ -171,7 +171,7 @@ class Explanation:
 
     def __repr__(self) -> str:
         name = self.model.name if self.model else "?"
-        names = ", ".join(_name(f) for f in (self.frame_a, self.frame_b))
+        names = ", ".join(frame_name(f) for f in (self.frame_a, self.frame_b))
         at = f", layer={self.layer!r}" if self.layer else ""
         extra = f", {len(self.matches)} matches" if self.matches is not None else ""
         extra += f", warnings={len(self.warnings)}" if self.warnings else ""
@@ -323,7 +323,8 @@ def load_explanation(path: str | Path) -> Explanation:
         raise InputError(f"{p}: {exc}") from None
 
 
-def _name(frame: ImageFrame | None) -> str:
+def frame_name(frame: ImageFrame | None) -> str:
+    """The file name of a frame's source image (``<array>`` for in-memory inputs)."""
     if frame is None or frame.source is None:
         return "<array>"
     return Path(frame.source).name

