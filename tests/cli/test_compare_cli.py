@@ -59,3 +59,20 @@ def test_bad_method_names(synth_dir: Path, tmp_path: Path) -> None:
         main(["compare", *_pair(synth_dir), "--methods", "kpca,zhu2", "-o",
               str(tmp_path / "x.png")])
     assert err.value.code == 2
+
+
+def test_map_pictures_carry_the_warnings(synth_dir: Path) -> None:
+    import pairx
+    from pairx.viz.maps import render_comparison, render_maps
+
+    z = _pair(synth_dir)
+    net = pairx.load_model("timm:resnet18", size=64)
+    e = pairx.explain(net, z[0], z[1], method="kpca", allow_untrained=True)
+    assert e.warnings
+    plain = render_maps(e, show_warnings=False)
+    stamped = render_maps(e)
+    assert stamped.shape[0] > plain.shape[0]
+    red = (stamped[..., 0] > 150) & (stamped[..., 1] < 40) & (stamped[..., 2] < 40)
+    assert red[: stamped.shape[0] - plain.shape[0]].mean() > 0.5
+    both = render_comparison([e, e])
+    assert ((both[..., 0] > 150) & (both[..., 1] < 40)).any()

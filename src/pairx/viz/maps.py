@@ -60,7 +60,7 @@ def _overlay(rgb: np.ndarray, values: np.ndarray, signed: bool, vmax: float,
 
 
 def render_maps(expl: Explanation, *, size: int = 256, n_lines: int = 10,
-                label: str | None = None) -> np.ndarray:
+                label: str | None = None, show_warnings: bool = True) -> np.ndarray:
     """One row: a label band over image A | image B with the method's maps (and matches).
 
     Parameters
@@ -73,6 +73,8 @@ def render_maps(expl: Explanation, *, size: int = 256, n_lines: int = 10,
         Top matches drawn as lines (methods with matches).
     label
         Text of the band; default: method, similarity and scale.
+    show_warnings
+        Draw the explanation's warnings (untrained model, foreign data) as red bands on top.
 
     Returns
     -------
@@ -102,8 +104,11 @@ def render_maps(expl: Explanation, *, size: int = 256, n_lines: int = 10,
         if m is not None:
             label += f"  ·  {len(m)} matches, top {min(n_lines, len(m))} drawn"
     text = label
-    band = text_band(row.shape[1], [(text, (20, 20, 20))], max(11, size // 18), align="left")
-    return np.concatenate([band, row], axis=0)
+    fs = max(11, size // 18)
+    band = text_band(row.shape[1], [(text, (20, 20, 20))], fs, align="left")
+    stamps = [text_band(row.shape[1], [(w, (255, 255, 255))], fs, background=(190, 0, 0))
+              for w in (expl.warnings if show_warnings else ())]
+    return np.concatenate([*stamps, band, row], axis=0)
 
 
 def render_comparison(expls: Sequence[Explanation], *, size: int = 256,
@@ -117,7 +122,7 @@ def render_comparison(expls: Sequence[Explanation], *, size: int = 256,
     """
     if not expls:
         raise ValueError("nothing to compare")
-    rows = [render_maps(e, size=size, n_lines=n_lines) for e in expls]
+    rows = [render_maps(e, size=size, n_lines=n_lines, show_warnings=False) for e in expls]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, [(0, 6), (0, width - r.shape[1]), (0, 0)], constant_values=255)
             for r in rows]
