@@ -76,3 +76,16 @@ def test_map_pictures_carry_the_warnings(synth_dir: Path) -> None:
     assert red[: stamped.shape[0] - plain.shape[0]].mean() > 0.5
     both = render_comparison([e, e])
     assert ((both[..., 0] > 150) & (both[..., 1] < 40)).any()
+
+
+def test_zhu_point_and_retrieve(synth_dir: Path, tmp_path: Path) -> None:
+    a, b = _pair(synth_dir)
+    out = tmp_path / "zp.png"
+    res = runner.invoke(app, ["zhu-point", a, b, "--xy", "100", "110", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert Image.open(out).size[0] > 400
+    res = runner.invoke(app, ["zhu-retrieve", a, "--roi", "40", "40", "180", "180", "--data",
+                              str(synth_dir), "--top", "3"])
+    assert res.exit_code == 0, res.output
+    listed = [ln for ln in res.output.splitlines() if ln.lstrip()[:1].isdigit()]
+    assert len(listed) == 3 and all(Path(a).stem not in ln for ln in listed)

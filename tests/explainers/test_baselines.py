@@ -17,7 +17,7 @@ pytest.importorskip("pytorch_grad_cam", reason="the [baselines] extra is not ins
 
 ISSUE_METHODS = ("pairx gradcam hirescam scorecam gradcampp ablationcam xgradcam eigencam "
                  "eigengradcam layercam fullgrad gradcamelementwise kpca shap lrp sift "
-                 "lightglue").split()
+                 "lightglue zhu").split()
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,13 @@ def triple(synth_dir: Path) -> list[str]:
 
 def test_registry_lists_every_method_of_the_issue() -> None:
     names = [m.name for m in explainers.available()]
-    assert names == ISSUE_METHODS  # zhu arrives with its own issue
+    assert names == ISSUE_METHODS
     with pytest.raises(InputError, match="unknown method"):
         explainers.get("gradcam-plus")
 
 
 @pytest.mark.parametrize("name", [n for n in ISSUE_METHODS if n not in
-                                  ("pairx", "shap", "lrp", "sift", "lightglue")])
+                                  ("pairx", "shap", "lrp", "sift", "lightglue", "zhu")])
 def test_every_cam_gives_finite_signed_maps(model: pairx.ReIDModel, triple: list[str],
                                             name: str) -> None:
     e = pairx.explain(model, triple[0], triple[1], method=name, batch_size=64)

@@ -84,6 +84,9 @@ def explain_command(
     method: Annotated[
         str, typer.Option(help="Explanation method (see `pairx methods`); default PAIR-X.")
     ] = "pairx",
+    bias: Annotated[
+        bool, typer.Option(help="--method zhu: the Decomposition+Bias maps.")
+    ] = False,
     layer: Annotated[
         list[str] | None,
         typer.Option(
@@ -158,6 +161,8 @@ def explain_command(
         raise InputError(f"--arrange must be one of {', '.join(ARRANGEMENTS)}; got {arrange!r}")
     if n_matches < 0 or n_pixel_maps < 0:
         raise InputError("--n-matches and --n-pixel-maps must be >= 0")
+    if bias and method != "zhu":
+        raise InputError("--bias belongs to --method zhu (Zhu et al.'s Decomposition+Bias)")
     if not image_b:
         raise InputError("give at least one image to compare with the first")
     check_output_file(out, (".png",), "--out")
@@ -169,7 +174,7 @@ def explain_command(
     net, stamp = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
     if method != "pairx":
         _explain_other(method, net, image_a, image_b, layer, out, json_out, n_matches,
-                       allow_untrained, stamp)
+                       allow_untrained, stamp, {"bias": True} if bias else {})
         typer.echo(f"done in {time.perf_counter() - start:.1f} s")
         return
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
@@ -210,7 +215,8 @@ def explain_command(
 
 def _explain_other(method: str, net: ReIDModel, image_a: Path, image_b: list[Path],
                    layer: list[str] | None, out: Path, json_out: Path | None, n_lines: int,
-                   allow_untrained: bool, stamp: str | None) -> None:
+                   allow_untrained: bool, stamp: str | None,
+                   options: dict[str, object]) -> None:
     """``pairx explain --method NAME`` for a method other than PAIR-X: one map picture each."""
     from pairx.explainers import create
     from pairx.viz.figure import save_png
@@ -219,7 +225,7 @@ def _explain_other(method: str, net: ReIDModel, image_a: Path, image_b: list[Pat
     if layer and len(layer) > 1:
         raise InputError(f"--method {method} explains at one --layer; got {len(layer)}")
     explainer = create(method, net, layer=layer[0] if layer else None,
-                       allow_untrained=allow_untrained)
+                       allow_untrained=allow_untrained, **options)
     pairs = [(str(image_a), str(b)) for b in image_b]
     expls = explainer.explain_pairs(pairs, progress=len(pairs) > 1)
     for note in (w for w in expls[0].warnings if w != stamp):

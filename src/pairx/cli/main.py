@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.explain",
     "pairx.cli.compare",
     "pairx.cli.baselines",
+    "pairx.cli.zhu",
     "pairx.cli.evaluate",
     "pairx.cli.calibrate",
 )

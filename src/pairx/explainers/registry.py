@@ -76,6 +76,9 @@ METHODS: dict[str, MethodInfo] = {info.name: info for info in [
     MethodInfo("lightglue", "pairx.explainers.keypoints", "LightGlueExplainer",
                "ALIKED keypoints matched by LightGlue; explains no model", "lightglue",
                uses_layer=False, matches=True),
+    MethodInfo("zhu", "pairx.explainers.zhu", "ZhuExplainer",
+               "Zhu et al. 2021: activation decomposition of the similarity (argmax matches)",
+               matches=True),
 ]}
 """Every registered method, by name."""
 

@@ -25,7 +25,7 @@ from pairx.core.explanation import Explanation
 from pairx.viz.colors import apply_colormap, match_colors
 from pairx.viz.draw import draw_polyline, text_band
 
-__all__ = ["render_comparison", "render_maps"]
+__all__ = ["render_comparison", "render_maps", "render_point_map"]
 
 SIGNED_CMAP = "RdBu_r"
 UNSIGNED_CMAP = "inferno"
@@ -144,3 +144,37 @@ def render_comparison(expls: Sequence[Explanation], *, size: int = 256,
     return np.concatenate([*parts, *rows,
                            text_band(width, [(legend, (60, 60, 60))], max(11, fs - 2),
                                      align="left")], axis=0)
+
+
+def render_point_map(image_a: np.ndarray, image_b: np.ndarray, xy: tuple[float, float],
+                     point_map: np.ndarray, *, size: int = 256, title: str = "",
+                     warnings: tuple[str, ...] = ()) -> np.ndarray:
+    """A query point marked on image A | its point-specific map on image B (Zhu et al.'s
+    Figure 1 style), both in the model-input frame.
+
+    Parameters
+    ----------
+    image_a, image_b
+        ``(H, W, 3)`` uint8 model-input images.
+    xy
+        The query point ``(x, y)`` in A's model-input frame.
+    point_map
+        ``(H_b, W_b)`` signed map on B.
+    """
+    vmax = float(np.percentile(np.abs(point_map), 99.5)) or 1.0
+    pa = _overlay(image_a, np.zeros(image_a.shape[:2], np.float32), True, 1.0, size)
+    pb = _overlay(image_b, point_map, True, vmax, size)
+    s = size / image_a.shape[0]
+    centre = (round((xy[0] + 0.5) * s), round((xy[1] + 0.5) * s))
+    r = max(5, size // 40)
+    cv2.circle(pa, centre, r + 2, (0, 0, 0), -1, cv2.LINE_AA)
+    cv2.circle(pa, centre, r, (255, 230, 0), -1, cv2.LINE_AA)
+    gap = np.full((size, _GAP, 3), 255, np.uint8)
+    row = np.concatenate([pa, gap, pb], axis=1)
+    fs = max(11, size // 18)
+    text = title or "query point on A (yellow) | its point-specific map on B"
+    band = text_band(row.shape[1], [(f"{text}  ·  signed, scale ±{vmax:.3g}", (20, 20, 20))],
+                     fs, align="left")
+    stamps = [text_band(row.shape[1], [(w, (255, 255, 255))], fs, background=(190, 0, 0))
+              for w in warnings]
+    return np.concatenate([*stamps, band, row], axis=0)
