@@ -21,7 +21,7 @@ from pairx.core.errors import InputError
 __all__ = ["baselines_command", "register", "write_report"]
 
 FAST_METHODS = ("pairx,gradcam,hirescam,gradcampp,xgradcam,eigencam,eigengradcam,layercam,"
-                "fullgrad,gradcamelementwise,kpca,lrp,sift")
+                "fullgrad,gradcamelementwise,kpca,lrp,zhu,sift")
 
 _COLUMNS = [  # (summary key, markdown header, format)
     ("pairs", "pairs", "{:.0f}"),

@@ -23,8 +23,8 @@ from pairx.core.errors import InputError
 __all__ = ["DEFAULT_METHODS", "compare_command", "method_options", "methods_command",
            "parse_methods", "register"]
 
-DEFAULT_METHODS = "pairx,gradcampp,kpca,shap,lrp,sift"
-"""The rows of the paper's Figure 2 available here (Zhu et al. comes with its own issue)."""
+DEFAULT_METHODS = "pairx,gradcampp,kpca,shap,lrp,zhu,sift"
+"""The rows of the paper's Figure 2."""
 
 
 def parse_methods(text: str) -> list[str]:
