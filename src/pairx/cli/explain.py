@@ -161,6 +161,9 @@ def explain_command(
         raise InputError(f"--arrange must be one of {', '.join(ARRANGEMENTS)}; got {arrange!r}")
     if n_matches < 0 or n_pixel_maps < 0:
         raise InputError("--n-matches and --n-pixel-maps must be >= 0")
+    from pairx.explainers import get
+
+    get(method)  # an unknown method or a missing extra fails here, before the model is loaded
     if bias and method != "zhu":
         raise InputError("--bias belongs to --method zhu (Zhu et al.'s Decomposition+Bias)")
     if not image_b:
