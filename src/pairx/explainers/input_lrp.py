@@ -16,9 +16,8 @@ import torch
 from pairx.core.errors import ModelError
 from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation
-from pairx.core.targets import target_relevance
 from pairx.explainers.gradient_lrp import gradient_lrp_mode, layer_relevance
-from pairx.explainers.lrp import similarity_relevance
+from pairx.explainers.lrp import seed_relevance
 
 __all__ = ["InputLRPExplainer"]
 
@@ -48,10 +47,7 @@ class InputLRPExplainer(PairExplainer):
 
     def _explain(self, a: PreparedImage, b: PreparedImage) -> Explanation:
         e_a, e_b = self.embedding(a), self.embedding(b)
-        if self.target == "cosine":
-            sim, r_a, r_b = similarity_relevance(e_a, e_b)
-        else:
-            sim, r_a, r_b = target_relevance(self.target, e_a, e_b)
+        sim, r_a, r_b = seed_relevance(self.target, e_a, e_b)
         with gradient_lrp_mode(self.model, family=self.family) as net:
             maps = [self._input_map(net, img.x, r) for img, r in ((a, r_a), (b, r_b))]
         return self._result(a, b, similarity=sim, map_a=maps[0], map_b=maps[1], signed=True)

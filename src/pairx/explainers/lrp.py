@@ -44,6 +44,7 @@ __all__ = [
     "lrp_composite",
     "lrp_mode",
     "pixel_relevance",
+    "seed_relevance",
     "similarity_relevance",
 ]
 
@@ -151,6 +152,19 @@ def similarity_relevance(
         cos = F.cosine_similarity(a, b, dim=1)
         r_a, r_b = torch.autograd.grad(cos, (a, b), grad_outputs=cos.detach())
     return float(cos.detach()[0]), r_a, r_b
+
+
+def seed_relevance(
+    target: str, e_a: torch.Tensor, e_b: torch.Tensor
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The similarity and LRP's starting relevance ``s * ds/de`` of each ``(1, D)`` embedding
+    for the named target, the partner held fixed (cosine: :func:`similarity_relevance`; other
+    targets: :func:`pairx.core.targets.target_relevance`)."""
+    if target == "cosine":
+        return similarity_relevance(e_a, e_b)
+    from pairx.core.targets import target_relevance
+
+    return target_relevance(target, e_a, e_b)
 
 
 def _position_seeds(act: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

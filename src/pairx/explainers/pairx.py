@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 from pairx.core.errors import InputError, ModelError
 from pairx.core.explainer import ImageInput, PairExplainer, PreparedImage
 from pairx.core.results import Matches, PairExplanation
-from pairx.core.targets import target_relevance
 from pairx.explainers.gradient_lrp import (
     gradient_lrp_mode,
     layer_relevance,
@@ -47,7 +46,7 @@ from pairx.explainers.lrp import (
     capture_layers,
     lrp_mode,
     pixel_relevance,
-    similarity_relevance,
+    seed_relevance,
 )
 from pairx.explainers.matching import (
     feature_descriptors,
@@ -297,7 +296,7 @@ class PairX(PairExplainer):
         self, sa: _Image, sb: _Image, ga: _Graph, gb: _Graph, n_pix: int
     ) -> dict[str, PairExplanation]:
         """A pair over two single-image graphs of the gradient engine."""
-        cos, r_a, r_b = self._seed(ga.out.detach(), gb.out.detach())
+        cos, r_a, r_b = seed_relevance(self.target, ga.out.detach(), gb.out.detach())
         rel_a = layer_relevance(ga.out, r_a, list(ga.layers.values()))
         rel_b = layer_relevance(gb.out, r_b, list(gb.layers.values()))
 
@@ -314,7 +313,8 @@ class PairX(PairExplainer):
         self, sa: _Image, sb: _Image, graph: _Graph, n_pix: int
     ) -> dict[str, PairExplanation]:
         """A pair over one zennit graph of both images (a batch of two)."""
-        cos, r_a, r_b = self._seed(graph.out[:1].detach(), graph.out[1:].detach())
+        cos, r_a, r_b = seed_relevance(self.target, graph.out[:1].detach(),
+                                      graph.out[1:].detach())
         targets = list(graph.layers.values())
         rel = torch.autograd.grad(graph.out, targets, grad_outputs=torch.cat([r_a, r_b]),
                                   retain_graph=True, allow_unused=True)
@@ -389,14 +389,6 @@ class PairX(PairExplainer):
                 target=self.target,
             )
         return out
-
-    def _seed(self, e_a: torch.Tensor, e_b: torch.Tensor) -> tuple[float, torch.Tensor,
-                                                                   torch.Tensor]:
-        """The similarity and LRP's starting relevance ``s * ds/de`` of each ``(1, D)``
-        embedding, the partner held fixed (cosine: :func:`similarity_relevance`)."""
-        if self.target == "cosine":
-            return similarity_relevance(e_a, e_b)
-        return target_relevance(self.target, e_a, e_b)
 
 
 class _GraphPool:

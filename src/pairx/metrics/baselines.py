@@ -40,6 +40,7 @@ import torch
 from pairx.core.errors import DatasetError, InputError
 from pairx.core.explainer import PairExplainer
 from pairx.core.explanation import Explanation
+from pairx.core.targets import make_target
 from pairx.data.datasets import ReIDDataset
 from pairx.metrics.localisation import PairRegions, localisation_scores, pair_regions
 from pairx.metrics.perturbation import deletion_insertion
@@ -188,11 +189,13 @@ def _random_pck(truth: Any, pair: GTPair, size: tuple[int, int], n: int, px: flo
 
 
 def _map_rows(explainer: PairExplainer, expl: Explanation, xs: tuple[torch.Tensor, ...],
+              embeddings: tuple[torch.Tensor, torch.Tensor],
               regions: tuple[PairRegions, PairRegions], steps: int,
               seed: int) -> dict[str, float]:
-    """Localisation and deletion/insertion, averaged over both images of the pair."""
-    targets = (explainer.target_of(_prep(explainer, xs[1])),
-               explainer.target_of(_prep(explainer, xs[0])))
+    """Localisation and deletion/insertion, averaged over both images of the pair
+    (``embeddings``: the plain embeddings of both images, computed once per pair)."""
+    targets = (make_target(explainer.target, embeddings[1]),
+               make_target(explainer.target, embeddings[0]))
     per: list[dict[str, float]] = []
     for side, (x, sal, reg, tgt) in enumerate(zip(xs, (expl.map_a, expl.map_b), regions,
                                                   targets, strict=True)):
@@ -207,10 +210,6 @@ def _map_rows(explainer: PairExplainer, expl: Explanation, xs: tuple[torch.Tenso
         per.append(row)
     return {k: float(np.nanmean([p[k] for p in per])) if any(
         not math.isnan(p[k]) for p in per) else math.nan for k in per[0]}
-
-
-def _prep(explainer: PairExplainer, x: torch.Tensor) -> Any:
-    return explainer.prepare(x)
 
 
 def pair_rows(
@@ -242,6 +241,7 @@ def pair_rows(
         sa = first.prepare(inputs[pair.key_a], key=pair.key_a)
         sb = first.prepare(inputs[pair.key_b], key=pair.key_b)
         size = (int(sa.rgb.shape[0]), int(sa.rgb.shape[1]))
+        embs = (first.model.embed(sa.x), first.model.embed(sb.x))  # once per pair
         regions = (pair_regions(truth, pair.key_a, pair.key_b, size),
                    pair_regions(truth, pair.key_b, pair.key_a, size))
         base = {"pair": pair.index, "kind": pair.kind, "key_a": pair.key_a, "key_b": pair.key_b,
@@ -255,7 +255,8 @@ def pair_rows(
                               key_b=pair.key_b)
             seconds = time.perf_counter() - start
             with frozen_eval(ex.model.net):
-                row = _map_rows(ex, expl, (sa.x, sb.x), regions, steps, seed + pair.index)
+                row = _map_rows(ex, expl, (sa.x, sb.x), embs, regions, steps,
+                                seed + pair.index)
             row.update(match_scores(truth, pair, expl, n_top=n_top, pck_px=pck_px, rng=rng))
             yield {**base, "method": name, "similarity": expl.similarity, **row,
                    "seconds": seconds}
@@ -267,7 +268,7 @@ def pair_rows(
                                    map_a=noise.random(expl.map_a.shape).astype(np.float32),
                                    map_b=noise.random(expl.map_b.shape).astype(np.float32))
                 with frozen_eval(ex.model.net):
-                    row = _map_rows(ex, rand, (sa.x, sb.x), regions, steps,
+                    row = _map_rows(ex, rand, (sa.x, sb.x), embs, regions, steps,
                                     seed + pair.index)
                 yield {**base, "method": "random", "similarity": expl.similarity, **row,
                        **dict.fromkeys(_MATCH, math.nan), "seconds": 0.0}
