@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.zhu",
     "pairx.cli.evaluate",
     "pairx.cli.calibrate",
+    "pairx.cli.review",
 )
 
 app = typer.Typer(

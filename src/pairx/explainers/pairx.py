@@ -242,8 +242,14 @@ class PairX(PairExplainer):
         keys: Sequence[tuple[Hashable | None, Hashable | None]] | None = None,
         n_pixel_maps: int | None = None,
         progress: bool = True,
+        on_result: Callable[[int, dict[str, PairExplanation]], None] | None = None,
     ) -> list[dict[str, PairExplanation]]:
         """Explain many pairs in one call, at every layer.
+
+        ``on_result(i, explanations)`` (optional) is called as soon as pair ``i`` is done, in
+        order, so that a caller can show or store each result while the rest are computed (the
+        review app streams a query's candidates this way). An exception it raises stops the
+        call (the model is restored all the same).
 
         The model is canonized once for the whole call and always restored afterwards. With
         the gradient engine each image's LRP forward graph is built once and reused by every
@@ -254,7 +260,7 @@ class PairX(PairExplainer):
         of both images.
         """
         states = self._prepare_pairs(pairs, keys)
-        return self._layers_prepared(states, n_pixel_maps, progress)
+        return self._layers_prepared(states, n_pixel_maps, progress, on_result)
 
     def _explain_prepared(
         self, pairs: Sequence[tuple[PreparedImage, PreparedImage]], *, progress: bool
@@ -270,6 +276,7 @@ class PairX(PairExplainer):
         states: Sequence[tuple[PreparedImage, PreparedImage]],
         n_pixel_maps: int | None,
         progress: bool,
+        on_result: Callable[[int, dict[str, PairExplanation]], None] | None = None,
     ) -> list[dict[str, PairExplanation]]:
         n_pix = self.n_pixel_maps if n_pixel_maps is None else int(n_pixel_maps)
         engine = self.engine
@@ -284,12 +291,16 @@ class PairX(PairExplainer):
                     ga, gb = graphs.get(i, sa), graphs.get(i, sb)
                     results.append(self._explain_separate(sa, sb, ga, gb, n_pix))
                     graphs.release(i)
+                    if on_result is not None:
+                        on_result(i, results[-1])
         else:
             with lrp_mode(self.model, family=self.family) as net:
-                for sa, sb in bar:
+                for i, (sa, sb) in enumerate(bar):
                     graph = self._forward(net, [sa, sb])
                     results.append(self._explain_batched(sa, sb, graph, n_pix))
                     del graph
+                    if on_result is not None:
+                        on_result(i, results[-1])
         return results
 
     def _explain_separate(

@@ -1,0 +1,406 @@
+"""Review projects: ``pairx review init`` embeds a dataset once and stores every query's
+exact top-k gallery candidates.
+
+A project is a folder::
+
+    PROJ/project.json     what the project reviews: data folder, model, layers, k, splits
+    PROJ/review.sqlite    images, embeddings, candidates, decision events, jobs (store.py)
+    PROJ/cache/           PAIR-X explanations under content keys (cache.py)
+
+Candidates are exact: cosine similarities of unit embeddings, computed blockwise in numpy over
+the whole gallery (no approximate search, so a true match is never missed because an index
+skipped it). Re-running ``init`` is incremental (only new or changed images are embedded) and
+resumable (embeddings are committed batch by batch); the model's weight digest is stored and
+a different model is refused unless ``replace_model`` is set.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pairx import __version__
+from pairx.app.store import connect, transaction
+from pairx.core.errors import DatasetError, InputError, PairxError
+
+__all__ = ["PROJECT_FILE", "InitSummary", "crop", "Project", "ProjectError", "init_project",
+           "top_k"]
+
+PROJECT_FILE = "project.json"
+PAIRX_OPTIONS = {"n_matches": 20, "n_pixel_maps": 10}
+"""PAIR-X settings of a new project (stored in ``project.json``, part of every cache key)."""
+PROJECT_SCHEMA = "pairx-review-project/1"
+_OPTIONAL = {"location": ("location",), "captured_at": ("captured_at", "date", "datetime"),
+             "viewpoint": ("viewpoint", "orientation")}
+
+
+class ProjectError(PairxError):
+    """A folder that is not a review project, or a project that cannot take this request."""
+
+
+@dataclass
+class Project:
+    """An opened review project (its settings; :meth:`db` opens the database)."""
+
+    root: Path
+    settings: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path) -> Project:
+        """Open ``root``.
+
+        Raises
+        ------
+        ProjectError
+            ``root`` is not a project folder, or its ``project.json`` is unreadable.
+        """
+        root = Path(root).expanduser().resolve()
+        file = root / PROJECT_FILE
+        if not file.is_file():
+            raise ProjectError(
+                f"{root} is not a pairx review project (no {PROJECT_FILE}); create one with "
+                f"'pairx review init {root} --data DIR --model MODEL'")
+        try:
+            settings = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ProjectError(f"{file}: unreadable project file ({exc})") from exc
+        if settings.get("schema") != PROJECT_SCHEMA:
+            raise ProjectError(f"{file}: not a {PROJECT_SCHEMA} project file")
+        if not (root / "review.sqlite").is_file():
+            raise ProjectError(f"{root}: project file present but review.sqlite is missing; "
+                               f"re-run 'pairx review init {root} ...'")
+        return cls(root, settings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "review.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.settings["layers"])
+
+    @property
+    def model_digest(self) -> str:
+        return str(self.settings["model_digest"])
+
+    def db(self) -> Any:
+        """A new connection to the project's database (WAL, ``synchronous=FULL``)."""
+        return connect(self.db_path)
+
+
+@dataclass
+class InitSummary:
+    """What one ``init`` run did."""
+
+    images: int
+    embedded: int
+    reused: int
+    problems: list[str] = field(default_factory=list)
+    queries: int = 0
+    gallery: int = 0
+    seconds_embedding: float = 0.0
+    seconds_search: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds_embedding if self.seconds_embedding > 0 else 0.0
+
+
+def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *,
+          exclude: np.ndarray | None = None, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` cosine neighbours, blockwise (memory ``block * len(gallery)`` floats).
+
+    Parameters
+    ----------
+    queries, gallery
+        ``(Q, D)`` and ``(G, D)`` unit-norm float32 embeddings.
+    k
+        Neighbours per query (at most ``G``).
+    exclude
+        ``(Q,)`` gallery index to leave out per query (the query itself), ``-1`` for none.
+
+    Returns
+    -------
+    index, similarity
+        ``(Q, k')`` int64 gallery indices and float32 similarities, most similar first
+        (ties broken by gallery order); ``k' = min(k, G - excluded)``.
+    """
+    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
+        raise InputError(f"embeddings must be (Q, D) and (G, D); got {queries.shape} and "
+                         f"{gallery.shape}")
+    n_g = len(gallery)
+    kk = max(0, min(int(k), n_g - (1 if exclude is not None and (exclude >= 0).any() else 0)))
+    out_i = np.zeros((len(queries), kk), dtype=np.int64)
+    out_s = np.zeros((len(queries), kk), dtype=np.float32)
+    if kk == 0:
+        return out_i, out_s
+    g = np.ascontiguousarray(gallery, dtype=np.float32)
+    for start in range(0, len(queries), block):
+        sims = np.ascontiguousarray(queries[start:start + block], dtype=np.float32) @ g.T
+        if exclude is not None:
+            rows = np.arange(len(sims))
+            ex = exclude[start:start + block]
+            sims[rows[ex >= 0], ex[ex >= 0]] = -np.inf
+        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < n_g else \
+            np.tile(np.arange(n_g), (len(sims), 1))
+        vals = np.take_along_axis(sims, part, axis=1)
+        order = np.lexsort((part, -vals), axis=1)
+        out_i[start:start + block] = np.take_along_axis(part, order, axis=1)
+        out_s[start:start + block] = np.take_along_axis(vals, order, axis=1)
+    return out_i, out_s
+
+
+def crop(rgb: np.ndarray, bbox: tuple[float, ...] | str) -> np.ndarray:
+    """``(H, W, 3)`` image cut to an ``(x, y, w, h)`` box (a tuple, or ``"x,y,w,h"``)."""
+    box = [float(v) for v in bbox.split(",")] if isinstance(bbox, str) else list(bbox)
+    x0, y0, w, h = (round(v) for v in box)
+    return rgb[max(0, y0):y0 + h, max(0, x0):x0 + w]
+
+
+def _optional_columns(root: Path) -> dict[str, dict[str, str]]:
+    """``image_id -> {location, captured_at, viewpoint}`` from ``metadata.csv`` (if any)."""
+    csv_path = root / "metadata.csv"
+    if not csv_path.is_file():
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    with csv_path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            out[row.get("image_id", "")] = {
+                name: next((row[c] for c in cols if row.get(c)), "")
+                for name, cols in _OPTIONAL.items()}
+    return out
+
+
+def _file_hash(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _select(rows: list[Any], which: str, what: str) -> list[Any]:
+    if which == "all":
+        return rows
+    chosen = [r for r in rows if r["split"] == which]
+    if not chosen:
+        splits = sorted({r["split"] or "(none)" for r in rows})
+        raise InputError(f"no image has split {which!r} for the {what}; the dataset has "
+                         f"{', '.join(splits)} (or pass 'all')")
+    return chosen
+
+
+def init_project(
+    root: str | Path,
+    *,
+    data: str | Path,
+    model: str = "default",
+    weights: str | Path | None = None,
+    layers: list[str] | None = None,
+    k: int = 10,
+    queries: str = "test",
+    gallery: str = "rest",
+    replace_model: bool = False,
+    batch_size: int = 32,
+    progress: bool = True,
+    load: Callable[..., Any] | None = None,
+) -> InitSummary:
+    """Create or update the review project at ``root`` (see the module docstring).
+
+    Parameters
+    ----------
+    data
+        WildlifeDatasets-style folder (``metadata.csv``; optional columns ``location``,
+        ``date``/``captured_at``, ``viewpoint``/``orientation``, ``species``).
+    model, weights
+        The model, as :func:`pairx.load_model` takes it.
+    layers
+        PAIR-X layers the app offers (default: the model's recommended layer).
+    k
+        Candidates stored per query.
+    queries
+        Split whose images are the queries (``"all"``: every image, leave-one-out; when the
+        dataset has no split, every image).
+    gallery
+        ``"rest"`` (every image that is not a query; every other image when the queries are
+        all of them), ``"all"`` or a split name.
+    replace_model
+        Accept a model whose weights differ from the project's (embeddings are redone).
+    load
+        Model loader (default :func:`pairx.load_model`), for tests.
+
+    Raises
+    ------
+    ProjectError, DatasetError, ModelError, InputError
+        With one line saying what to do.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from pairx.data.datasets import load_dataset
+    from pairx.data.images import load_image
+    from pairx.models.layer_choice import default_layers
+    from pairx.models.loaders import load_model
+    from pairx.models.provenance import weight_digest
+
+    if k < 1:
+        raise InputError(f"--k must be at least 1; got {k}")
+    root = Path(root).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ProjectError(f"{root} exists and is not a folder")
+    previous: dict[str, Any] | None = None
+    if (root / PROJECT_FILE).is_file():
+        previous = Project.open(root).settings
+    elif root.is_dir() and any(root.iterdir()):
+        raise ProjectError(f"{root} is a non-empty folder that is not a review project; "
+                           f"choose a new folder")
+    dataset = load_dataset(data, check_files=False)
+    net = (load or load_model)(model, weights=weights)
+    digest = weight_digest(net)
+    if previous is not None and previous["model_digest"] != digest and not replace_model:
+        raise ProjectError(
+            f"{root} was built with model weights {previous['model_digest'][:12]}, not "
+            f"{digest[:12]} ({model}); pass --replace-model to re-embed with the new model "
+            f"(decisions are kept, each records the model it was made with)")
+    chosen = layers or (list(previous["layers"]) if previous else default_layers(net))
+    from pairx.models.layers import get_layer
+
+    for name in chosen:
+        get_layer(net, name)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cache").mkdir(exist_ok=True)
+    settings = {
+        "schema": PROJECT_SCHEMA, "data": str(Path(data).expanduser().resolve()),
+        "model": model, "weights": None if weights is None else str(Path(weights).resolve()),
+        "model_name": net.name, "model_digest": digest, "layers": chosen, "k": int(k),
+        "queries": queries, "gallery": gallery, "pairx": __version__,
+        "cache_limit_mb": (previous or {}).get("cache_limit_mb", 2048),
+        "pairx_options": (previous or {}).get("pairx_options", dict(PAIRX_OPTIONS)),
+    }
+    conn = connect(root / "review.sqlite", create=True)
+    _write_settings(root, settings)  # first, so that an interrupted run is resumed
+    extra = _optional_columns(dataset.root)
+    summary = InitSummary(images=len(dataset), embedded=0, reused=0)
+    with transaction(conn):
+        for s in dataset:
+            sha = _file_hash(s.path)
+            ex = extra.get(s.image_id, {})
+            status, problem = ("ok", "") if sha else ("missing", f"cannot read {s.path}")
+            conn.execute(
+                "INSERT INTO images (image_id, identity, path, split, species, location, "
+                "captured_at, viewpoint, sha256, status, problem, bbox) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(image_id) DO UPDATE SET identity=excluded.identity, "
+                "path=excluded.path, split=excluded.split, species=excluded.species, "
+                "location=excluded.location, captured_at=excluded.captured_at, "
+                "viewpoint=excluded.viewpoint, sha256=excluded.sha256, status=excluded.status, "
+                "problem=excluded.problem, bbox=excluded.bbox",
+                (s.image_id, s.identity, str(s.path), s.split, s.species,
+                 ex.get("location", ""), ex.get("captured_at", ""),
+                 ex.get("viewpoint", "") or s.orientation, sha or "", status, problem,
+                 "" if s.bbox is None else ",".join(f"{v:g}" for v in s.bbox)))
+            if not sha:
+                summary.problems.append(f"{s.image_id}: missing file {s.path}")
+    crops = {s.image_id: s.bbox for s in dataset}
+    todo = conn.execute(
+        "SELECT i.id, i.image_id, i.path, i.sha256 FROM images i LEFT JOIN embeddings e "
+        "ON e.image = i.id AND e.sha256 = i.sha256 AND e.model_digest = ? "
+        "WHERE i.status = 'ok' AND e.image IS NULL ORDER BY i.id", (digest,)).fetchall()
+    summary.reused = int(conn.execute(
+        "SELECT COUNT(*) FROM images i JOIN embeddings e ON e.image = i.id "
+        "AND e.sha256 = i.sha256 AND e.model_digest = ?", (digest,)).fetchone()[0])
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        xs, ok = [], []
+        for row in batch:
+            try:
+                rgb = load_image(row["path"])
+                box = crops.get(row["image_id"])
+                if box is not None:
+                    rgb = crop(rgb, box)
+                xs.append(net.to_input(rgb))
+                ok.append(row)
+            except (PairxError, OSError, ValueError) as exc:
+                summary.problems.append(f"{row['image_id']}: {exc}")
+                with transaction(conn):
+                    conn.execute("UPDATE images SET status='unreadable', problem=? WHERE id=?",
+                                 (str(exc)[:300], row["id"]))
+        if xs:
+            with torch.no_grad():
+                emb = net.embed(torch.cat(xs).to(net.device)).float()
+                emb = torch.nn.functional.normalize(emb, dim=1).cpu().numpy()
+            if not np.isfinite(emb).all():
+                raise PairxError(f"the model gave non-finite embeddings for "
+                                 f"{ok[0]['image_id']}...; nothing of this batch was stored")
+            with transaction(conn):
+                for row, vec in zip(ok, emb, strict=True):
+                    conn.execute(
+                        "INSERT OR REPLACE INTO embeddings (image, sha256, model_digest, vector) "
+                        "VALUES (?, ?, ?, ?)",
+                        (row["id"], row["sha256"], digest, vec.astype(np.float32).tobytes()))
+            summary.embedded += len(ok)
+        bar.update(len(batch))
+    bar.close()
+    summary.seconds_embedding = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    _store_candidates(conn, settings, digest, summary)
+    summary.seconds_search = time.perf_counter() - t1
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('model_digest', ?)",
+                 (digest,))
+    conn.close()
+    return summary
+
+
+def _write_settings(root: Path, settings: dict[str, Any]) -> None:
+    tmp = root / (PROJECT_FILE + ".tmp")
+    tmp.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(root / PROJECT_FILE)
+
+
+def _store_candidates(conn: Any, settings: dict[str, Any], digest: str,
+                      summary: InitSummary) -> None:
+    """Recompute every query's exact top-k and replace the candidate table in one go."""
+    rows = conn.execute(
+        "SELECT i.id, i.split, e.vector FROM images i JOIN embeddings e ON e.image = i.id "
+        "AND e.sha256 = i.sha256 AND e.model_digest = ? WHERE i.status = 'ok' ORDER BY i.id",
+        (digest,)).fetchall()
+    if not rows:
+        raise DatasetError("no image of the dataset could be embedded; see the problems above")
+    has_split = any(r["split"] for r in rows)
+    q_rows = _select(rows, settings["queries"], "queries") if has_split else rows
+    which = settings["gallery"]
+    if which == "rest":
+        q_ids = {r["id"] for r in q_rows}
+        g_rows = [r for r in rows if r["id"] not in q_ids] or rows
+    else:
+        g_rows = _select(rows, which, "gallery") if has_split else rows
+    vec = {r["id"]: np.frombuffer(r["vector"], dtype=np.float32) for r in rows}
+    q = np.stack([vec[r["id"]] for r in q_rows])
+    g = np.stack([vec[r["id"]] for r in g_rows])
+    g_index = {r["id"]: j for j, r in enumerate(g_rows)}
+    exclude = np.array([g_index.get(r["id"], -1) for r in q_rows], dtype=np.int64)
+    idx, sims = top_k(q, g, settings["k"], exclude=exclude)
+    with transaction(conn):
+        conn.execute("DELETE FROM candidates")
+        conn.execute("DELETE FROM queries")
+        for pos, (r, ii, ss) in enumerate(zip(q_rows, idx, sims, strict=True)):
+            conn.execute("INSERT INTO queries (image, position) VALUES (?, ?)", (r["id"], pos))
+            conn.executemany(
+                "INSERT INTO candidates (query, rank, candidate, similarity) VALUES (?,?,?,?)",
+                [(r["id"], rank + 1, g_rows[int(j)]["id"], float(s))
+                 for rank, (j, s) in enumerate(zip(ii, ss, strict=True))])
+    summary.queries, summary.gallery = len(q_rows), len(g_rows)

@@ -1,0 +1,98 @@
+"""What stands between the review app and the network: hosts, tokens, CSRF, headers.
+
+* **Host header**: only the names the server was started for (plus loopback names) are served,
+  so a DNS-rebinding page cannot talk to a local server.
+* **Reviewers**: when the project has reviewers (``pairx review users add``), every request
+  needs a valid token (cookie, set by ``/login?token=...``); a server on a non-loopback host
+  refuses to start without reviewers (:func:`check_bind`).
+* **CSRF**: every POST carries ``X-CSRF-Token``, an HMAC of the browser's session cookie
+  under the project's secret; a missing or wrong token, or a foreign ``Origin``, is refused.
+* **Headers**: a strict Content-Security-Policy (scripts and styles from the app only, images
+  from the app and ``data:`` URIs of its own heatmaps), no framing, no sniffing, no referrer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from urllib.parse import urlsplit
+
+__all__ = ["CSP", "LOOPBACK_NAMES", "SECURITY_HEADERS", "check_bind", "csrf_token",
+           "host_allowed", "is_loopback", "new_session", "origin_allowed"]
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
+       "frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+SESSION_COOKIE = "pairx_session"
+TOKEN_COOKIE = "pairx_token"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address) is this machine only."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, has_reviewers: bool) -> None:
+    """Refuse to serve on a non-loopback host without reviewer tokens.
+
+    Raises
+    ------
+    PermissionError
+        With the command that adds a reviewer.
+    """
+    if not is_loopback(host) and not has_reviewers:
+        raise PermissionError(
+            f"refusing to serve on {host}: anyone on the network could record decisions. Add "
+            f"a reviewer first ('pairx review users add PROJ NAME') or bind to 127.0.0.1")
+
+
+def _hostname(value: str) -> str:
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value.split("]")[0] + "]"
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a request's ``Host`` header names this server."""
+    return bool(header) and _hostname(header or "") in allowed
+
+
+def origin_allowed(origin: str | None, host: str | None) -> bool:
+    """A POST's ``Origin`` (when the browser sends one) must be this server itself."""
+    if not origin:
+        return True
+    if origin == "null" or not host:
+        return False
+    return urlsplit(origin).netloc.lower() == host.strip().lower()
+
+
+def new_session() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_token(secret: str, session: str) -> str:
+    """The CSRF token of one browser session (HMAC-SHA256 of the session id)."""
+    return hmac.new(secret.encode(), session.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_ok(secret: str, session: str | None, token: str | None) -> bool:
+    if not session or not token:
+        return False
+    return hmac.compare_digest(csrf_token(secret, session), token)

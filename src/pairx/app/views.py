@@ -1,0 +1,208 @@
+"""What the pages show, read from the project database (no web framework here).
+
+A query's review status: ``done`` when one of its candidates is decided a match or every
+candidate is decided, ``started`` when some are, ``todo`` otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pairx.app.store import current_decisions
+
+__all__ = ["QueueFilter", "export_audit", "export_decisions", "identity_images", "queue",
+           "review"]
+
+STATUSES = ("todo", "started", "done")
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Filters of the queue page (empty: no filter)."""
+
+    species: str = ""
+    location: str = ""
+    date_from: str = ""
+    date_to: str = ""
+    status: str = ""
+    min_similarity: float | None = None
+    max_similarity: float | None = None
+
+
+def _image(row: sqlite3.Row) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "image_id", "identity", "species", "location",
+                                "captured_at", "viewpoint", "split", "status", "problem")}
+
+
+def _status(n_candidates: int, decided: list[str]) -> str:
+    if "match" in decided or (n_candidates and len(decided) >= n_candidates):
+        return "done"
+    return "started" if decided else "todo"
+
+
+def queue(conn: sqlite3.Connection, f: QueueFilter = QueueFilter()) -> dict[str, Any]:
+    """The queue: every query in order with its top similarity and status, filtered.
+
+    Returns
+    -------
+    dict
+        ``rows`` (filtered queries), ``reviewed`` and ``total`` (over all queries, unfiltered),
+        ``species`` and ``locations`` (choices for the filters).
+    """
+    rows = conn.execute(
+        "SELECT q.position, i.*, MAX(c.similarity) AS top, COUNT(c.rank) AS n "
+        "FROM queries q JOIN images i ON i.id = q.image "
+        "LEFT JOIN candidates c ON c.query = q.image GROUP BY q.image ORDER BY q.position"
+    ).fetchall()
+    decided: dict[int, list[str]] = {}
+    for (query, _), d in current_decisions(conn).items():
+        decided.setdefault(query, []).append(d.decision)
+    out, reviewed = [], 0
+    for r in rows:
+        status = _status(r["n"], decided.get(r["id"], []))
+        reviewed += status == "done"
+        item = {**_image(r), "position": r["position"], "top": r["top"], "n": r["n"],
+                "status": status, "decided": len(decided.get(r["id"], []))}
+        if f.species and r["species"] != f.species:
+            continue
+        if f.location and f.location.lower() not in r["location"].lower():
+            continue
+        if f.date_from and (not r["captured_at"] or r["captured_at"][:10] < f.date_from):
+            continue
+        if f.date_to and (not r["captured_at"] or r["captured_at"][:10] > f.date_to):
+            continue
+        if f.status and status != f.status:
+            continue
+        if f.min_similarity is not None and (r["top"] is None or r["top"] < f.min_similarity):
+            continue
+        if f.max_similarity is not None and (r["top"] is None or r["top"] > f.max_similarity):
+            continue
+        out.append(item)
+    species = [r[0] for r in conn.execute(
+        "SELECT DISTINCT i.species FROM queries q JOIN images i ON i.id = q.image "
+        "WHERE i.species != '' ORDER BY 1")]
+    locations = [r[0] for r in conn.execute(
+        "SELECT DISTINCT i.location FROM queries q JOIN images i ON i.id = q.image "
+        "WHERE i.location != '' ORDER BY 1")]
+    return {"rows": out, "reviewed": reviewed, "total": len(rows), "species": species,
+            "locations": locations}
+
+
+def _shuffle_seed(query: int, reviewer: str) -> int:
+    return int(hashlib.sha256(f"{query}:{reviewer}".encode()).hexdigest()[:12], 16)
+
+
+def review(conn: sqlite3.Connection, position: int, *, blind: bool = False,
+           reviewer: str = "") -> dict[str, Any] | None:
+    """One query's review: the query, its candidates (grouped by identity) and decisions.
+
+    In blind mode similarities and ranks are left out and the order is shuffled (the same
+    order for the same reviewer and query, so undo and reload keep the screen stable).
+    ``None``: no query at that position.
+    """
+    q = conn.execute("SELECT i.* FROM queries q JOIN images i ON i.id = q.image "
+                     "WHERE q.position = ?", (position,)).fetchone()
+    if q is None:
+        return None
+    total = int(conn.execute("SELECT COUNT(*) FROM queries").fetchone()[0])
+    decisions = current_decisions(conn, q["id"])
+    cands = []
+    for r in conn.execute(
+            "SELECT c.rank, c.similarity, i.*, (SELECT COUNT(*) FROM images o WHERE "
+            "o.identity = i.identity AND o.id != i.id AND o.status = 'ok') AS others "
+            "FROM candidates c JOIN images i ON i.id = c.candidate WHERE c.query = ? "
+            "ORDER BY c.rank", (q["id"],)):
+        d = decisions.get((q["id"], r["id"]))
+        cands.append({**_image(r), "rank": r["rank"], "similarity": r["similarity"],
+                      "others": r["others"], "decision": d.decision if d else "",
+                      "confidence": d.confidence if d else None,
+                      "tags": list(d.tags) if d else [], "notes": d.notes if d else ""})
+    if blind:
+        random.Random(_shuffle_seed(q["id"], reviewer)).shuffle(cands)
+        for c in cands:
+            c["rank"], c["similarity"] = None, None
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in cands:
+        groups.setdefault(c["identity"], []).append(c)
+    ordered = [c for g in groups.values() for c in g]
+    for i, c in enumerate(ordered):
+        c["index"] = i
+    query = _image(q)
+    query.pop("identity")  # what the reviewer is deciding: never shown
+    return {"query": query, "position": position, "total": total,
+            "groups": [{"identity": k, "candidates": v} for k, v in groups.items()],
+            "candidates": ordered, "blind": blind,
+            "status": _status(len(cands), [d.decision for d in decisions.values()])}
+
+
+def identity_images(conn: sqlite3.Connection, image: int) -> list[dict[str, Any]]:
+    """The other gallery images of ``image``'s identity."""
+    return [_image(r) for r in conn.execute(
+        "SELECT o.* FROM images i JOIN images o ON o.identity = i.identity AND o.id != i.id "
+        "WHERE i.id = ? AND o.status = 'ok' ORDER BY o.captured_at, o.image_id", (image,))]
+
+
+DECISION_FIELDS = ("query_image", "candidate_image", "candidate_identity", "rank",
+                   "similarity", "decision", "confidence", "tags", "notes", "reviewer",
+                   "decided_at", "model_digest", "explanation", "blind", "event")
+METRIC_FIELDS = ("layer", "match_coverage", "self_consistency_irm", "n_matches")
+
+
+def export_decisions(conn: sqlite3.Connection, *, with_metrics: bool = False
+                     ) -> list[dict[str, Any]]:
+    """Decisions in force, one row per (query, candidate); optionally joined with the PAIR-X
+    metrics of the explanation that was on screen when the decision was made."""
+    decisions = current_decisions(conn)
+    if not decisions:
+        return []
+    events = {r["id"]: r for r in conn.execute(
+        f"SELECT * FROM events WHERE id IN ({','.join(str(d.event) for d in decisions.values())})")}
+    out = []
+    for (query, cand), d in sorted(decisions.items(), key=lambda kv: kv[1].event):
+        e = events[d.event]
+        c = conn.execute(
+            "SELECT c.rank, c.similarity, q.image_id AS qid, i.image_id AS cid, i.identity "
+            "FROM candidates c JOIN images q ON q.id = c.query JOIN images i ON "
+            "i.id = c.candidate WHERE c.query = ? AND c.candidate = ?", (query, cand)).fetchone()
+        row = {"query_image": c["qid"] if c else query, "candidate_image": c["cid"] if c else cand,
+               "candidate_identity": c["identity"] if c else "",
+               "rank": c["rank"] if c else None, "similarity": c["similarity"] if c else None,
+               "decision": d.decision, "confidence": d.confidence, "tags": ";".join(d.tags),
+               "notes": d.notes, "reviewer": d.reviewer, "decided_at": d.created_at,
+               "model_digest": e["model_digest"], "explanation": e["explanation"],
+               "blind": bool(e["blind"]), "event": d.event}
+        if with_metrics:
+            m = conn.execute("SELECT layer, metrics FROM explanations WHERE key = ?",
+                             (e["explanation"],)).fetchone() if e["explanation"] else None
+            values = json.loads(m["metrics"]) if m else {}
+            row.update({"layer": m["layer"] if m else "",
+                        **{k: values.get(k) for k in METRIC_FIELDS[1:]}})
+        out.append(row)
+    return out
+
+
+def to_csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    return buf.getvalue()
+
+
+def export_audit(conn: sqlite3.Connection) -> Iterator[str]:
+    """The whole event log, oldest first, as JSON lines."""
+    for r in conn.execute("SELECT e.*, q.image_id AS query_image, c.image_id AS "
+                          "candidate_image FROM events e JOIN images q ON q.id = e.query "
+                          "JOIN images c ON c.id = e.candidate ORDER BY e.id"):
+        rec = {k: r[k] for k in r.keys()}
+        rec["tags"] = json.loads(rec["tags"] or "[]")
+        yield json.dumps(rec, sort_keys=True) + "\n"

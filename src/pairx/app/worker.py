@@ -1,0 +1,246 @@
+"""The background explanation worker and its job queue.
+
+The server never runs PAIR-X itself: it appends a *job* (one query, one layer, the candidates
+to explain) to the ``jobs`` table and a worker process, which holds the :class:`pairx.PairX`
+engine, takes the most urgent pending job. One job is one
+:meth:`pairx.PairX.explain_layers_pairs` call over the query's candidates, so the query's LRP
+graph is built once for all of them; its ``on_result`` callback writes each candidate's
+figure, interactive data and metrics to the cache the moment it is done and bumps the job's
+progress, which the page polls. Requests are deduplicated (a candidate already cached, or
+already in an open job, is not queued again) and a job left ``running`` by a killed worker is
+put back to ``pending`` when the next worker starts.
+
+The worker dies with the server: on Linux the kernel sends it ``SIGKILL`` when its parent dies
+(``PR_SET_PDEATHSIG``), and on every platform it exits when its parent process id changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from pairx import __version__
+from pairx.app.cache import ExplanationCache, content_key
+from pairx.app.project import Project, crop
+from pairx.app.store import transaction
+
+__all__ = ["cache_key", "enqueue", "job_progress", "recover_jobs", "start_worker",
+           "worker_main"]
+
+POLL_SECONDS = 0.05
+
+
+def image_hash(row: sqlite3.Row) -> str:
+    """What identifies an image's pixels as the model sees them (file hash and crop)."""
+    return f"{row['sha256']}:{row['bbox']}"
+
+
+def cache_key(project: Project, layer: str, a: sqlite3.Row, b: sqlite3.Row) -> str:
+    """The content key of the explanation of images ``a`` (query) and ``b`` at ``layer``."""
+    return content_key(version=__version__, model_digest=project.model_digest, layer=layer,
+                       options=project.settings["pairx_options"], image_a=image_hash(a),
+                       image_b=image_hash(b))
+
+
+def enqueue(conn: sqlite3.Connection, project: Project, query: int, layer: str,
+            candidates: Sequence[int], *, priority: int = 0) -> int | None:
+    """Queue the candidates of ``query`` not yet explained or queued; the new job's id.
+
+    ``None`` when nothing is left to do (every candidate cached or already in an open job).
+    An open job of the same query and layer is raised to ``priority`` if that is higher.
+    """
+    if layer not in project.layers:
+        raise KeyError(layer)
+    with transaction(conn):
+        done = {r[0] for r in conn.execute(
+            "SELECT candidate FROM explanations WHERE query = ? AND layer = ?", (query, layer))}
+        open_jobs = conn.execute(
+            "SELECT id, candidates, priority FROM jobs WHERE query = ? AND layer = ? AND status "
+            "IN ('pending', 'running')", (query, layer)).fetchall()
+        queued = {c for j in open_jobs for c in json.loads(j["candidates"])}
+        for j in open_jobs:
+            if j["priority"] < priority:
+                conn.execute("UPDATE jobs SET priority = ? WHERE id = ? AND status = 'pending'",
+                             (priority, j["id"]))
+        todo = [int(c) for c in dict.fromkeys(candidates) if c not in done and c not in queued]
+        if not todo:
+            return None
+        cur = conn.execute(
+            "INSERT INTO jobs (query, layer, candidates, priority, total, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (query, layer, json.dumps(todo), priority, len(todo), time.time()))
+        return int(cur.lastrowid or 0)
+
+
+def job_progress(conn: sqlite3.Connection, query: int, layer: str) -> dict[str, Any]:
+    """Progress of the open and recent jobs of one query and layer (done, total, ETA)."""
+    rows = conn.execute(
+        "SELECT * FROM jobs WHERE query = ? AND layer = ? ORDER BY id", (query, layer)).fetchall()
+    open_rows = [r for r in rows if r["status"] in ("pending", "running")]
+    done = sum(r["done"] for r in open_rows)
+    total = sum(r["total"] for r in open_rows)
+    eta = None
+    running = [r for r in open_rows if r["status"] == "running" and r["done"] > 0]
+    if running:
+        r = running[0]
+        per = (time.time() - float(r["started_at"])) / r["done"]
+        eta = per * (total - done)
+    failed = [r["error"] for r in rows if r["status"] == "failed"]
+    return {"open": bool(open_rows), "done": done, "total": total, "eta_s": eta,
+            "queued": any(r["status"] == "pending" for r in open_rows),
+            "error": failed[-1] if failed else ""}
+
+
+def recover_jobs(conn: sqlite3.Connection) -> int:
+    """Put jobs a killed worker left ``running`` back to ``pending``; how many."""
+    with transaction(conn):
+        cur = conn.execute("UPDATE jobs SET status = 'pending' WHERE status = 'running'")
+    return int(cur.rowcount)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:  # pragma: no cover - no glibc
+            pass
+
+
+class _Engine:
+    """The model and one :class:`pairx.PairX` per layer, loaded once per worker."""
+
+    def __init__(self, project: Project) -> None:
+        import pairx
+
+        s = project.settings
+        self.model = pairx.load_model(s["model"], weights=s.get("weights"))
+        from pairx.models.provenance import weight_digest
+
+        digest = weight_digest(self.model)
+        if digest != project.model_digest:
+            raise RuntimeError(
+                f"the model {s['model']!r} now has weights {digest[:12]}, but the project was "
+                f"built with {project.model_digest[:12]}; re-run 'pairx review init' with "
+                f"--replace-model")
+        self.options = dict(s["pairx_options"])
+        self.explainers: dict[str, Any] = {}
+
+    def explainer(self, layer: str) -> Any:
+        import pairx
+
+        if layer not in self.explainers:
+            self.explainers[layer] = pairx.PairX(self.model, [layer], **self.options)
+        return self.explainers[layer]
+
+
+def _image(row: sqlite3.Row) -> Any:
+    """The image as the model sees it: its path, or its bounding-box crop."""
+    from pairx.data.images import load_image
+
+    if not row["bbox"]:
+        return row["path"]
+    return crop(load_image(row["path"]), row["bbox"])
+
+
+def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache,
+             engine: _Engine, job: sqlite3.Row) -> None:
+    from pairx.app.bundle import explanation_metrics, figure_jpeg, interactive_data
+
+    layer = job["layer"]
+    query = conn.execute("SELECT * FROM images WHERE id = ?", (job["query"],)).fetchone()
+    wanted = json.loads(job["candidates"])
+    rows = {r["id"]: r for r in conn.execute(
+        f"SELECT * FROM images WHERE id IN ({','.join('?' * len(wanted))})", wanted)}
+    todo = [rows[c] for c in wanted if c in rows]
+    q_img = _image(query)
+    pairs, keys = [], []
+    for r in todo:
+        pairs.append((q_img, _image(r)))
+        keys.append((f"img{query['id']}:{image_hash(query)}", f"img{r['id']}:{image_hash(r)}"))
+    started = [time.perf_counter()]
+
+    def store(i: int, result: dict[str, Any]) -> None:
+        expl = result[layer]
+        cand = todo[i]
+        key = cache_key(project, layer, query, cand)
+        data = interactive_data(expl)
+        data["key"] = key
+        cache.write(key, "jpg", figure_jpeg(expl))
+        cache.write(key, "json", json.dumps(data).encode())
+        metrics = explanation_metrics(expl)
+        seconds = time.perf_counter() - started[0]
+        started[0] = time.perf_counter()
+        with transaction(conn):
+            conn.execute(
+                "INSERT OR REPLACE INTO explanations (query, candidate, layer, key, seconds, "
+                "metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (query["id"], cand["id"], layer, key, seconds,
+                 json.dumps({k: (None if v != v else v) for k, v in metrics.items()}),
+                 time.time()))
+            conn.execute("UPDATE jobs SET done = done + 1, updated_at = ? WHERE id = ?",
+                         (time.time(), job["id"]))
+
+    engine.explainer(layer).explain_layers_pairs(pairs, keys=keys, progress=False,
+                                                 on_result=store)
+    cache.evict()
+
+
+def worker_main(root: str, parent: int) -> None:
+    """Run jobs of the project at ``root`` until the parent process ``parent`` is gone."""
+    _die_with_parent()
+    project = Project.open(root)
+    conn = project.db()
+    recover_jobs(conn)
+    cache = ExplanationCache(project.cache_dir,
+                             int(project.settings.get("cache_limit_mb", 2048)) << 20)
+    try:
+        engine = _Engine(project)
+    except Exception as exc:  # the app keeps serving everything else; jobs say why
+        message = f"the explanation engine cannot start: {exc}"
+        with transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('worker_error', ?)",
+                         (message,))
+        engine = None
+    else:
+        with transaction(conn):
+            conn.execute("DELETE FROM meta WHERE key = 'worker_error'")
+    while os.getppid() == parent:
+        job = conn.execute("SELECT * FROM jobs WHERE status = 'pending' "
+                           "ORDER BY priority DESC, id LIMIT 1").fetchone()
+        if job is None:
+            time.sleep(POLL_SECONDS)
+            continue
+        with transaction(conn):
+            conn.execute("UPDATE jobs SET status = 'running', started_at = ?, updated_at = ? "
+                         "WHERE id = ?", (time.time(), time.time(), job["id"]))
+        try:
+            if engine is None:
+                raise RuntimeError(conn.execute(
+                    "SELECT value FROM meta WHERE key = 'worker_error'").fetchone()[0])
+            _run_job(conn, project, cache, engine, job)
+            status, error = "done", ""
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            traceback.print_exc()
+        with transaction(conn):
+            conn.execute("UPDATE jobs SET status = ?, error = ?, updated_at = ? WHERE id = ?",
+                         (status, error, time.time(), job["id"]))
+
+
+def start_worker(project: Project) -> mp.process.BaseProcess:
+    """Start the worker process (spawned: no state of the server is inherited)."""
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=worker_main, args=(str(project.root), os.getpid()),
+                       name="pairx-review-worker", daemon=True)
+    proc.start()
+    return proc

@@ -1,0 +1,120 @@
+"""``pairx review init|users`` and ``pairx serve``: the review app's projects and server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pairx.cli.common import ModelOpt, WeightsOpt
+
+review_app = typer.Typer(help="Review projects: the candidates experts verify in pairx serve.",
+                         no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+users_app = typer.Typer(help="Reviewers with tokens.", no_args_is_help=True,
+                        add_completion=False, rich_markup_mode=None)
+review_app.add_typer(users_app, name="users")
+
+ProjArg = Annotated[Path, typer.Argument(help="Project folder.", metavar="PROJ")]
+
+
+@review_app.command("init")
+def init_command(
+    proj: ProjArg,
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder with metadata.csv.",
+                                       metavar="DIR")],
+    model: ModelOpt = "default",
+    weights: WeightsOpt = None,
+    layer: Annotated[list[str] | None, typer.Option(
+        "--layer", help="PAIR-X layer(s) the app offers (repeatable); default: the model's.",
+        metavar="NAME")] = None,
+    k: Annotated[int, typer.Option("--k", help="Candidates stored per query.")] = 10,
+    queries: Annotated[str, typer.Option(
+        help="Split whose images are the queries, or 'all' (leave-one-out).")] = "test",
+    gallery: Annotated[str, typer.Option(
+        help="'rest' (everything that is not a query), 'all', or a split name.")] = "rest",
+    replace_model: Annotated[bool, typer.Option(
+        "--replace-model", help="Accept a model whose weights differ from the project's.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Create or update PROJ: embed every image of DIR once, store each query's exact top-k.
+
+    Re-running is incremental (new or changed images only) and resumes an interrupted run.
+    """
+    from pairx.app.project import init_project
+    from pairx.models.loaders import load_model
+    from pairx.models.provenance import require_trained
+
+    def load(spec: str, weights: Path | None = None) -> object:
+        net = load_model(spec, weights=weights)
+        require_trained(net, allow=False, hint="Review projects need a trained model: pass "
+                        "--weights FILE or a trained model file as --model.")
+        return net
+
+    s = init_project(proj, data=data, model=model, weights=weights, layers=layer or None, k=k,
+                     queries=queries, gallery=gallery, replace_model=replace_model,
+                     progress=not quiet, load=load)
+    for problem in s.problems:
+        typer.secho(f"pairx: warning: skipped {problem}", err=True, fg=typer.colors.YELLOW)
+    rate = f" ({s.images_per_second:.1f} images/s)" if s.embedded else ""
+    typer.echo(f"{proj}: {s.images} images, {s.embedded} embedded{rate}, {s.reused} reused; "
+               f"{s.queries} queries x top-{k} of {s.gallery} gallery images "
+               f"(exact search {s.seconds_search:.2f} s)")
+    typer.echo(f"open it with: pairx serve {proj}")
+
+
+@users_app.command("add")
+def users_add(proj: ProjArg,
+              name: Annotated[str, typer.Argument(help="Reviewer name.", metavar="NAME")]
+              ) -> None:
+    """Add reviewer NAME (or renew their token); prints the login token once."""
+    from pairx.app.project import Project
+    from pairx.app.store import add_user
+
+    p = Project.open(proj)
+    conn = p.db()
+    try:
+        token = add_user(conn, name)
+    finally:
+        conn.close()
+    typer.echo(f"reviewer {name!r}: open http://HOST:PORT/login?token={token}")
+    typer.echo("(the token is shown only now; every request of the app now needs a token)")
+
+
+@users_app.command("list")
+def users_list(proj: ProjArg) -> None:
+    """List the reviewers."""
+    from pairx.app.project import Project
+
+    conn = Project.open(proj).db()
+    try:
+        for row in conn.execute("SELECT name, created_at FROM users ORDER BY name"):
+            typer.echo(f"{row['name']}\t{row['created_at']}")
+    finally:
+        conn.close()
+
+
+def serve_command(
+    proj: ProjArg,
+    host: Annotated[str, typer.Option(help="Interface to bind (default: this machine only).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    allow_host: Annotated[list[str] | None, typer.Option(
+        "--allow-host", help="Extra Host header name to accept (a reverse proxy's name).",
+        metavar="NAME")] = None,
+) -> None:
+    """Serve the review app of PROJ (http://HOST:PORT), with PAIR-X on demand."""
+    from pairx.app.server import serve
+    from pairx.core.errors import InputError
+
+    try:
+        typer.echo(f"pairx review: http://{host}:{port}/  (Ctrl-C stops)")
+        serve(proj, host=host, port=port, allowed_hosts=set(allow_host or []))
+    except PermissionError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(review_app, name="review")
+    app.command("serve")(serve_command)
