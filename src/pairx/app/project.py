@@ -31,8 +31,15 @@ from pairx import __version__
 from pairx.app.store import connect, transaction
 from pairx.core.errors import DatasetError, InputError, PairxError
 
-__all__ = ["PROJECT_FILE", "InitSummary", "crop", "Project", "ProjectError", "init_project",
-           "top_k"]
+__all__ = [
+    "PROJECT_FILE",
+    "InitSummary",
+    "Project",
+    "ProjectError",
+    "crop",
+    "init_project",
+    "top_k",
+]
 
 PROJECT_FILE = "project.json"
 PAIRX_OPTIONS = {"n_matches": 20, "n_pixel_maps": 10}
