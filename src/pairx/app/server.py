@@ -401,6 +401,7 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
     def health() -> Any:
         proc = state.get("worker")
         return {"ok": True, "worker": bool(proc is not None and proc.is_alive()),
+                "worker_pid": proc.pid if proc is not None else None,
                 "queries": db().execute("SELECT COUNT(*) FROM queries").fetchone()[0]}
 
     return app

@@ -103,6 +103,9 @@ def serve_command(
     allow_host: Annotated[list[str] | None, typer.Option(
         "--allow-host", help="Extra Host header name to accept (a reverse proxy's name).",
         metavar="NAME")] = None,
+    no_worker: Annotated[bool, typer.Option(
+        "--no-worker", help="Decisions only: start no PAIR-X worker (no explanations).")
+    ] = False,
 ) -> None:
     """Serve the review app of PROJ (http://HOST:PORT), with PAIR-X on demand."""
     from pairx.app.server import serve
@@ -110,7 +113,8 @@ def serve_command(
 
     try:
         typer.echo(f"pairx review: http://{host}:{port}/  (Ctrl-C stops)")
-        serve(proj, host=host, port=port, allowed_hosts=set(allow_host or []))
+        serve(proj, host=host, port=port, allowed_hosts=set(allow_host or []),
+              worker=not no_worker)
     except PermissionError as exc:
         raise InputError(str(exc)) from exc
 

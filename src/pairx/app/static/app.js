@@ -150,6 +150,7 @@
       const key = S.results[String(c.id)] || "";
       S.key = key;
       S.data = null;
+      build(); // nothing of the previous candidate stays on screen while this one loads
       $("#figure-link").classList.toggle("hidden", !key);
       if (key) {
         $("#figure-link").href = "/expl/" + key + ".jpg";
