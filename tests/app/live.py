@@ -28,7 +28,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "pairx.cli.main", "serve", str(project),
                "--port", str(self.port)] + ([] if worker else ["--no-worker"])
-        self.log = open(project / f"serve-{self.port}.log", "wb")  # noqa: SIM115
+        self.log = open(project / f"serve-{self.port}.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.time() + 60

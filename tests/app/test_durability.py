@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pairx.app.project import Project
@@ -25,7 +26,8 @@ def _cycles(project: Path, n: int, seed: int) -> int:
         client, token = server.client()
         stop = threading.Event()
 
-        def hammer() -> None:
+        def hammer(client: httpx.Client = client, token: str = token,
+                   stop: threading.Event = stop) -> None:
             while not stop.is_set():
                 q, c = rng.choice(pairs)
                 d = rng.choice(["match", "no_match", "unsure"])
