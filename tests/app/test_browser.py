@@ -19,7 +19,7 @@ from PIL import Image
 from pairx.app.project import Project
 from pairx.app.store import current_decisions
 
-from .live import LiveServer
+from pairx.app.live import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

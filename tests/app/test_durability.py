@@ -12,7 +12,7 @@ import pytest
 
 from pairx.app.project import Project
 
-from .live import LiveServer
+from pairx.app.live import LiveServer
 
 
 def _cycles(project: Path, n: int, seed: int) -> int:

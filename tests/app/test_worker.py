@@ -13,7 +13,7 @@ from pairx.app.project import Project
 from pairx.app.store import transaction
 from pairx.app.worker import enqueue, recover_jobs
 
-from .live import LiveServer, pid_alive
+from pairx.app.live import LiveServer, pid_alive
 
 
 def _wait(client, query: int, layer: str, timeout: float = 180.0) -> dict:  # type: ignore[no-untyped-def]
@@ -95,3 +95,63 @@ def test_unfinished_jobs_resume_at_restart(fresh_project: Path) -> None:
     finally:
         server.stop()
     assert recover_jobs(conn) == 0
+
+
+def test_a_model_that_cannot_load_is_reported_and_decisions_go_on(fresh_project: Path) -> None:
+    settings_file = fresh_project / "project.json"
+    settings = json.loads(settings_file.read_text())
+    settings["model"] = str(fresh_project / "gone.safetensors")
+    settings_file.write_text(json.dumps(settings))
+    project = Project.open(fresh_project)
+    conn = project.db()
+    query = conn.execute("SELECT image FROM queries WHERE position = 0").fetchone()[0]
+    cand = conn.execute("SELECT candidate FROM candidates WHERE query = ? AND rank = 1",
+                        (query,)).fetchone()[0]
+    server = LiveServer(fresh_project, worker=True)
+    try:
+        client, token = server.client()
+        h = {"x-csrf-token": token}
+        client.post("/api/explain", headers=h, json={"query": query, "prefetch": False})
+        st = _wait(client, query, project.layers[0], timeout=60)
+        assert "explanation engine cannot start" in st["error"] and "gone" in st["error"]
+        assert "explanation engine cannot start" in client.get("/q/0").text
+        r = client.post("/api/decide", headers=h,
+                        json={"query": query, "candidate": cand, "decision": "match"})
+        assert r.status_code == 200
+    finally:
+        server.kill()
+
+
+def test_what_the_reviewer_asks_for_now_overtakes_prefetching(fresh_project: Path) -> None:
+    project = Project.open(fresh_project)
+    layer = project.layers[0]
+    conn = project.db()
+    queries = [r[0] for r in conn.execute("SELECT image FROM queries ORDER BY position")]
+
+    def cands(q: int) -> list[int]:
+        return [r[0] for r in conn.execute(
+            "SELECT candidate FROM candidates WHERE query = ? ORDER BY rank", (q,))]
+
+    first = enqueue(conn, project, queries[0], layer, cands(queries[0]))  # prefetches
+    second = enqueue(conn, project, queries[1], layer, cands(queries[1]))
+    server = LiveServer(fresh_project, worker=True)
+    try:
+        client, token = server.client()
+        deadline = time.time() + 120
+        while conn.execute("SELECT done FROM jobs WHERE id = ?", (first,)).fetchone()[0] < 1:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        client.post("/api/explain", headers={"x-csrf-token": token}, json={
+            "query": queries[2], "layer": layer, "candidates": cands(queries[2])[:1],
+            "prefetch": False})
+        _wait(client, queries[2], layer)
+        jobs = {r["id"]: r for r in conn.execute("SELECT * FROM jobs")}
+        assert jobs[second]["done"] == 0  # still waiting: the reviewer's request went first
+        assert jobs[first]["done"] < jobs[first]["total"]  # preempted between candidates
+        st = _wait(client, queries[0], layer)  # and resumed afterwards, nothing redone
+        assert sorted(map(int, st["results"])) == sorted(cands(queries[0]))
+        n = conn.execute("SELECT COUNT(*) FROM explanations WHERE query = ?",
+                         (queries[0],)).fetchone()[0]
+        assert n == len(cands(queries[0]))
+    finally:
+        server.kill()

@@ -41,7 +41,7 @@ from pairx.app.views import (
     review,
     to_csv,
 )
-from pairx.app.worker import cache_key, enqueue, job_progress
+from pairx.app.worker import cache_key, enqueue, job_progress, user_priority
 from pairx.core.optional import require
 
 require("fastapi", "app", "the review app")
@@ -365,7 +365,7 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
             with transaction(conn):  # results whose cache files were evicted are redone
                 conn.executemany("DELETE FROM explanations WHERE query = ? AND candidate = ? "
                                  "AND layer = ?", [(query, c, layer) for c in todo])
-            enqueue(conn, proj, query, layer, todo, priority=10)
+            enqueue(conn, proj, query, layer, todo, priority=user_priority())
         nxt = conn.execute(
             "SELECT q2.image FROM queries q1 JOIN queries q2 ON q2.position = q1.position + 1 "
             "WHERE q1.image = ?", (query,)).fetchone()

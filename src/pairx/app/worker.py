@@ -39,6 +39,17 @@ __all__ = ["cache_key", "enqueue", "job_progress", "recover_jobs", "start_worker
 POLL_SECONDS = 0.05
 
 
+def user_priority() -> int:
+    """Priority of a job a reviewer asks for now: later requests first (milliseconds), above
+    every prefetch (priority 0). What is on screen now matters more than what was asked for a
+    minute ago."""
+    return int(time.time() * 1000)
+
+
+class _Preempted(Exception):
+    """A more urgent job arrived; the current one goes back to the queue between candidates."""
+
+
 def image_hash(row: sqlite3.Row) -> str:
     """What identifies an image's pixels as the model sees them (file hash and crop)."""
     return f"{row['sha256']}:{row['bbox']}"
@@ -89,11 +100,10 @@ def job_progress(conn: sqlite3.Connection, query: int, layer: str) -> dict[str, 
     done = sum(r["done"] for r in open_rows)
     total = sum(r["total"] for r in open_rows)
     eta = None
-    running = [r for r in open_rows if r["status"] == "running" and r["done"] > 0]
-    if running:
-        r = running[0]
-        per = (time.time() - float(r["started_at"])) / r["done"]
-        eta = per * (total - done)
+    recent = [r[0] for r in conn.execute(
+        "SELECT seconds FROM explanations ORDER BY created_at DESC LIMIT 20")]
+    if open_rows and recent:  # the worker's recent seconds per candidate
+        eta = float(sorted(recent)[len(recent) // 2]) * (total - done)
     failed = [r["error"] for r in rows if r["status"] == "failed"]
     return {"open": bool(open_rows), "done": done, "total": total, "eta_s": eta,
             "queued": any(r["status"] == "pending" for r in open_rows),
@@ -158,7 +168,11 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
 
     layer = job["layer"]
     query = conn.execute("SELECT * FROM images WHERE id = ?", (job["query"],)).fetchone()
-    wanted = json.loads(job["candidates"])
+    done = {r[0] for r in conn.execute(
+        "SELECT candidate FROM explanations WHERE query = ? AND layer = ?", (job["query"], layer))}
+    wanted = [c for c in json.loads(job["candidates"]) if c not in done]  # resumed: the rest
+    if not wanted:
+        return
     rows = {r["id"]: r for r in conn.execute(
         f"SELECT * FROM images WHERE id IN ({','.join('?' * len(wanted))})", wanted)}
     todo = [rows[c] for c in wanted if c in rows]
@@ -189,6 +203,10 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
                  time.time()))
             conn.execute("UPDATE jobs SET done = done + 1, updated_at = ? WHERE id = ?",
                          (time.time(), job["id"]))
+        urgent = conn.execute("SELECT 1 FROM jobs WHERE status = 'pending' AND priority > ? "
+                              "LIMIT 1", (job["priority"],)).fetchone()
+        if urgent is not None and i + 1 < len(todo):
+            raise _Preempted
 
     engine.explainer(layer).explain_layers_pairs(pairs, keys=keys, progress=False,
                                                  on_result=store)
@@ -229,6 +247,8 @@ def worker_main(root: str, parent: int) -> None:
                     "SELECT value FROM meta WHERE key = 'worker_error'").fetchone()[0])
             _run_job(conn, project, cache, engine, job)
             status, error = "done", ""
+        except _Preempted:
+            status, error = "pending", ""
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             traceback.print_exc()

@@ -1,4 +1,7 @@
-"""A real ``pairx serve`` process for the durability, worker and browser tests."""
+"""A real ``pairx serve`` process in a child process, on a free loopback port.
+
+Used by the durability, worker and browser tests and by ``benchmarks/bench_review.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
