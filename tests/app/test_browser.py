@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pairx.app.live import LiveServer
 from pairx.app.project import Project
 from pairx.app.store import current_decisions
-
-from pairx.app.live import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

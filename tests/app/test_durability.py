@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pairx.app.project import Project
-
 from pairx.app.live import LiveServer
+from pairx.app.project import Project
 
 
 def _cycles(project: Path, n: int, seed: int) -> int:

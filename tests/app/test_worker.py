@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pairx.app.live import LiveServer, pid_alive
 from pairx.app.project import Project
 from pairx.app.store import transaction
 from pairx.app.worker import enqueue, recover_jobs
-
-from pairx.app.live import LiveServer, pid_alive
 
 
 def _wait(client, query: int, layer: str, timeout: float = 180.0) -> dict:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the review app needs the 'app' extra")
 
-from pairx.cli.main import main  # noqa: E402
+from pairx.cli.main import main
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
