@@ -187,3 +187,19 @@ def test_explain_requests_are_queued_once(client: TestClient, fresh_project: Pat
     assert len(jobs) == 2 and jobs[1]["priority"] == 0  # the next query, prefetched
     bad = client.post("/api/explain", headers=h, json={"query": q, "layer": "nope"})
     assert bad.status_code == 400
+
+
+def test_other_images_of_an_identity_never_show_the_query(review_data: Path,
+                                                          tmp_path: Path) -> None:
+    from pairx.app.project import init_project
+    from pairx.app.server import create_app
+
+    init_project(tmp_path / "loo", data=review_data, k=3, queries="all", progress=False)
+    conn = Project.open(tmp_path / "loo").db()
+    q, c = conn.execute(
+        "SELECT c.query, c.candidate FROM candidates c JOIN images a ON a.id = c.query "
+        "JOIN images b ON b.id = c.candidate WHERE a.identity = b.identity LIMIT 1").fetchone()
+    with TestClient(create_app(tmp_path / "loo", allowed_hosts={"testserver"})) as client:
+        html = client.get(f"/identity/{c}?query={q}").text
+        assert f"/img/{q}?" not in html and "<figure>" in html
+        assert f"/img/{q}?" in client.get(f"/identity/{c}").text  # the gallery view has it

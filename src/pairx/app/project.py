@@ -126,8 +126,10 @@ class InitSummary:
 
 
 def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *,
-          exclude: np.ndarray | None = None, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` cosine neighbours, blockwise (memory ``block * len(gallery)`` floats).
+          exclude: np.ndarray | None = None, block: int | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` cosine neighbours, blockwise (memory ``block * len(gallery)`` floats,
+    about 16 million by default: some 200 MB beyond the embeddings whatever the gallery size).
 
     Parameters
     ----------
@@ -154,15 +156,17 @@ def top_k(queries: np.ndarray, gallery: np.ndarray, k: int, *,
     if kk == 0:
         return out_i, out_s
     g = np.ascontiguousarray(gallery, dtype=np.float32)
+    block = int(block) if block else max(16, 16_000_000 // max(n_g, 1))
     for start in range(0, len(queries), block):
-        sims = np.ascontiguousarray(queries[start:start + block], dtype=np.float32) @ g.T
+        dist = np.ascontiguousarray(queries[start:start + block], dtype=np.float32) @ g.T
+        np.negative(dist, out=dist)  # smallest first; in place: no second block in memory
         if exclude is not None:
-            rows = np.arange(len(sims))
+            rows = np.arange(len(dist))
             ex = exclude[start:start + block]
-            sims[rows[ex >= 0], ex[ex >= 0]] = -np.inf
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < n_g else \
-            np.tile(np.arange(n_g), (len(sims), 1))
-        vals = np.take_along_axis(sims, part, axis=1)
+            dist[rows[ex >= 0], ex[ex >= 0]] = np.inf
+        part = np.argpartition(dist, kk - 1, axis=1)[:, :kk] if kk < n_g else \
+            np.tile(np.arange(n_g), (len(dist), 1))
+        vals = -np.take_along_axis(dist, part, axis=1)
         order = np.lexsort((part, -vals), axis=1)
         out_i[start:start + block] = np.take_along_axis(part, order, axis=1)
         out_s[start:start + block] = np.take_along_axis(vals, order, axis=1)

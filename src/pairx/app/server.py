@@ -255,10 +255,11 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
                     worker_error=error[0] if error else "")
 
     @app.get("/identity/{image}", response_class=HTMLResponse)
-    def identity(request: Request, image: str) -> Any:
+    def identity(request: Request, image: str, query: str = "") -> Any:
         if not image.isdigit():
             return not_found()
-        return page(request, "identity.html", images=identity_images(db(), int(image)))
+        return page(request, "identity.html", images=identity_images(
+            db(), int(image), int(query) if query.isdigit() else None))
 
     @app.get("/img/{image}")
     def image_file(request: Request, image: str, side: int = 480) -> Any:

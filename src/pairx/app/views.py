@@ -117,7 +117,8 @@ def review(conn: sqlite3.Connection, position: int, *, blind: bool = False,
     cands = []
     for r in conn.execute(
             "SELECT c.rank, c.similarity, i.*, (SELECT COUNT(*) FROM images o WHERE "
-            "o.identity = i.identity AND o.id != i.id AND o.status = 'ok') AS others "
+            "o.identity = i.identity AND o.id != i.id AND o.id != c.query "
+            "AND o.status = 'ok') AS others "
             "FROM candidates c JOIN images i ON i.id = c.candidate WHERE c.query = ? "
             "ORDER BY c.rank", (q["id"],)):
         d = decisions.get((q["id"], r["id"]))
@@ -143,11 +144,15 @@ def review(conn: sqlite3.Connection, position: int, *, blind: bool = False,
             "status": _status(len(cands), [d.decision for d in decisions.values()])}
 
 
-def identity_images(conn: sqlite3.Connection, image: int) -> list[dict[str, Any]]:
-    """The other gallery images of ``image``'s identity."""
+def identity_images(conn: sqlite3.Connection, image: int, query: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """The other images of ``image``'s identity, never the query under review (in a
+    leave-one-out project it is a gallery image too, and showing it would give away the
+    answer)."""
     return [_image(r) for r in conn.execute(
         "SELECT o.* FROM images i JOIN images o ON o.identity = i.identity AND o.id != i.id "
-        "WHERE i.id = ? AND o.status = 'ok' ORDER BY o.captured_at, o.image_id", (image,))]
+        "WHERE i.id = ? AND o.id != ? AND o.status = 'ok' ORDER BY o.captured_at, o.image_id",
+        (image, -1 if query is None else query))]
 
 
 DECISION_FIELDS = ("query_image", "candidate_image", "candidate_identity", "rank",
