@@ -72,6 +72,42 @@ def bench_search(per_image_s: float) -> dict[str, Any]:
             "embedding_hours_100k_extrapolated": per_image_s * n_g / 3600}
 
 
+def bench_scale(tmp: Path, n: int = 100_000, k: int = 10) -> dict[str, Any]:
+    """Queue and review pages' data for an ``n``-query project (synthetic rows, k candidates
+    each, decisions on 10% of the queries), straight from the database functions."""
+    from pairx.app.store import connect, record_decision, transaction
+    from pairx.app.views import queue, review
+
+    conn = connect(tmp / "scale.sqlite", create=True)
+    rng = np.random.default_rng(0)
+    with transaction(conn):
+        conn.executemany("INSERT INTO images (id, image_id, identity, path, species, location) "
+                         "VALUES (?, ?, ?, '', ?, ?)",
+                         [(i, f"img{i}", f"ind{i // 5}", ("zebra", "giraffe")[i % 2],
+                           f"site{i % 40}") for i in range(1, n + 1)])
+        conn.executemany("INSERT INTO queries (image, position, top, n) VALUES (?, ?, 0.9, ?)",
+                         [(i, i - 1, k) for i in range(1, n + 1)])
+        cands = rng.integers(1, n + 1, size=(n, k))
+        conn.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?)",
+                         [(i + 1, r + 1, int(cands[i, r]), 0.9 - 0.01 * r)
+                          for i in range(n) for r in range(k)])
+    for i in range(1, n + 1, 10):
+        record_decision(conn, query=i, candidate=int(cands[i - 1, 0]), decision="no_match",
+                        reviewer="bench", model_digest="d")
+    t0 = time.perf_counter()
+    queue(conn)
+    t_queue = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    queue(conn, offset=n // 2)
+    t_later = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    review(conn, n // 2)
+    t_review = time.perf_counter() - t0
+    return {"queries": n, "candidates": n * k, "decisions": n // 10,
+            "queue_page_data_s": t_queue, "queue_page_data_s_offset_half": t_later,
+            "review_page_data_s": t_review}
+
+
 def bench_engine(project: Path) -> dict[str, Any]:
     import pairx
     from pairx.app.project import Project
@@ -209,6 +245,7 @@ def main() -> None:
         project, init = bench_init(Path(tmp))
         results = {"init": init,
                    "search_100k": bench_search(1.0 / max(init["embed_images_per_s"], 1e-9)),
+                   "scale_100k_queries": bench_scale(Path(tmp)),
                    "engine": bench_engine(project),
                    "live": bench_live(project, args.browser)}
     text = json.dumps(results, indent=2)

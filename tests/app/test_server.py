@@ -203,3 +203,13 @@ def test_other_images_of_an_identity_never_show_the_query(review_data: Path,
         html = client.get(f"/identity/{c}?query={q}").text
         assert f"/img/{q}?" not in html and "<figure>" in html
         assert f"/img/{q}?" in client.get(f"/identity/{c}").text  # the gallery view has it
+
+
+def test_the_queue_is_paged(client: TestClient) -> None:
+    total = client.get("/").text.count('<tr class="status-')
+    from pairx.app.views import queue
+
+    conn = client.app.state.project.db()
+    page = queue(conn, offset=2, limit=3)
+    assert [r["position"] for r in page["rows"]] == [2, 3, 4] and page["matched"] == total
+    assert "next →" not in client.get("/").text  # one page here (200 rows a page)

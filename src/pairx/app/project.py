@@ -409,7 +409,8 @@ def _store_candidates(conn: Any, settings: dict[str, Any], digest: str,
         conn.execute("DELETE FROM candidates")
         conn.execute("DELETE FROM queries")
         for pos, (r, ii, ss) in enumerate(zip(q_rows, idx, sims, strict=True)):
-            conn.execute("INSERT INTO queries (image, position) VALUES (?, ?)", (r["id"], pos))
+            conn.execute("INSERT INTO queries (image, position, top, n) VALUES (?, ?, ?, ?)",
+                         (r["id"], pos, float(ss[0]) if len(ss) else None, len(ss)))
             conn.executemany(
                 "INSERT INTO candidates (query, rank, candidate, similarity) VALUES (?,?,?,?)",
                 [(r["id"], rank + 1, g_rows[int(j)]["id"], float(s))

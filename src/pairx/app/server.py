@@ -238,9 +238,13 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
     @app.get("/", response_class=HTMLResponse)
     def queue_page(request: Request) -> Any:
         f = _filter(request)
-        data = queue(db(), f)
+        start = request.query_params.get("offset", "0")
+        data = queue(db(), f, offset=int(start) if start.isdigit() else 0)
         name = "queue_rows.html" if request.headers.get("hx-request") else "queue.html"
-        return page(request, name, q=data, f=f, blind=_blind(request))
+        from urllib.parse import urlencode
+
+        keep = urlencode([(k, v) for k, v in request.query_params.items() if k != "offset"])
+        return page(request, name, q=data, f=f, blind=_blind(request), page_query=keep)
 
     @app.get("/q/{position}", response_class=HTMLResponse)
     def review_page(request: Request, position: str) -> Any:

@@ -63,7 +63,12 @@ CREATE TABLE embeddings (
     model_digest TEXT NOT NULL,
     vector BLOB NOT NULL
 );
-CREATE TABLE queries (image INTEGER PRIMARY KEY REFERENCES images(id), position INTEGER);
+CREATE TABLE queries (
+    image INTEGER PRIMARY KEY REFERENCES images(id),
+    position INTEGER NOT NULL UNIQUE,
+    top REAL,
+    n INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE candidates (
     query INTEGER NOT NULL REFERENCES images(id),
     rank INTEGER NOT NULL,
@@ -88,6 +93,7 @@ CREATE TABLE events (
     retracts INTEGER REFERENCES events(id)
 );
 CREATE INDEX events_pair ON events (query, candidate);
+CREATE INDEX events_retracts ON events (retracts);
 CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only: undo appends a retraction'); END;
 CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events

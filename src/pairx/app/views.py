@@ -48,51 +48,67 @@ def _status(n_candidates: int, decided: list[str]) -> str:
     return "started" if decided else "todo"
 
 
-def queue(conn: sqlite3.Connection, f: QueueFilter = QueueFilter()) -> dict[str, Any]:
+def queue(conn: sqlite3.Connection, f: QueueFilter = QueueFilter(), *, offset: int = 0,
+          limit: int = 200) -> dict[str, Any]:
     """The queue: every query in order with its top similarity and status, filtered.
 
     Returns
     -------
     dict
-        ``rows`` (filtered queries), ``reviewed`` and ``total`` (over all queries, unfiltered),
-        ``species`` and ``locations`` (choices for the filters).
+        ``rows`` (one page of the filtered queries: ``limit`` from ``offset``), ``matched``
+        (filtered queries in all), ``offset``, ``limit``, ``reviewed`` and ``total`` (over all
+        queries, unfiltered), ``species`` and ``locations`` (choices for the filters).
     """
-    rows = conn.execute(
-        "SELECT q.position, i.*, MAX(c.similarity) AS top, COUNT(c.rank) AS n "
-        "FROM queries q JOIN images i ON i.id = q.image "
-        "LEFT JOIN candidates c ON c.query = q.image GROUP BY q.image ORDER BY q.position"
-    ).fetchall()
+    where: list[str] = ["1"]
+    args: list[Any] = []
+    if f.species:
+        where.append("i.species = ?")
+        args.append(f.species)
+    if f.location:
+        where.append("instr(lower(i.location), ?) > 0")
+        args.append(f.location.lower())
+    if f.date_from:
+        where.append("i.captured_at != '' AND substr(i.captured_at, 1, 10) >= ?")
+        args.append(f.date_from)
+    if f.date_to:
+        where.append("i.captured_at != '' AND substr(i.captured_at, 1, 10) <= ?")
+        args.append(f.date_to)
+    if f.min_similarity is not None:
+        where.append("q.top >= ?")
+        args.append(f.min_similarity)
+    if f.max_similarity is not None:
+        where.append("q.top <= ?")
+        args.append(f.max_similarity)
+    n_of = dict(conn.execute("SELECT image, n FROM queries").fetchall())
     decided: dict[int, list[str]] = {}
     for (query, _), d in current_decisions(conn).items():
         decided.setdefault(query, []).append(d.decision)
-    out, reviewed = [], 0
-    for r in rows:
-        status = _status(r["n"], decided.get(r["id"], []))
-        reviewed += status == "done"
-        item = {**_image(r), "position": r["position"], "top": r["top"], "n": r["n"],
-                "status": status, "decided": len(decided.get(r["id"], []))}
-        if f.species and r["species"] != f.species:
-            continue
-        if f.location and f.location.lower() not in r["location"].lower():
-            continue
-        if f.date_from and (not r["captured_at"] or r["captured_at"][:10] < f.date_from):
-            continue
-        if f.date_to and (not r["captured_at"] or r["captured_at"][:10] > f.date_to):
-            continue
-        if f.status and status != f.status:
-            continue
-        if f.min_similarity is not None and (r["top"] is None or r["top"] < f.min_similarity):
-            continue
-        if f.max_similarity is not None and (r["top"] is None or r["top"] > f.max_similarity):
-            continue
-        out.append(item)
+    status_of = {q: _status(n_of.get(q, 0), ds) for q, ds in decided.items()}
+    reviewed = sum(s == "done" for s in status_of.values())
+    ids = [r[0] for r in conn.execute(
+        "SELECT q.image FROM queries q JOIN images i ON i.id = q.image "
+        f"WHERE {' AND '.join(where)} ORDER BY q.position", args)]
+    if f.status:
+        ids = [q for q in ids if status_of.get(q, "todo") == f.status]
+    offset = max(0, int(offset))
+    page = ids[offset:offset + limit]
+    out = []
+    if page:
+        found = {r["id"]: r for r in conn.execute(
+            "SELECT q.position, q.top, q.n, i.* FROM queries q JOIN images i ON i.id = q.image "
+            f"WHERE q.image IN ({','.join('?' * len(page))})", page)}
+        for q in page:
+            r = found[q]
+            out.append({**_image(r), "position": r["position"], "top": r["top"], "n": r["n"],
+                        "status": status_of.get(q, "todo"), "decided": len(decided.get(q, []))})
     species = [r[0] for r in conn.execute(
         "SELECT DISTINCT i.species FROM queries q JOIN images i ON i.id = q.image "
         "WHERE i.species != '' ORDER BY 1")]
     locations = [r[0] for r in conn.execute(
         "SELECT DISTINCT i.location FROM queries q JOIN images i ON i.id = q.image "
         "WHERE i.location != '' ORDER BY 1")]
-    return {"rows": out, "reviewed": reviewed, "total": len(rows), "species": species,
+    return {"rows": out, "matched": len(ids), "offset": offset,
+            "limit": limit, "reviewed": reviewed, "total": len(n_of), "species": species,
             "locations": locations}
 
 
