@@ -213,3 +213,23 @@ def test_the_queue_is_paged(client: TestClient) -> None:
     page = queue(conn, offset=2, limit=3)
     assert [r["position"] for r in page["rows"]] == [2, 3, 4] and page["matched"] == total
     assert "next →" not in client.get("/").text  # one page here (200 rows a page)
+
+
+def test_every_project_layer_is_offered_and_queued_separately(review_data: Path,
+                                                               tmp_path: Path) -> None:
+    from pairx.app.project import init_project
+    from pairx.app.server import create_app
+
+    layers = ["backbone.layer2", "backbone.layer3"]
+    init_project(tmp_path / "two", data=review_data, k=2, layers=layers, progress=False)
+    with TestClient(create_app(tmp_path / "two", allowed_hosts={"testserver"})) as client:
+        page = client.get("/q/0").text
+        assert all(f"<option>{name}</option>" in page for name in layers)
+        q, _ = _first(client)
+        h = {"x-csrf-token": _csrf(client)}
+        for name in layers:
+            st = client.post("/api/explain", headers=h,
+                             json={"query": q, "layer": name, "prefetch": False}).json()
+            assert st["layer"] == name and st["total"] == 2
+    conn = Project.open(tmp_path / "two").db()
+    assert sorted(r[0] for r in conn.execute("SELECT layer FROM jobs")) == layers
