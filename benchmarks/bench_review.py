@@ -51,7 +51,7 @@ def bench_init(tmp: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def bench_search(per_image_s: float) -> dict[str, Any]:
-    from pairx.app.project import top_k
+    from pairx.app.search import top_k
 
     rng = np.random.default_rng(0)
     n_g, n_q, dim = 100_000, 2_000, 256

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pairx.app.project import Project, ProjectError, init_project, top_k
+from pairx.app.project import Project, ProjectError, init_project
+from pairx.app.search import top_k
 from pairx.models.loaders import load_model
 
 

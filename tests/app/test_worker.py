@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,15 +26,21 @@ def _wait(client, query: int, layer: str, timeout: float = 180.0) -> dict:  # ty
     raise AssertionError(f"the job did not finish: {st}")
 
 
+def _query(root: Path, position: int, k: int = 99) -> tuple[Project, str, Any, int, list[int]]:
+    """The project, its first layer, a connection, the query at ``position``, its top ``k``."""
+    project = Project.open(root)
+    conn = project.db()
+    query = conn.execute("SELECT image FROM queries WHERE position = ?",
+                         (position,)).fetchone()[0]
+    cands = [r[0] for r in conn.execute(
+        "SELECT candidate FROM candidates WHERE query = ? ORDER BY rank LIMIT ?", (query, k))]
+    return project, project.layers[0], conn, query, cands
+
+
 def test_worker_explains_streams_caches_and_dies_with_the_server(fresh_project: Path) -> None:
     import pairx
 
-    project = Project.open(fresh_project)
-    layer = project.layers[0]
-    conn = project.db()
-    query = conn.execute("SELECT image FROM queries WHERE position = 0").fetchone()[0]
-    cands = [r[0] for r in conn.execute(
-        "SELECT candidate FROM candidates WHERE query = ? ORDER BY rank", (query,))]
+    project, layer, conn, query, cands = _query(fresh_project, 0)
     server = LiveServer(fresh_project, worker=True)
     try:
         client, token = server.client()
@@ -76,12 +83,7 @@ def test_worker_explains_streams_caches_and_dies_with_the_server(fresh_project: 
 
 
 def test_unfinished_jobs_resume_at_restart(fresh_project: Path) -> None:
-    project = Project.open(fresh_project)
-    layer = project.layers[0]
-    conn = project.db()
-    query = conn.execute("SELECT image FROM queries WHERE position = 1").fetchone()[0]
-    cands = [r[0] for r in conn.execute(
-        "SELECT candidate FROM candidates WHERE query = ? ORDER BY rank LIMIT 2", (query,))]
+    project, layer, conn, query, cands = _query(fresh_project, 1, k=2)
     job = enqueue(conn, project, query, layer, cands)
     with transaction(conn):  # as a worker killed in the middle of the job leaves it
         conn.execute("UPDATE jobs SET status = 'running', started_at = 0 WHERE id = ?", (job,))
