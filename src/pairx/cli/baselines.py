@@ -15,7 +15,17 @@ from typing import Annotated, Any
 
 import typer
 
-from pairx.cli.common import AllowUntrainedOpt, DeviceOpt, ModelOpt, WeightsOpt, load_cli_model
+from pairx.cli.common import (
+    AllowUntrainedOpt,
+    DeviceOpt,
+    InputSizeOpt,
+    MeanOpt,
+    ModelOpt,
+    StdOpt,
+    WeightsOpt,
+    load_cli_model,
+    preprocessing_options,
+)
 from pairx.core.errors import InputError
 
 __all__ = ["baselines_command", "register", "write_report"]
@@ -130,6 +140,9 @@ def baselines_command(
     data: Annotated[Path, typer.Argument(help="A `pairx synth` dataset folder.", metavar="DATA")],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
+    size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = FAST_METHODS,
     pairs: Annotated[int, typer.Option(help="Same-individual, same-flank pairs.")] = 200,
     negatives: Annotated[int, typer.Option(help="Hard-negative pairs (scored separately).")] = 0,
@@ -166,7 +179,8 @@ def baselines_command(
         raise InputError("--pairs and --negatives must be >= 0 (not both 0), --steps >= 2")
     dataset = load_dataset(data)
     truth = GroundTruthHomography(dataset)
-    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained,
+                            preprocessing=preprocessing_options(size, mean, std))
     sample = same_flank_pairs(dataset, truth, pairs, seed) if pairs else []
     if negatives:
         from pairx.explainers.pairx import PairX

@@ -11,10 +11,14 @@ import typer
 from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
+    InputSizeOpt,
+    MeanOpt,
     ModelOpt,
+    StdOpt,
     WeightsOpt,
     check_output_file,
     load_cli_model,
+    preprocessing_options,
 )
 from pairx.core.errors import InputError
 from pairx.models.adapter import ReIDModel
@@ -32,6 +36,9 @@ def calibrate_command(
     ],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
+    size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -69,7 +76,8 @@ def calibrate_command(
         check_output_file(out, (".json",), "--out")
     start = time.perf_counter()
     dataset = load_dataset(data)
-    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained,
+                            preprocessing=preprocessing_options(size, mean, std))
     target = out if out is not None else check_output_file(_default_out(net), (".json",), "--out")
     cal = calibrate(net, dataset, split=split, same_viewpoint=same_viewpoint,
                     batch_size=batch_size, progress=not quiet)

@@ -18,11 +18,15 @@ from pairx.models.adapter import ReIDModel
 __all__ = [
     "AllowUntrainedOpt",
     "DeviceOpt",
+    "InputSizeOpt",
+    "MeanOpt",
     "ModelOpt",
+    "StdOpt",
     "WeightsOpt",
     "check_device",
     "check_output_file",
     "load_cli_model",
+    "preprocessing_options",
 ]
 
 ModelOpt = Annotated[
@@ -50,6 +54,24 @@ AllowUntrainedOpt = Annotated[
         "--allow-untrained",
         help="Go ahead with a model that looks untrained (no --weights); outputs are stamped.",
     ),
+]
+
+InputSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--size", "--input-size",
+        help="onnx: models: input size H or H,W (default: the file's own).", metavar="H[,W]",
+    ),
+]
+MeanOpt = Annotated[
+    str | None,
+    typer.Option(help="onnx: models: input mean R,G,B (default: the file's metadata).",
+                 metavar="R,G,B"),
+]
+StdOpt = Annotated[
+    str | None,
+    typer.Option(help="onnx: models: input std R,G,B (default: the file's metadata).",
+                 metavar="R,G,B"),
 ]
 
 UNTRAINED_HINT = (
@@ -123,8 +145,42 @@ def check_output_file(path: Path, suffixes: tuple[str, ...], option: str) -> Pat
     return path
 
 
+def _floats(text: str, n: tuple[int, ...], option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated numbers; got {text!r}") from None
+    if len(values) not in n:
+        raise InputError(f"{option} takes {' or '.join(map(str, n))} numbers; got {text!r}")
+    return values
+
+
+def preprocessing_options(
+    size: str | None, mean: str | None, std: str | None
+) -> dict[str, object]:
+    """``load_model`` keyword arguments from ``--size``, ``--mean``, ``--std`` (given ones only).
+
+    Raises
+    ------
+    InputError
+        A value that is not 1-2 (size) or 3 (mean, std) numbers.
+    """
+    out: dict[str, object] = {}
+    if size is not None:
+        hw = _floats(size, (1, 2), "--size")
+        if any(v != int(v) or v < 8 for v in hw):
+            raise InputError(f"--size takes whole numbers of pixels (at least 8); got {size!r}")
+        out["size"] = (int(hw[0]), int(hw[-1]))
+    if mean is not None:
+        out["mean"] = _floats(mean, (3,), "--mean")
+    if std is not None:
+        out["std"] = _floats(std, (3,), "--std")
+    return out
+
+
 def load_cli_model(
-    spec: str, weights: Path | None, device: str, *, allow_untrained: bool
+    spec: str, weights: Path | None, device: str, *, allow_untrained: bool,
+    preprocessing: dict[str, object] | None = None,
 ) -> tuple[ReIDModel, str | None]:
     """Load a model for a command that explains or measures with it.
 
@@ -132,6 +188,8 @@ def load_cli_model(
     -------
     model, stamp
         The model, and the stamp to print when it is untrained and ``allow_untrained``.
+    preprocessing
+        :func:`preprocessing_options` (``onnx:`` models).
 
     Raises
     ------
@@ -142,7 +200,8 @@ def load_cli_model(
     from pairx.models.loaders import load_model
     from pairx.models.provenance import require_trained
 
-    net = load_model(spec, weights=weights, device=check_device(device))
+    net = load_model(spec, weights=weights, device=check_device(device),
+                     **(preprocessing or {}))  # type: ignore[arg-type]
     stamp = require_trained(net, allow=allow_untrained, hint=UNTRAINED_HINT)
     if stamp:
         typer.secho(f"pairx: warning: {stamp}", err=True, fg=typer.colors.YELLOW)

@@ -13,10 +13,13 @@ import typer
 from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
+    MeanOpt,
     ModelOpt,
+    StdOpt,
     WeightsOpt,
     check_output_file,
     load_cli_model,
+    preprocessing_options,
 )
 from pairx.core.errors import InputError
 
@@ -76,6 +79,12 @@ def compare_command(
         DEFAULT_METHODS),
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
+    input_size: Annotated[
+        str | None,
+        typer.Option("--input-size", help="onnx: models: input size H or H,W.", metavar="H[,W]"),
+    ] = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG.", metavar="PNG")] = Path(
         "compare.png"),
     size: Annotated[int, typer.Option(help="Height of each image in pixels.")] = 256,
@@ -96,7 +105,8 @@ def compare_command(
         raise InputError(f"--size must be at least 64 pixels; got {size}")
     for image in (image_a, image_b):
         load_image(image)
-    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained,
+                            preprocessing=preprocessing_options(input_size, mean, std))
     expls = []
     for name in names:
         start = time.perf_counter()

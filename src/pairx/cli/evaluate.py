@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from pairx.cli.common import AllowUntrainedOpt, DeviceOpt, load_cli_model
+from pairx.cli.common import (
+    AllowUntrainedOpt,
+    DeviceOpt,
+    InputSizeOpt,
+    MeanOpt,
+    StdOpt,
+    load_cli_model,
+    preprocessing_options,
+)
 from pairx.core.errors import InputError
 
 HOMOGRAPHIES = ("sift", "lightglue", "truth")
@@ -29,6 +37,9 @@ def evaluate(
     weights: Annotated[
         Path | None, typer.Option(help="Local weights file for timm:/torchvision:/miewid.")
     ] = None,
+    size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     layers: Annotated[
         str,
         typer.Option(
@@ -86,7 +97,8 @@ def evaluate(
         raise InputError("--layers must be 'auto' or a comma-separated list of layer names")
     start = time.perf_counter()
     dataset = load_dataset(data)
-    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained,
+                            preprocessing=preprocessing_options(size, mean, std))
     net.net.eval()
     config = EvaluationConfig(
         dataset=str(dataset.root),

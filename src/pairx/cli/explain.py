@@ -17,10 +17,14 @@ import typer
 from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
+    InputSizeOpt,
+    MeanOpt,
     ModelOpt,
+    StdOpt,
     WeightsOpt,
     check_output_file,
     load_cli_model,
+    preprocessing_options,
 )
 from pairx.core.errors import InputError, LayerError
 from pairx.core.results import PairExplanation
@@ -81,6 +85,9 @@ def explain_command(
     ],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
+    size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     method: Annotated[
         str, typer.Option(help="Explanation method (see `pairx methods`); default PAIR-X.")
     ] = "pairx",
@@ -174,7 +181,8 @@ def explain_command(
     for image in (image_a, *image_b):  # fail fast, before the model is loaded
         load_image(image)
     start = time.perf_counter()
-    net, stamp = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    net, stamp = load_cli_model(model, weights, device, allow_untrained=allow_untrained,
+                            preprocessing=preprocessing_options(size, mean, std))
     if method != "pairx":
         _explain_other(method, net, image_a, image_b, layer, out, json_out, n_matches,
                        allow_untrained, stamp, {"bias": True} if bias else {})

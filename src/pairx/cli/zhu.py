@@ -14,10 +14,14 @@ import typer
 from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
+    InputSizeOpt,
+    MeanOpt,
     ModelOpt,
+    StdOpt,
     WeightsOpt,
     check_output_file,
     load_cli_model,
+    preprocessing_options,
 )
 from pairx.core.errors import InputError
 
@@ -33,6 +37,9 @@ def zhu_point_command(
         help="Query point X Y in A's own pixels (the photograph, not the model input).")],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
+    size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     layer: LayerOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG.", metavar="PNG")] = Path(
         "zhu_point.png"),
@@ -45,7 +52,8 @@ def zhu_point_command(
     from pairx.viz.maps import render_point_map
 
     check_output_file(out, (".png",), "--out")
-    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained,
+                            preprocessing=preprocessing_options(size, mean, std))
     ex = ZhuExplainer(net, layer=layer, allow_untrained=allow_untrained)
     a, b = ex.prepare(str(image_a)), ex.prepare(str(image_b))
     p = a.frame.to_model(np.array([xy], np.float64))[0]
@@ -68,6 +76,9 @@ def zhu_retrieve_command(
     data: Annotated[Path, typer.Option(help="Gallery: a dataset folder.", metavar="DIR")],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
+    size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     layer: LayerOpt = None,
     top: Annotated[int, typer.Option(help="Results listed.")] = 10,
     allow_untrained: AllowUntrainedOpt = False,
@@ -83,7 +94,8 @@ def zhu_retrieve_command(
     samples = [s for s in dataset if Path(s.path).resolve() != query.resolve()]
     if not samples:
         raise InputError(f"{data} holds no gallery image besides the query")
-    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained)
+    net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained,
+                            preprocessing=preprocessing_options(size, mean, std))
     ex = ZhuExplainer(net, layer=layer, allow_untrained=allow_untrained, cache_size=0)
     q = ex.prepare(str(query))
     corners = q.frame.to_model(np.array([roi[:2], roi[2:]], np.float64))

@@ -53,6 +53,7 @@ from pairx.models.canonizers import (
     has_zero,
     pass_ratio,
 )
+from pairx.models.graph_modules import GraphGeMMean
 
 __all__ = ["gradient_lrp_mode", "layer_relevance", "output_seed", "position_pixel_relevance"]
 
@@ -160,7 +161,7 @@ def _rule_for(rule: object, module: nn.Module, epsilon: float, stabilizer: float
     if isinstance(rule, Pass):
         return _PassRule(0.0)
     if isinstance(rule, Norm):
-        return _NormRule(1e-30 if isinstance(module, GeMMean) else stabilizer)
+        return _NormRule(1e-30 if isinstance(module, (GeMMean, GraphGeMMean)) else stabilizer)
     if isinstance(rule, Epsilon):
         return _NormRule(epsilon)
     if isinstance(rule, ZPlus) and isinstance(module, (ConvolutionStandard, nn.Linear)):

@@ -33,6 +33,7 @@ from pairx.models.canonizers import (
     check_lrp_support,
 )
 from pairx.models.edits import frozen_eval
+from pairx.models.graph_modules import graph_layer_map
 from pairx.models.layers import capture_layers, require_spatial_output
 
 __all__ = [
@@ -68,6 +69,7 @@ def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlu
         ((GeMMean,), Norm(stabilizer=1e-30)),
         ((DetachedLayerNorm,), Epsilon(epsilon=epsilon)),
         (_extra_activations(), Pass()),
+        *graph_layer_map(epsilon, stabilizer),
     ]
     return EpsilonPlus(epsilon=epsilon, stabilizer=stabilizer, layer_map=layer_map)
 

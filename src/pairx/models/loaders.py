@@ -16,6 +16,9 @@ Specs accepted by :func:`load_model`:
 ``"miewid"``
     MiewID's native architecture (:mod:`pairx.models.miewid`) from a local state dict file or a
     Hugging Face cache folder.
+``"onnx:PATH"``
+    An ONNX embedder, imported into torch exactly (:mod:`pairx.models.onnx`; needs the ``onnx``
+    extra). ``size``, ``mean`` and ``std`` come from the file's metadata unless given.
 a path
     A pairx model folder or file: a state dict (``.safetensors``, ``.pt``, ``.pth``, ``.bin``)
     with a JSON sidecar (``<stem>.json`` next to it, or ``config.json`` in the folder) such as
@@ -47,6 +50,7 @@ SPEC_FORMS = (
     "'timm:NAME' (e.g. 'timm:resnet50', with weights=FILE)",
     "'torchvision:resnet18|resnet34|resnet50|resnet101' (optional weights=FILE)",
     "'miewid' (weights=FILE or Hugging Face cache folder)",
+    "'onnx:PATH' (an ONNX embedder)",
     "a path to a pairx model file or folder",
 )
 
@@ -427,19 +431,25 @@ def load_model(
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     size: int | tuple[int, int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
 ) -> ReIDModel:
     """Load a re-ID model from a spec string (see the module docstring), offline.
 
     Parameters
     ----------
     spec
-        ``"default"``, ``"timm:NAME"``, ``"torchvision:resnet18"``, ``"miewid"`` or a path.
+        ``"default"``, ``"timm:NAME"``, ``"torchvision:resnet18"``, ``"miewid"``,
+        ``"onnx:PATH"`` or a path.
     weights
         Local weights file (or Hugging Face cache folder for ``"miewid"``).
     device
         Device to move the network to.
     size
         Input size override ``H`` or ``(H, W)``; defaults to the architecture's own.
+    mean, std
+        Input normalisation; only for ``onnx:`` models whose file does not record it (other
+        models know their own).
 
     Returns
     -------
@@ -464,6 +474,16 @@ def load_model(
         raise ModelError(f"input size {hw} is too small")
     text = str(spec)
     model: ReIDModel
+    if (mean is not None or std is not None) and not text.startswith("onnx:"):
+        raise ModelError("mean/std can only be given for onnx: models; other models know theirs")
+    if text.startswith("onnx:"):
+        if weights is not None:
+            raise ModelError("an ONNX file holds its weights; do not pass weights= as well")
+        from pairx.models.onnx import load_onnx
+
+        return load_onnx(text[len("onnx:") :], size=hw, mean=mean, std=std, device=device)
+    if text.endswith(".onnx") and Path(text).expanduser().is_file():
+        raise ModelError(f"{text} is an ONNX file; load it as 'onnx:{text}'")
     if text == "default":
         return _load_default(weights, device)
     if text.startswith("timm:"):

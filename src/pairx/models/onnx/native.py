@@ -1,0 +1,391 @@
+"""The exact route: recognise a known architecture in an ONNX graph and load its weights.
+
+A candidate :class:`Architecture` is built on the ``meta`` device and run once with hooks; the
+order and geometry of its parameterised operations (convolutions with their kernel, stride,
+padding, dilation and groups; dense layers; BatchNorms; GeM exponents) form a signature that is
+compared with the ONNX graph's operators in topological order. Exporters trace the same Python
+code, so a match identifies the architecture, and weights are then assigned operator by
+operator (names are never needed: ``torch.onnx`` renames folded weights ``onnx::Conv_123``).
+
+BatchNorm folded into a convolution by the exporter (``W' = W s``, ``b' = (b - mu) s + beta``)
+is loaded as ``conv(W')`` followed by a BatchNorm with unit scale, zero mean, ``var + eps == 1``
+and shift ``b'``: the same function, and pairx's canonizer then folds it back into exactly
+``conv(W', b')``. Every canonizer and both LRP engines of the native family apply unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pairx.models.onnx.graph import ARCHITECTURE_KEY, OnnxGraph
+
+__all__ = ["CATALOGUE", "Architecture", "NoMatch", "architecture_of", "match_architecture"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A native architecture pairx can build and canonize.
+
+    Attributes
+    ----------
+    kind
+        ``"reidnet"`` (a timm backbone + GeM + BatchNorm neck, :class:`ReIDNet`: the default
+        model, MiewID) or ``"torchvision"`` (a torchvision ResNet).
+    name
+        timm backbone name or torchvision architecture name.
+    kwargs
+        Extra ``timm.create_model`` arguments (``ReIDNet``).
+    head
+        torchvision only: ``"identity"`` (pooled features), ``"batchnorm"`` or ``"linear:D"``.
+    """
+
+    kind: str
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    head: str = "identity"
+
+    def build(self) -> nn.Module:
+        """A freshly initialised network of this architecture (on the current default device)."""
+        if self.kind == "reidnet":
+            from pairx.models.architectures import ReIDNet
+
+            return ReIDNet(self.name, pretrained=False, **self.kwargs)
+        import torchvision
+
+        net: nn.Module = getattr(torchvision.models, self.name)(weights=None)
+        features = int(net.fc.in_features)  # type: ignore[union-attr, arg-type]
+        if self.head == "batchnorm":
+            net.fc = nn.BatchNorm1d(features)
+        elif self.head.startswith("linear:"):
+            net.fc = nn.Linear(features, int(self.head.split(":")[1]))
+        else:
+            net.fc = nn.Identity()
+        return net
+
+    def family(self, net: nn.Module) -> str | None:
+        """The canonizer family of a built network."""
+        if self.kind == "torchvision":
+            return "torchvision_resnet"
+        from pairx.models.loaders import _timm_family
+
+        return _timm_family(net.backbone)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """``timm:NAME`` / ``torchvision:NAME`` with arguments."""
+        text = f"{'timm' if self.kind == 'reidnet' else 'torchvision'}:{self.name}"
+        if self.kwargs:
+            text += f" {json.dumps(self.kwargs, sort_keys=True)}"
+        return text + (f" ({self.head} head)" if self.kind == "torchvision" else "")
+
+    def to_json(self) -> str:
+        """For :data:`~pairx.models.onnx.graph.ARCHITECTURE_KEY` metadata."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _catalogue() -> list[Architecture]:
+    out = []
+    try:
+        from pairx.models.default import WEIGHTS_DIR, _config_of
+
+        cfg = _config_of(WEIGHTS_DIR / "default.safetensors")
+        out.append(Architecture("reidnet", str(cfg["backbone"]), dict(cfg.get("timm_kwargs", {}))))
+    except Exception:
+        pass
+    timm_names = [
+        "efficientnetv2_rw_m", "efficientnetv2_rw_s", "efficientnetv2_rw_t",
+        "tf_efficientnetv2_s", "tf_efficientnetv2_m", "tf_efficientnetv2_b0",
+        "tf_efficientnetv2_b1", "tf_efficientnetv2_b2", "tf_efficientnetv2_b3",
+        "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+        "tf_efficientnet_b0", "tf_efficientnet_b3", "resnet18", "resnet34", "resnet50",
+        "resnet101", "resnet10t", "resnet18d", "resnet50d", "seresnet50",
+    ]
+    out += [Architecture("reidnet", n) for n in timm_names]
+    for name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+        out += [Architecture("torchvision", name, head=h) for h in ("identity", "batchnorm")]
+    return out
+
+
+CATALOGUE: list[Architecture] = []
+"""Architectures tried, in order, for a file without :data:`ARCHITECTURE_KEY` metadata (filled
+on first use; append to it to teach pairx another one)."""
+
+
+class NoMatch(Exception):
+    """The graph is not the architecture tried (the message says where they differ)."""
+
+
+# -- signatures ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _NativeOp:
+    name: str  # get_submodule name
+    kind: str  # conv | bn | linear | gem
+    key: tuple[Any, ...]
+    after_conv: bool = False  # bn: its input is the previous conv's output
+
+
+def _native_ops(net: nn.Module, size: tuple[int, int]) -> list[_NativeOp]:
+    """Parameterised operations of ``net`` in execution order (one forward pass)."""
+    ops: list[_NativeOp] = []
+    last_conv_out: list[Any] = [None]
+    keep: list[torch.Tensor] = []
+
+    def hook(name: str) -> Any:
+        def fn(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            x = inputs[0] if inputs else None
+            if isinstance(module, nn.Conv2d):
+                pad = module.padding if isinstance(module.padding, tuple) else (0, 0)
+                ops.append(_NativeOp(name, "conv", (
+                    tuple(module.weight.shape), tuple(module.stride), tuple(pad),
+                    tuple(module.dilation), module.groups)))
+                last_conv_out[0] = output
+                keep.append(output)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                ops.append(_NativeOp(name, "bn", (module.num_features,),
+                                     after_conv=x is not None and x is last_conv_out[0]))
+            elif isinstance(module, nn.Linear):
+                ops.append(_NativeOp(name, "linear", (tuple(module.weight.shape),)))
+            elif type(module).__name__ == "GeM" and hasattr(module, "p"):
+                ops.append(_NativeOp(name, "gem", ()))
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in net.named_modules()]
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, 3, *size, device=next(net.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+    return ops
+
+
+@dataclass
+class _OnnxOp:
+    node: Any
+    kind: str
+    key: tuple[Any, ...]
+    after_conv: bool = False
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _onnx_ops(graph: OnnxGraph) -> list[_OnnxOp]:
+    inits = graph.initializers
+    conv_outputs: set[str] = set()
+    ops: list[_OnnxOp] = []
+    for node in graph.model.graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
+            w = inits[node.input[1]]
+            pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+            auto_pad = _attr(node, "auto_pad", b"NOTSET")
+            if pads[:2] != pads[2:] or auto_pad not in (b"NOTSET", "NOTSET"):
+                pad: tuple[Any, ...] = ("asymmetric", *pads)
+            else:
+                pad = tuple(int(p) for p in pads[:2])
+            ops.append(_OnnxOp(node, "conv", (
+                tuple(w.shape), tuple(_attr(node, "strides", [1, 1])), pad,
+                tuple(_attr(node, "dilations", [1, 1])), int(_attr(node, "group", 1)))))
+            conv_outputs.add(node.output[0])
+        elif node.op_type == "BatchNormalization" and node.input[1] in inits:
+            ops.append(_OnnxOp(node, "bn", (int(inits[node.input[1]].shape[0]),),
+                               after_conv=node.input[0] in conv_outputs))
+        elif node.op_type == "Gemm" and node.input[1] in inits:
+            w = inits[node.input[1]]
+            shape = tuple(w.shape) if _attr(node, "transB", 0) else tuple(w.shape[::-1])
+            ops.append(_OnnxOp(node, "linear", (shape,)))
+        elif node.op_type == "MatMul" and node.input[1] in inits:
+            ops.append(_OnnxOp(node, "linear", (tuple(inits[node.input[1]].shape[::-1]),)))
+        elif node.op_type == "Pow" and node.input[1] in inits:
+            ops.append(_OnnxOp(node, "pow", ()))
+    return ops
+
+
+def _compare(native: list[_NativeOp], onnx_ops: list[_OnnxOp], kind: str) -> None:
+    a = [op.key for op in native if op.kind == kind]
+    b = [op.key for op in onnx_ops if op.kind == kind]
+    if len(a) != len(b):
+        raise NoMatch(f"{len(a)} {kind} operators in the architecture, {len(b)} in the graph")
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x != y:
+            raise NoMatch(f"{kind} #{i}: architecture {x}, graph {y}")
+
+
+def signature_matches(arch: Architecture, graph: OnnxGraph, size: tuple[int, int]) -> None:
+    """Raise :class:`NoMatch` unless ``graph`` has ``arch``'s operators (built on ``meta``)."""
+    with torch.device("meta"):
+        try:
+            net = arch.build()
+        except Exception as exc:
+            raise NoMatch(f"cannot build {arch.describe()}: {exc}") from exc
+    n_conv = sum(isinstance(m, nn.Conv2d) for m in net.modules())
+    n_graph = sum(n.op_type == "Conv" for n in graph.model.graph.node)
+    if n_conv != n_graph:
+        raise NoMatch(f"{n_conv} convolutions in the architecture, {n_graph} in the graph")
+    native = _native_ops(net, size)
+    onnx_ops = _onnx_ops(graph)
+    for kind in ("conv", "linear"):
+        _compare(native, onnx_ops, kind)
+    n_gem = sum(op.kind == "gem" for op in native)
+    if sum(op.kind == "pow" for op in onnx_ops) != 2 * n_gem:
+        raise NoMatch("GeM pooling differs")
+
+
+def architecture_of(graph: OnnxGraph) -> Architecture | None:
+    """The architecture named in the file's metadata, if any."""
+    raw = graph.metadata.get(ARCHITECTURE_KEY)
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return Architecture(str(data["kind"]), str(data["name"]), dict(data.get("kwargs", {})),
+                        str(data.get("head", "identity")))
+
+
+def candidates(graph: OnnxGraph) -> Iterator[Architecture]:
+    """The metadata's architecture first, then :data:`CATALOGUE`."""
+    named = architecture_of(graph)
+    if named is not None:
+        yield named
+    if not CATALOGUE:
+        CATALOGUE.extend(_catalogue())
+    yield from (a for a in CATALOGUE if a != named)
+
+
+def match_architecture(
+    graph: OnnxGraph, size: tuple[int, int]
+) -> tuple[Architecture | None, list[str]]:
+    """The first candidate whose signature matches, and why the others did not."""
+    reasons = []
+    for arch in candidates(graph):
+        try:
+            signature_matches(arch, graph, size)
+        except NoMatch as exc:
+            reasons.append(f"{arch.describe()}: {exc}")
+            continue
+        return arch, reasons
+    return None, reasons
+
+
+# -- weights ----------------------------------------------------------------------------------
+
+
+def _unit_variance(eps: float) -> float:
+    """A float32 ``v`` with ``float32(v + eps) == 1`` exactly."""
+    v = np.float32(1.0) - np.float32(eps)
+    for _ in range(8):
+        total = np.float32(v) + np.float32(eps)
+        if total == np.float32(1.0):
+            break
+        v = np.nextafter(v, np.float32(2.0) if total < 1 else np.float32(0.0), dtype=np.float32)
+    return float(v)
+
+
+def load_weights(net: nn.Module, graph: OnnxGraph, size: tuple[int, int]) -> None:
+    """Assign the graph's weights to ``net`` (an instance of the matched architecture).
+
+    Raises
+    ------
+    NoMatch
+        The operators do not pair up (BatchNorms, dense layers, GeM exponents).
+    """
+    inits = graph.initializers
+    native = _native_ops(net, size)
+    onnx_ops = _onnx_ops(graph)
+    convs = [op for op in onnx_ops if op.kind == "conv"]
+    free_bns = [op for op in onnx_ops if op.kind == "bn" and not op.after_conv]
+    conv_bns = {op.node.input[0]: op for op in onnx_ops if op.kind == "bn" and op.after_conv}
+    linears = [op for op in onnx_ops if op.kind == "linear"]
+    pows = [op for op in onnx_ops if op.kind == "pow"]
+    i_conv = i_bn = i_lin = i_gem = 0
+    pending_bias: np.ndarray | None = None
+    pending_bn: _OnnxOp | None = None
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(a, dtype=np.float32))
+
+    with torch.no_grad():
+        for op in native:
+            module = net.get_submodule(op.name)
+            if op.kind == "conv":
+                node = convs[i_conv].node
+                i_conv += 1
+                assert isinstance(module, nn.Conv2d)
+                module.weight.copy_(t(inits[node.input[1]]))
+                bias = inits[node.input[2]] if len(node.input) > 2 else None
+                pending_bn = conv_bns.get(node.output[0])
+                pending_bias = None
+                if module.bias is not None:
+                    module.bias.copy_(
+                        t(bias) if bias is not None else torch.zeros_like(module.bias)
+                    )
+                elif bias is not None:
+                    pending_bias = bias  # a BatchNorm folded into this convolution
+            elif op.kind == "bn":
+                assert isinstance(module, nn.modules.batchnorm._BatchNorm)
+                source = pending_bn if op.after_conv else None
+                if source is None and not op.after_conv:
+                    if i_bn >= len(free_bns):
+                        raise NoMatch(f"BatchNorm {op.name} has no counterpart in the graph")
+                    source = free_bns[i_bn]
+                    i_bn += 1
+                if source is not None:
+                    scale, shift, mean, var = (inits[n] for n in source.node.input[1:5])
+                    module.eps = float(_attr(source.node, "epsilon", 1e-5))
+                    module.weight.copy_(t(scale))
+                    module.bias.copy_(t(shift))
+                    module.running_mean.copy_(t(mean))  # type: ignore[union-attr]
+                    module.running_var.copy_(t(var))  # type: ignore[union-attr]
+                else:  # folded by the exporter: identity with the folded shift
+                    module.weight.fill_(1.0)
+                    module.bias.copy_(t(pending_bias) if pending_bias is not None
+                                      else torch.zeros_like(module.bias))
+                    module.running_mean.zero_()  # type: ignore[union-attr]
+                    module.running_var.fill_(_unit_variance(module.eps))  # type: ignore[union-attr]
+                pending_bn, pending_bias = None, None
+            elif op.kind == "linear":
+                _load_linear(module, linears[i_lin].node, inits, graph)
+                i_lin += 1
+            elif op.kind == "gem":
+                p_node, root_node = pows[2 * i_gem].node, pows[2 * i_gem + 1].node
+                i_gem += 1
+                p = float(np.asarray(inits[p_node.input[1]]).reshape(-1)[0])
+                root = float(np.asarray(inits[root_node.input[1]]).reshape(-1)[0])
+                if abs(root * p - 1) > 1e-5:
+                    raise NoMatch(f"GeM exponents {p} and {root} are not reciprocal")
+                module.p.data.fill_(p)  # type: ignore[union-attr, operator, unused-ignore]
+    if i_bn != len(free_bns):
+        raise NoMatch(f"{len(free_bns) - i_bn} BatchNorm operators of the graph are left over")
+
+
+def _load_linear(module: nn.Module, node: Any, inits: dict[str, np.ndarray],
+                 graph: OnnxGraph) -> None:
+    assert isinstance(module, nn.Linear)
+    w = inits[node.input[1]]
+    if node.op_type == "Gemm":
+        weight = w if _attr(node, "transB", 0) else w.T
+        bias = inits.get(node.input[2]) if len(node.input) > 2 else None
+    else:  # MatMul (+ Add of a constant)
+        weight = w.T
+        bias = None
+        for other in graph.model.graph.node:
+            if other.op_type == "Add" and node.output[0] in other.input:
+                names = [n for n in other.input if n != node.output[0]]
+                bias = inits.get(names[0]) if names else None
+    module.weight.copy_(torch.from_numpy(np.array(weight, dtype=np.float32)))
+    if module.bias is not None:
+        module.bias.copy_(torch.from_numpy(np.asarray(bias, dtype=np.float32))
+                          if bias is not None else torch.zeros_like(module.bias))
