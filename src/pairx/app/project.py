@@ -179,6 +179,7 @@ def init_project(
     batch_size: int = 32,
     progress: bool = True,
     load: Callable[..., Any] | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> InitSummary:
     """Create or update the review project at ``root`` (see the module docstring).
 
@@ -203,6 +204,9 @@ def init_project(
         Accept a model whose weights differ from the project's (embeddings are redone).
     load
         Model loader (default :func:`pairx.load_model`), for tests.
+    model_options
+        Further :func:`pairx.load_model` arguments (``size``, ``mean``, ``std`` of an ``onnx:``
+        model), kept in the project for the app's worker.
 
     Raises
     ------
@@ -230,7 +234,10 @@ def init_project(
         raise ProjectError(f"{root} is a non-empty folder that is not a review project; "
                            f"choose a new folder")
     dataset = load_dataset(data, check_files=False)
-    net = (load or load_model)(model, weights=weights)
+    if model.startswith("onnx:"):  # the worker may run elsewhere: keep an absolute path
+        model = "onnx:" + str(Path(model[len("onnx:"):]).expanduser().resolve())
+    options = dict(model_options or (previous or {}).get("model_options") or {})
+    net = (load or load_model)(model, weights=weights, **options)
     digest = weight_digest(net)
     if previous is not None and previous["model_digest"] != digest and not replace_model:
         raise ProjectError(
@@ -248,6 +255,7 @@ def init_project(
         "schema": PROJECT_SCHEMA, "data": str(Path(data).expanduser().resolve()),
         "model": model, "weights": None if weights is None else str(Path(weights).resolve()),
         "model_name": net.name, "model_digest": digest, "layers": chosen, "k": int(k),
+        "model_options": {k_: list(v) if isinstance(v, tuple) else v for k_, v in options.items()},
         "queries": queries, "gallery": gallery, "pairx": __version__,
         "cache_limit_mb": (previous or {}).get("cache_limit_mb", 2048),
         "pairx_options": (previous or {}).get("pairx_options", dict(PAIRX_OPTIONS)),

@@ -133,7 +133,9 @@ class _Engine:
         import pairx
 
         s = project.settings
-        self.model = pairx.load_model(s["model"], weights=s.get("weights"))
+        options: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                   for k, v in (s.get("model_options") or {}).items()}
+        self.model = pairx.load_model(s["model"], weights=s.get("weights"), **options)
         from pairx.models.provenance import weight_digest
 
         digest = weight_digest(self.model)

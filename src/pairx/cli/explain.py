@@ -29,7 +29,7 @@ from pairx.cli.common import (
 from pairx.core.errors import InputError, LayerError
 from pairx.core.results import PairExplanation
 from pairx.models.adapter import ReIDModel
-from pairx.models.layer_choice import default_layers, is_block
+from pairx.models.layer_choice import block_layers, default_layers
 
 __all__ = ["default_layers", "explain_command", "layers_command", "output_path", "register"]
 
@@ -262,8 +262,8 @@ def layers_command(
     model: Annotated[
         str,
         typer.Argument(
-            help="Model: default, timm:NAME, torchvision:resnet50, miewid, or a model "
-            "file/folder.",
+            help="Model: default, timm:NAME, torchvision:resnet50, miewid, onnx:FILE, or a "
+            "model file/folder.",
             metavar="MODEL",
         ),
     ] = "default",
@@ -271,6 +271,8 @@ def layers_command(
     size: Annotated[
         int | None, typer.Option(help="Input side in pixels (default: the model's own).")
     ] = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     show_all: Annotated[
         bool,
         typer.Option(
@@ -286,10 +288,13 @@ def layers_command(
     from pairx.models.layers import candidate_layers
     from pairx.models.loaders import load_model
 
-    net = load_model(model, weights=weights, size=size)  # untrained is fine for listing
+    options = preprocessing_options(None, mean, std)
+    net = load_model(model, weights=weights, size=size,  # untrained is fine for listing
+                     **options)  # type: ignore[arg-type]
     infos = candidate_layers(net)
     if not show_all:
-        infos = [i for i in infos if min(i.grid) >= 2 and is_block(net.net.get_submodule(i.name))]
+        blocks = set(block_layers(net))
+        infos = [i for i in infos if i.name in blocks]
     try:
         recommended = set(default_layers(net))
     except LayerError:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from pairx.cli.common import ModelOpt, WeightsOpt
+from pairx.cli.common import (
+    InputSizeOpt,
+    MeanOpt,
+    ModelOpt,
+    StdOpt,
+    WeightsOpt,
+    preprocessing_options,
+)
 
 review_app = typer.Typer(help="Review projects: the candidates experts verify in pairx serve.",
                          no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -25,6 +32,9 @@ def init_command(
                                        metavar="DIR")],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
+    size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
     layer: Annotated[list[str] | None, typer.Option(
         "--layer", help="PAIR-X layer(s) the app offers (repeatable); default: the model's.",
         metavar="NAME")] = None,
@@ -46,15 +56,16 @@ def init_command(
     from pairx.models.loaders import load_model
     from pairx.models.provenance import require_trained
 
-    def load(spec: str, weights: Path | None = None) -> object:
-        net = load_model(spec, weights=weights)
+    def load(spec: str, weights: Path | None = None, **options: Any) -> object:
+        net = load_model(spec, weights=weights, **options)
         require_trained(net, allow=False, hint="Review projects need a trained model: pass "
                         "--weights FILE or a trained model file as --model.")
         return net
 
     s = init_project(proj, data=data, model=model, weights=weights, layers=layer or None, k=k,
                      queries=queries, gallery=gallery, replace_model=replace_model,
-                     progress=not quiet, load=load)
+                     progress=not quiet, load=load,
+                     model_options=preprocessing_options(size, mean, std))
     for problem in s.problems:
         typer.secho(f"pairx: warning: skipped {problem}", err=True, fg=typer.colors.YELLOW)
     rate = f" ({s.images_per_second:.1f} images/s)" if s.embedded else ""

@@ -17,7 +17,7 @@ from pairx.core.errors import LayerError, ModelError
 from pairx.models.adapter import ReIDModel
 from pairx.models.layers import candidate_layers
 
-__all__ = ["default_layers", "is_block", "pool_input_layer"]
+__all__ = ["block_layers", "default_layers", "is_block", "pool_input_layer"]
 
 
 def is_block(module: nn.Module) -> bool:
@@ -27,6 +27,31 @@ def is_block(module: nn.Module) -> bool:
     return any(
         isinstance(m, nn.modules.conv._ConvNd) and max(m.kernel_size) > 1 for m in module.modules()
     )
+
+
+def block_layers(model: ReIDModel) -> list[str]:
+    """Candidate layers at block granularity with a grid of at least 2 x 2, in order.
+
+    For a module tree: the containers holding a spatial convolution (:func:`is_block`). For a
+    flat imported graph (``torch.fx``, e.g. from ONNX): the outputs of residual blocks (a
+    residual ``Sum``, or the activation right after it).
+    """
+    from torch import fx
+    from zennit.layer import Sum
+
+    infos = [i for i in candidate_layers(model) if min(i.grid) >= 2]
+    net = model.net
+    if not isinstance(net, fx.GraphModule):
+        return [i.name for i in infos if is_block(net.get_submodule(i.name))]
+    ends: set[str] = set()
+    for node in net.graph.nodes:
+        if node.op != "call_module" or not isinstance(net.get_submodule(node.target), Sum):
+            continue
+        users = [u for u in node.users if u.op == "call_module"]
+        after = [u for u in users if len(node.users) == 1 and not isinstance(
+            net.get_submodule(u.target), Sum) and len(u.all_input_nodes) == 1]
+        ends.add(str(after[0].target if after else node.target))
+    return [i.name for i in infos if i.name in ends]
 
 
 def default_layers(model: ReIDModel) -> list[str]:
@@ -56,11 +81,7 @@ def default_layers(model: ReIDModel) -> list[str]:
         from pairx.models.default import DEFAULT_LAYERS
 
         return [DEFAULT_LAYERS[0]]
-    names = [
-        info.name
-        for info in candidate_layers(model)
-        if min(info.grid) >= 2 and is_block(model.net.get_submodule(info.name))
-    ]
+    names = block_layers(model)
     shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
     raise LayerError(
         f"model {model.name!r} recommends no PAIR-X layer; pass one or more --layer NAME "

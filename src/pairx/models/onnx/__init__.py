@@ -40,6 +40,29 @@ ROUTES = ("auto", "native", "generic")
 """``route`` values of :func:`load_onnx`."""
 
 DOMAIN_KEY = "pairx.domain"
+LAYERS_KEY = "pairx.layers"
+"""Metadata key: JSON list of the model's recommended PAIR-X layers (native names)."""
+
+
+def _file_layers(metadata: dict[str, str]) -> list[str]:
+    try:
+        value = json.loads(metadata.get(LAYERS_KEY, "[]"))
+    except json.JSONDecodeError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _graph_layer(net: torch.nn.Module, native: str) -> str | None:
+    """The graph module that ends the scope of native layer ``native`` (TorchScript exports
+    name nodes by scope: ``backbone.layer3`` -> ``backbone/layer3/.../Relu``)."""
+    from torch import fx
+
+    if not isinstance(net, fx.GraphModule):
+        return None
+    prefix = native.replace(".", "/") + "/"
+    found = [str(n.target) for n in net.graph.nodes
+             if n.op == "call_module" and str(n.target).startswith(prefix)]
+    return found[-1] if found else None
 
 
 def load_onnx(
@@ -101,6 +124,13 @@ def load_onnx(
                 load_weights(net, graph, hw)
                 family = arch.family(net)
                 meta.update(route="native", architecture=arch.describe())
+                layers = _file_layers(graph.metadata)
+                if not layers and arch.kind == "reidnet" and arch.name == "efficientnetv2_rw_m":
+                    from pairx.models.miewid import MIEWID_DEFAULT_LAYERS
+
+                    layers = list(MIEWID_DEFAULT_LAYERS)
+                if layers:
+                    meta["default_layers"] = layers
             except NoMatch as exc:
                 reasons.append(f"{arch.describe()}: {exc}")
                 net = None
@@ -108,7 +138,7 @@ def load_onnx(
             raise ModelError(
                 f"{graph.path.name} is not an architecture pairx knows natively ("
                 + "; ".join(reasons[:3]) + (" ..." if len(reasons) > 3 else "")
-                + "); use route='generic' (--onnx-route generic)"
+                + "); load it with pairx.models.onnx.load_onnx(path, route='generic')"
             )
         if net is None:
             meta["native_mismatch"] = reasons[:3]
@@ -118,6 +148,9 @@ def load_onnx(
         net = convert_for_lrp(graph, hw)
         family = FAMILY
         meta.update(route="generic", architecture="onnx2torch graph")
+        translated = [_graph_layer(net, name) for name in _file_layers(graph.metadata)]
+        if any(translated):
+            meta["default_layers"] = [t for t in translated if t]
     net.eval()
     meta.update(verify(net, graph, hw, tolerance))
     meta["load_seconds"] = round(time.perf_counter() - start, 3)
@@ -183,6 +216,13 @@ def export_onnx(
         PREPROCESSING_KEY: json.dumps({"size": list(pre.size), "mean": list(pre.mean),
                                        "std": list(pre.std), "resize_mode": pre.resize_mode}),
     }
+    from pairx.core.errors import LayerError
+    from pairx.models.layer_choice import default_layers
+
+    try:
+        props[LAYERS_KEY] = json.dumps(default_layers(model))
+    except LayerError:
+        pass
     arch = _architecture_of_model(model)
     if arch is not None:
         props[ARCHITECTURE_KEY] = arch.to_json()
