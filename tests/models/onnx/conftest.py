@@ -12,8 +12,8 @@ from torch import nn
 pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'pairx[onnx]')")
 pytest.importorskip("onnx2torch", reason="the onnx extra is not installed")
 
-from pairx.models.adapter import Preprocessing, ReIDModel  # noqa: E402
-from pairx.models.onnx import export_onnx  # noqa: E402
+from pairx.models.adapter import Preprocessing, ReIDModel
+from pairx.models.onnx import export_onnx
 
 
 def prepare(net: nn.Module, side: int, *, zero_bias: bool = False, seed: int = 0) -> nn.Module:

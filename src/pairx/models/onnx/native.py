@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -225,17 +226,61 @@ def _compare(native: list[_NativeOp], onnx_ops: list[_OnnxOp], kind: str) -> Non
             raise NoMatch(f"{kind} #{i}: architecture {x}, graph {y}")
 
 
+def _count_cache_file() -> Path:
+    import os
+
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return root / "pairx" / "onnx-conv-counts.json"
+
+
+def _cache_key(arch: Architecture) -> str:
+    import timm
+    import torchvision
+
+    return f"{arch.to_json()}|timm {timm.__version__}|torchvision {torchvision.__version__}"
+
+
+_CONV_COUNTS: dict[str, int] = {}
+
+
+def conv_count(arch: Architecture) -> int:
+    """Number of ``Conv2d`` modules of ``arch`` (built on ``meta`` once per installation; the
+    counts are kept in ``~/.cache/pairx``, keyed by the timm and torchvision versions)."""
+    key = _cache_key(arch)
+    if not _CONV_COUNTS:
+        try:
+            _CONV_COUNTS.update(json.loads(_count_cache_file().read_text()))
+        except (OSError, ValueError):
+            pass
+    if key not in _CONV_COUNTS:
+        with torch.device("meta"):
+            try:
+                net = arch.build()
+            except Exception as exc:
+                raise NoMatch(f"cannot build {arch.describe()}: {exc}") from exc
+        _CONV_COUNTS[key] = sum(isinstance(m, nn.Conv2d) for m in net.modules())
+        try:
+            path = _count_cache_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(_CONV_COUNTS))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return _CONV_COUNTS[key]
+
+
 def signature_matches(arch: Architecture, graph: OnnxGraph, size: tuple[int, int]) -> None:
     """Raise :class:`NoMatch` unless ``graph`` has ``arch``'s operators (built on ``meta``)."""
+    n_conv = conv_count(arch)
+    n_graph = sum(n.op_type == "Conv" for n in graph.model.graph.node)
+    if n_conv != n_graph:
+        raise NoMatch(f"{n_conv} convolutions in the architecture, {n_graph} in the graph")
     with torch.device("meta"):
         try:
             net = arch.build()
         except Exception as exc:
             raise NoMatch(f"cannot build {arch.describe()}: {exc}") from exc
-    n_conv = sum(isinstance(m, nn.Conv2d) for m in net.modules())
-    n_graph = sum(n.op_type == "Conv" for n in graph.model.graph.node)
-    if n_conv != n_graph:
-        raise NoMatch(f"{n_conv} convolutions in the architecture, {n_graph} in the graph")
     native = _native_ops(net, size)
     onnx_ops = _onnx_ops(graph)
     for kind in ("conv", "linear"):
