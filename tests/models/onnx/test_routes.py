@@ -142,3 +142,23 @@ def test_dynamo_export_with_dynamic_batch(tmp_path: Path, default_native: ReIDMo
         x = probe_batch((224, 224), n=3)
         with torch.no_grad():
             torch.testing.assert_close(model.net(x), default_native.net(x), atol=1e-4, rtol=0)
+
+
+def test_convnext_native_route_and_generic_refusal(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from pairx.core.errors import ModelError
+
+    native = reidnet_model("convnext_atto", 64)
+    with torch.no_grad():  # layer scales and norm weights away from their initial constants
+        for name, p in native.net.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(torch.rand_like(p) * 0.5 + 0.1)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(torch.rand_like(p) + 0.5)
+    path = export(native, tmp_path, "convnext")
+    model = load_onnx(path)  # LayerNorm weights and layer scales paired in order
+    assert model.metadata["route"] == "native" and model.family == "timm_convnext"
+    _assert_ort_agrees(model, path)
+    _assert_same_explanation(native, model, "backbone.stages.2", "backbone.stages.2")
+    with pytest.raises(ModelError, match="has no LRP rule"):  # no LayerNorm rule on graphs yet
+        load_onnx(path, route="generic")

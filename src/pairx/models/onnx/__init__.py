@@ -52,14 +52,23 @@ def _file_layers(metadata: dict[str, str]) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+def _scope_prefix(native: str) -> str:
+    """TorchScript's scope path of native module ``native`` as onnx2torch spells node names:
+    an indexed child is named after its container (``blocks.3`` -> ``blocks/blocks.3``), and
+    dots become slashes (``backbone.blocks.3`` -> ``backbone/blocks/blocks/3/``)."""
+    parts: list[str] = []
+    for part in native.split("."):
+        parts.append(f"{parts[-1]}.{part}" if part.isdigit() and parts else part)
+    return "/".join(parts).replace(".", "/") + "/"
+
+
 def _graph_layer(net: torch.nn.Module, native: str) -> str | None:
-    """The graph module that ends the scope of native layer ``native`` (TorchScript exports
-    name nodes by scope: ``backbone.layer3`` -> ``backbone/layer3/.../Relu``)."""
+    """The graph module that ends the scope of native layer ``native`` (its output)."""
     from torch import fx
 
     if not isinstance(net, fx.GraphModule):
         return None
-    prefix = native.replace(".", "/") + "/"
+    prefix = _scope_prefix(native)
     found = [str(n.target) for n in net.graph.nodes
              if n.op == "call_module" and str(n.target).startswith(prefix)]
     return found[-1] if found else None

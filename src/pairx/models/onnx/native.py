@@ -106,6 +106,8 @@ def _catalogue() -> list[Architecture]:
         "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
         "tf_efficientnet_b0", "tf_efficientnet_b3", "resnet18", "resnet34", "resnet50",
         "resnet101", "resnet10t", "resnet18d", "resnet50d", "seresnet50",
+        "convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny",
+        "convnext_small", "convnext_base",
     ]
     out += [Architecture("reidnet", n) for n in timm_names]
     for name in ("resnet18", "resnet34", "resnet50", "resnet101"):
@@ -154,8 +156,13 @@ def _native_ops(net: nn.Module, size: tuple[int, int]) -> list[_NativeOp]:
                                      after_conv=x is not None and x is last_conv_out[0]))
             elif isinstance(module, nn.Linear):
                 ops.append(_NativeOp(name, "linear", (tuple(module.weight.shape),)))
+            elif isinstance(module, nn.LayerNorm):
+                ops.append(_NativeOp(name, "ln", (tuple(module.normalized_shape),)))
             elif type(module).__name__ == "GeM" and hasattr(module, "p"):
                 ops.append(_NativeOp(name, "gem", ()))
+            gamma = getattr(module, "gamma", None)  # ConvNeXt's layer scale, a bare parameter
+            if isinstance(gamma, nn.Parameter):
+                ops.append(_NativeOp(name, "gamma", (int(gamma.numel()),)))
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in net.named_modules()]
@@ -213,6 +220,12 @@ def _onnx_ops(graph: OnnxGraph) -> list[_OnnxOp]:
             ops.append(_OnnxOp(node, "linear", (tuple(inits[node.input[1]].shape[::-1]),)))
         elif node.op_type == "Pow" and node.input[1] in inits:
             ops.append(_OnnxOp(node, "pow", ()))
+        elif node.op_type == "LayerNormalization" and node.input[1] in inits:
+            ops.append(_OnnxOp(node, "ln", (tuple(inits[node.input[1]].shape),)))
+        elif node.op_type == "Mul":
+            const = [n for n in node.input if n in inits and inits[n].size > 1]
+            if len(const) == 1 and len(node.input) == 2:
+                ops.append(_OnnxOp(node, "gamma", (int(inits[const[0]].size),)))
     return ops
 
 
@@ -283,7 +296,7 @@ def signature_matches(arch: Architecture, graph: OnnxGraph, size: tuple[int, int
             raise NoMatch(f"cannot build {arch.describe()}: {exc}") from exc
     native = _native_ops(net, size)
     onnx_ops = _onnx_ops(graph)
-    for kind in ("conv", "linear"):
+    for kind in ("conv", "linear", "ln", "gamma"):
         _compare(native, onnx_ops, kind)
     n_gem = sum(op.kind == "gem" for op in native)
     if sum(op.kind == "pow" for op in onnx_ops) != 2 * n_gem:
@@ -355,7 +368,9 @@ def load_weights(net: nn.Module, graph: OnnxGraph, size: tuple[int, int]) -> Non
     conv_bns = {op.node.input[0]: op for op in onnx_ops if op.kind == "bn" and op.after_conv}
     linears = [op for op in onnx_ops if op.kind == "linear"]
     pows = [op for op in onnx_ops if op.kind == "pow"]
-    i_conv = i_bn = i_lin = i_gem = 0
+    norms = [op for op in onnx_ops if op.kind == "ln"]
+    gammas = [op for op in onnx_ops if op.kind == "gamma"]
+    i_conv = i_bn = i_lin = i_gem = i_ln = i_gamma = 0
     pending_bias: np.ndarray | None = None
     pending_bn: _OnnxOp | None = None
 
@@ -404,6 +419,21 @@ def load_weights(net: nn.Module, graph: OnnxGraph, size: tuple[int, int]) -> Non
             elif op.kind == "linear":
                 _load_linear(module, linears[i_lin].node, inits, graph)
                 i_lin += 1
+            elif op.kind == "ln":
+                assert isinstance(module, nn.LayerNorm)
+                node = norms[i_ln].node
+                i_ln += 1
+                module.eps = float(_attr(node, "epsilon", 1e-5))
+                module.weight.copy_(t(inits[node.input[1]]))
+                if module.bias is not None:
+                    module.bias.copy_(t(inits[node.input[2]]) if len(node.input) > 2
+                                      else torch.zeros_like(module.bias))
+            elif op.kind == "gamma":
+                node = gammas[i_gamma].node
+                i_gamma += 1
+                const = next(n for n in node.input if n in inits)
+                gamma: nn.Parameter = module.gamma  # type: ignore[assignment]
+                gamma.copy_(t(inits[const]).reshape(gamma.shape))
             elif op.kind == "gem":
                 p_node, root_node = pows[2 * i_gem].node, pows[2 * i_gem + 1].node
                 i_gem += 1
