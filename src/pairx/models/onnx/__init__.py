@@ -31,7 +31,7 @@ import torch
 from pairx.core.errors import ModelError
 from pairx.models.adapter import ReIDModel
 from pairx.models.onnx.graph import ARCHITECTURE_KEY, PREPROCESSING_KEY, read_graph
-from pairx.models.onnx.native import Architecture, NoMatch, load_weights, match_architecture
+from pairx.models.onnx.native import Architecture, NoMatch, load_weights, match_and_build
 from pairx.models.onnx.verify import DEFAULT_TOLERANCE, verify
 
 __all__ = ["ROUTES", "export_onnx", "load_onnx"]
@@ -126,10 +126,10 @@ def load_onnx(
     net: torch.nn.Module | None = None
     family: str | None = None
     if route in ("auto", "native"):
-        arch, reasons = match_architecture(graph, hw)
-        if arch is not None:
+        arch, built, reasons = match_and_build(graph, hw)
+        if arch is not None and built is not None:
             try:
-                net = arch.build()
+                net = built
                 load_weights(net, graph, hw)
                 family = arch.family(net)
                 meta.update(route="native", architecture=arch.describe())

@@ -27,7 +27,15 @@ from torch import nn
 
 from pairx.models.onnx.graph import ARCHITECTURE_KEY, OnnxGraph
 
-__all__ = ["CATALOGUE", "Architecture", "NoMatch", "architecture_of", "match_architecture"]
+__all__ = [
+    "CATALOGUE",
+    "Architecture",
+    "NoMatch",
+    "architecture_of",
+    "load_weights",
+    "match_and_build",
+    "match_architecture",
+]
 
 
 @dataclass(frozen=True)
@@ -283,24 +291,30 @@ def conv_count(arch: Architecture) -> int:
     return _CONV_COUNTS[key]
 
 
-def signature_matches(arch: Architecture, graph: OnnxGraph, size: tuple[int, int]) -> None:
-    """Raise :class:`NoMatch` unless ``graph`` has ``arch``'s operators (built on ``meta``)."""
+def _small(size: tuple[int, int]) -> tuple[int, int]:
+    """Execution order does not depend on the input size: record it on a small input."""
+    return min(size[0], 64), min(size[1], 64)
+
+
+def signature_matches(arch: Architecture, graph: OnnxGraph, size: tuple[int, int]) -> nn.Module:
+    """``arch`` built (randomly initialised) if ``graph`` has its operators, else
+    :class:`NoMatch`. Candidates are first filtered by their number of convolutions."""
     n_conv = conv_count(arch)
     n_graph = sum(n.op_type == "Conv" for n in graph.model.graph.node)
     if n_conv != n_graph:
         raise NoMatch(f"{n_conv} convolutions in the architecture, {n_graph} in the graph")
-    with torch.device("meta"):
-        try:
-            net = arch.build()
-        except Exception as exc:
-            raise NoMatch(f"cannot build {arch.describe()}: {exc}") from exc
-    native = _native_ops(net, size)
+    try:
+        net = arch.build()
+    except Exception as exc:
+        raise NoMatch(f"cannot build {arch.describe()}: {exc}") from exc
+    native = _native_ops(net, _small(size))
     onnx_ops = _onnx_ops(graph)
     for kind in ("conv", "linear", "ln", "gamma"):
         _compare(native, onnx_ops, kind)
     n_gem = sum(op.kind == "gem" for op in native)
     if sum(op.kind == "pow" for op in onnx_ops) != 2 * n_gem:
         raise NoMatch("GeM pooling differs")
+    return net
 
 
 def architecture_of(graph: OnnxGraph) -> Architecture | None:
@@ -323,19 +337,27 @@ def candidates(graph: OnnxGraph) -> Iterator[Architecture]:
     yield from (a for a in CATALOGUE if a != named)
 
 
+def match_and_build(
+    graph: OnnxGraph, size: tuple[int, int]
+) -> tuple[Architecture | None, nn.Module | None, list[str]]:
+    """The first candidate whose signature matches, built, and why the others did not."""
+    reasons = []
+    for arch in candidates(graph):
+        try:
+            net = signature_matches(arch, graph, size)
+        except NoMatch as exc:
+            reasons.append(f"{arch.describe()}: {exc}")
+            continue
+        return arch, net, reasons
+    return None, None, reasons
+
+
 def match_architecture(
     graph: OnnxGraph, size: tuple[int, int]
 ) -> tuple[Architecture | None, list[str]]:
     """The first candidate whose signature matches, and why the others did not."""
-    reasons = []
-    for arch in candidates(graph):
-        try:
-            signature_matches(arch, graph, size)
-        except NoMatch as exc:
-            reasons.append(f"{arch.describe()}: {exc}")
-            continue
-        return arch, reasons
-    return None, reasons
+    arch, _, reasons = match_and_build(graph, size)
+    return arch, reasons
 
 
 # -- weights ----------------------------------------------------------------------------------
@@ -361,7 +383,7 @@ def load_weights(net: nn.Module, graph: OnnxGraph, size: tuple[int, int]) -> Non
         The operators do not pair up (BatchNorms, dense layers, GeM exponents).
     """
     inits = graph.initializers
-    native = _native_ops(net, size)
+    native = _native_ops(net, _small(size))
     onnx_ops = _onnx_ops(graph)
     convs = [op for op in onnx_ops if op.kind == "conv"]
     free_bns = [op for op in onnx_ops if op.kind == "bn" and not op.after_conv]
