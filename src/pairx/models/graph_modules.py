@@ -30,6 +30,7 @@ __all__ = [
     "GRAPH_RULE_KINDS",
     "Clamp",
     "ConstantOp",
+    "ErfGelu",
     "GatedProduct",
     "GraphAvgPool",
     "GraphGeMMean",
@@ -78,6 +79,19 @@ class Clamp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same shape in and out."""
         return torch.clamp(x, self.low, self.high)
+
+
+class ErfGelu(nn.Module):
+    """``x * (shift + erf(x / divisor))``: exact GELU as exporters spell it (with the outer
+    ``* 0.5`` left to a :class:`ConstantOp`); rule: pass-through, as for ``nn.GELU``."""
+
+    def __init__(self, divisor: float, shift: float) -> None:
+        super().__init__()
+        self.divisor, self.shift = divisor, shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same shape in and out."""
+        return x * (torch.erf(x / self.divisor) + self.shift)
 
 
 class GraphAvgPool(nn.Module):
@@ -147,7 +161,7 @@ def graph_layer_map(epsilon: float, stabilizer: float) -> list[tuple[tuple[type,
 
     rules = {"pass": Pass(), "norm": Norm(stabilizer=stabilizer), "epsilon": Epsilon(epsilon)}
     out: list[tuple[tuple[type, ...], Any]] = [
-        ((ConstantOp, Clamp), Pass()),
+        ((ConstantOp, Clamp, ErfGelu), Pass()),
         ((GraphGeMMean,), Norm(stabilizer=1e-30)),
         ((GraphAvgPool,), Norm(stabilizer=stabilizer)),
     ]

@@ -32,6 +32,7 @@ from pairx.core.optional import require
 from pairx.models.canonizers import (
     Canonizer,
     ComposedCanonizer,
+    DetachedLayerNorm,
     FamilySpec,
     Power,
     merge_conv_bn,
@@ -40,6 +41,7 @@ from pairx.models.canonizers import (
 from pairx.models.graph_modules import (
     Clamp,
     ConstantOp,
+    ErfGelu,
     GatedProduct,
     GraphAvgPool,
     GraphGeMMean,
@@ -194,8 +196,9 @@ def _rewrite(gm: fx.GraphModule, node: fx.Node, rec: _Recorder) -> None:
     kind = type(module).__name__
     if graph_rule_of(module) is not None or isinstance(
         module, (Convolution, nn.Linear, BatchNorm, Activation, nn.SiLU, nn.Sigmoid, nn.ReLU6,
-                 nn.GELU, AvgPool, Sum, Power, ConstantOp, Clamp, GraphAvgPool, GatedProduct)
-    ):
+                 nn.GELU, AvgPool, Sum, Power, ConstantOp, Clamp, GraphAvgPool, GatedProduct,
+                 ErfGelu)
+    ) or (type(module) is nn.LayerNorm and len(module.normalized_shape) == 1):
         if isinstance(module, AvgPool) and _after_power(gm, node):
             _replace_module(gm, node, GraphGeMMean(module), rec)
         return
@@ -278,7 +281,8 @@ def _rewrite_binary(gm: fx.GraphModule, node: fx.Node, module: nn.Module, rec: _
     """Rewrite an Add/Sub/Mul/Div node; without ``strict`` leave what has no rule (it may lie
     off the relevance path) for the second pass to refuse."""
     fn: Any = module.math_op_function
-    op = _OPS.get(fn, getattr(fn, "__name__", "?"))
+    name = str(getattr(fn, "__name__", "?"))
+    op = _OPS.get(fn) or {"_onnx_div": "Div"}.get(name, name)
     a, b = node.args[0], node.args[1]
     dyn_a, dyn_b = a in rec.dynamic, b in rec.dynamic
     if dyn_a and dyn_b:
@@ -289,6 +293,10 @@ def _rewrite_binary(gm: fx.GraphModule, node: fx.Node, module: nn.Module, rec: _
             _replace_call(gm, node, Sum(), (stacked,), rec)
             return
         if op == "Mul":
+            gelu = _erf_gelu(gm, a, b)
+            if gelu is not None:
+                _replace_call(gm, node, gelu[1], (gelu[0],), rec)
+                return
             for x, s in ((a, b), (b, a)):
                 sig = _module(gm, s)  # type: ignore[arg-type]
                 if isinstance(sig, nn.Sigmoid) and s.args[0] is x and len(s.users) == 1:  # type: ignore[union-attr]
@@ -312,6 +320,29 @@ def _rewrite_binary(gm: fx.GraphModule, node: fx.Node, module: nn.Module, rec: _
                                        else value), dtype=torch.float32)
     _replace_call(gm, node, ConstantOp(fn, const, const_first=dyn_b, op_name=str(op)),
                   (a if dyn_a else b,), rec)
+
+
+def _scalar(module: nn.Module | None, op: str) -> float | None:
+    if not isinstance(module, ConstantOp) or module.op_name != op or module.const_first:
+        return None
+    const: torch.Tensor = module.const  # type: ignore[assignment]
+    return float(const.reshape(-1)[0]) if const.numel() == 1 else None
+
+
+def _erf_gelu(gm: fx.GraphModule, a: Any, b: Any) -> tuple[fx.Node, ErfGelu] | None:
+    """``x * (erf(x / c) + s)`` (either operand order): the exporters' exact GELU."""
+    for x, t in ((a, b), (b, a)):
+        if not isinstance(t, fx.Node) or not isinstance(x, fx.Node):
+            continue
+        shift = _scalar(_module(gm, t), "Add")
+        erf = t.args[0] if shift is not None and t.args else None
+        if not isinstance(erf, fx.Node) or type(_module(gm, erf)).__name__ != "OnnxErf":
+            continue
+        div = erf.args[0] if erf.args else None
+        divisor = _scalar(_module(gm, div), "Div") if isinstance(div, fx.Node) else None
+        if divisor is not None and div.args and div.args[0] is x:  # type: ignore[union-attr]
+            return x, ErfGelu(divisor, shift)  # type: ignore[arg-type]
+    return None
 
 
 # -- the canonizer family -------------------------------------------------------------------------
@@ -340,6 +371,11 @@ class GraphCanonizer(Canonizer):
         for module in net.modules():
             if isinstance(module, GatedProduct):
                 self.set_attr(module, "signal_only", True)
+        for node in net.graph.nodes:  # LayerNorm over the last axis: standard deviation detached
+            norm = _module(net, node)
+            if type(norm) is nn.LayerNorm and len(norm.normalized_shape) == 1:
+                parent, _, name = str(node.target).rpartition(".")
+                self.swap(net.get_submodule(parent), name, DetachedLayerNorm(norm, -1))
 
 
 def _graph_family() -> Canonizer:
