@@ -17,8 +17,9 @@ from pairx.core.errors import ModelError
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.onnx import PREPROCESSING_KEY, load_onnx
 from pairx.models.onnx.graph import read_graph
-from pairx.models.onnx.native import load_weights, match_architecture
+from pairx.models.onnx.native import match_architecture
 from pairx.models.onnx.verify import verify
+from pairx.models.onnx.weights import load_weights
 
 from .conftest import export
 

@@ -31,8 +31,9 @@ import torch
 from pairx.core.errors import ModelError
 from pairx.models.adapter import ReIDModel
 from pairx.models.onnx.graph import ARCHITECTURE_KEY, PREPROCESSING_KEY, read_graph
-from pairx.models.onnx.native import Architecture, NoMatch, load_weights, match_and_build
+from pairx.models.onnx.native import Architecture, NoMatch, match_and_build
 from pairx.models.onnx.verify import DEFAULT_TOLERANCE, verify
+from pairx.models.onnx.weights import load_weights
 
 __all__ = ["ROUTES", "export_onnx", "load_onnx"]
 

@@ -1,4 +1,4 @@
-"""The exact route: recognise a known architecture in an ONNX graph and load its weights.
+"""The exact route: recognise a known architecture in an ONNX graph (its weights: :mod:`.weights`).
 
 A candidate :class:`Architecture` is built on the ``meta`` device and run once with hooks; the
 order and geometry of its parameterised operations (convolutions with their kernel, stride,
@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,9 +31,10 @@ __all__ = [
     "Architecture",
     "NoMatch",
     "architecture_of",
-    "load_weights",
     "match_and_build",
     "match_architecture",
+    "native_ops",
+    "onnx_ops",
 ]
 
 
@@ -136,16 +136,16 @@ class NoMatch(Exception):
 
 
 @dataclass
-class _NativeOp:
+class NativeOp:
     name: str  # get_submodule name
     kind: str  # conv | bn | linear | gem
     key: tuple[Any, ...]
     after_conv: bool = False  # bn: its input is the previous conv's output
 
 
-def _native_ops(net: nn.Module, size: tuple[int, int]) -> list[_NativeOp]:
+def native_ops(net: nn.Module, size: tuple[int, int]) -> list[NativeOp]:
     """Parameterised operations of ``net`` in execution order (one forward pass)."""
-    ops: list[_NativeOp] = []
+    ops: list[NativeOp] = []
     last_conv_out: list[Any] = [None]
     keep: list[torch.Tensor] = []
 
@@ -154,23 +154,23 @@ def _native_ops(net: nn.Module, size: tuple[int, int]) -> list[_NativeOp]:
             x = inputs[0] if inputs else None
             if isinstance(module, nn.Conv2d):
                 pad = module.padding if isinstance(module.padding, tuple) else (0, 0)
-                ops.append(_NativeOp(name, "conv", (
+                ops.append(NativeOp(name, "conv", (
                     tuple(module.weight.shape), tuple(module.stride), tuple(pad),
                     tuple(module.dilation), module.groups)))
                 last_conv_out[0] = output
                 keep.append(output)
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                ops.append(_NativeOp(name, "bn", (module.num_features,),
+                ops.append(NativeOp(name, "bn", (module.num_features,),
                                      after_conv=x is not None and x is last_conv_out[0]))
             elif isinstance(module, nn.Linear):
-                ops.append(_NativeOp(name, "linear", (tuple(module.weight.shape),)))
+                ops.append(NativeOp(name, "linear", (tuple(module.weight.shape),)))
             elif isinstance(module, nn.LayerNorm):
-                ops.append(_NativeOp(name, "ln", (tuple(module.normalized_shape),)))
+                ops.append(NativeOp(name, "ln", (tuple(module.normalized_shape),)))
             elif type(module).__name__ == "GeM" and hasattr(module, "p"):
-                ops.append(_NativeOp(name, "gem", ()))
+                ops.append(NativeOp(name, "gem", ()))
             gamma = getattr(module, "gamma", None)  # ConvNeXt's layer scale, a bare parameter
             if isinstance(gamma, nn.Parameter):
-                ops.append(_NativeOp(name, "gamma", (int(gamma.numel()),)))
+                ops.append(NativeOp(name, "gamma", (int(gamma.numel()),)))
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in net.named_modules()]
@@ -184,14 +184,14 @@ def _native_ops(net: nn.Module, size: tuple[int, int]) -> list[_NativeOp]:
 
 
 @dataclass
-class _OnnxOp:
+class OnnxOp:
     node: Any
     kind: str
     key: tuple[Any, ...]
     after_conv: bool = False
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
+def onnx_attr(node: Any, name: str, default: Any) -> Any:
     from onnx import helper
 
     for a in node.attribute:
@@ -200,46 +200,46 @@ def _attr(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _onnx_ops(graph: OnnxGraph) -> list[_OnnxOp]:
+def onnx_ops(graph: OnnxGraph) -> list[OnnxOp]:
     inits = graph.initializers
     conv_outputs: set[str] = set()
-    ops: list[_OnnxOp] = []
+    ops: list[OnnxOp] = []
     for node in graph.model.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
             w = inits[node.input[1]]
-            pads = list(_attr(node, "pads", [0, 0, 0, 0]))
-            auto_pad = _attr(node, "auto_pad", b"NOTSET")
+            pads = list(onnx_attr(node, "pads", [0, 0, 0, 0]))
+            auto_pad = onnx_attr(node, "auto_pad", b"NOTSET")
             if pads[:2] != pads[2:] or auto_pad not in (b"NOTSET", "NOTSET"):
                 pad: tuple[Any, ...] = ("asymmetric", *pads)
             else:
                 pad = tuple(int(p) for p in pads[:2])
-            ops.append(_OnnxOp(node, "conv", (
-                tuple(w.shape), tuple(_attr(node, "strides", [1, 1])), pad,
-                tuple(_attr(node, "dilations", [1, 1])), int(_attr(node, "group", 1)))))
+            ops.append(OnnxOp(node, "conv", (
+                tuple(w.shape), tuple(onnx_attr(node, "strides", [1, 1])), pad,
+                tuple(onnx_attr(node, "dilations", [1, 1])), int(onnx_attr(node, "group", 1)))))
             conv_outputs.add(node.output[0])
         elif node.op_type == "BatchNormalization" and node.input[1] in inits:
-            ops.append(_OnnxOp(node, "bn", (int(inits[node.input[1]].shape[0]),),
+            ops.append(OnnxOp(node, "bn", (int(inits[node.input[1]].shape[0]),),
                                after_conv=node.input[0] in conv_outputs))
         elif node.op_type == "Gemm" and node.input[1] in inits:
             w = inits[node.input[1]]
-            shape = tuple(w.shape) if _attr(node, "transB", 0) else tuple(w.shape[::-1])
-            ops.append(_OnnxOp(node, "linear", (shape,)))
+            shape = tuple(w.shape) if onnx_attr(node, "transB", 0) else tuple(w.shape[::-1])
+            ops.append(OnnxOp(node, "linear", (shape,)))
         elif node.op_type == "MatMul" and node.input[1] in inits:
-            ops.append(_OnnxOp(node, "linear", (tuple(inits[node.input[1]].shape[::-1]),)))
+            ops.append(OnnxOp(node, "linear", (tuple(inits[node.input[1]].shape[::-1]),)))
         elif node.op_type == "Pow" and node.input[1] in inits:
-            ops.append(_OnnxOp(node, "pow", ()))
+            ops.append(OnnxOp(node, "pow", ()))
         elif node.op_type == "LayerNormalization" and node.input[1] in inits:
-            ops.append(_OnnxOp(node, "ln", (tuple(inits[node.input[1]].shape),)))
+            ops.append(OnnxOp(node, "ln", (tuple(inits[node.input[1]].shape),)))
         elif node.op_type == "Mul":
             const = [n for n in node.input if n in inits and inits[n].size > 1]
             if len(const) == 1 and len(node.input) == 2:
-                ops.append(_OnnxOp(node, "gamma", (int(inits[const[0]].size),)))
+                ops.append(OnnxOp(node, "gamma", (int(inits[const[0]].size),)))
     return ops
 
 
-def _compare(native: list[_NativeOp], onnx_ops: list[_OnnxOp], kind: str) -> None:
+def _compare(native: list[NativeOp], graph_ops: list[OnnxOp], kind: str) -> None:
     a = [op.key for op in native if op.kind == kind]
-    b = [op.key for op in onnx_ops if op.kind == kind]
+    b = [op.key for op in graph_ops if op.kind == kind]
     if len(a) != len(b):
         raise NoMatch(f"{len(a)} {kind} operators in the architecture, {len(b)} in the graph")
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
@@ -291,7 +291,7 @@ def conv_count(arch: Architecture) -> int:
     return _CONV_COUNTS[key]
 
 
-def _small(size: tuple[int, int]) -> tuple[int, int]:
+def small_size(size: tuple[int, int]) -> tuple[int, int]:
     """Execution order does not depend on the input size: record it on a small input."""
     return min(size[0], 64), min(size[1], 64)
 
@@ -307,12 +307,12 @@ def signature_matches(arch: Architecture, graph: OnnxGraph, size: tuple[int, int
         net = arch.build()
     except Exception as exc:
         raise NoMatch(f"cannot build {arch.describe()}: {exc}") from exc
-    native = _native_ops(net, _small(size))
-    onnx_ops = _onnx_ops(graph)
+    native = native_ops(net, small_size(size))
+    graph_ops = onnx_ops(graph)
     for kind in ("conv", "linear", "ln", "gamma"):
-        _compare(native, onnx_ops, kind)
+        _compare(native, graph_ops, kind)
     n_gem = sum(op.kind == "gem" for op in native)
-    if sum(op.kind == "pow" for op in onnx_ops) != 2 * n_gem:
+    if sum(op.kind == "pow" for op in graph_ops) != 2 * n_gem:
         raise NoMatch("GeM pooling differs")
     return net
 
@@ -358,131 +358,3 @@ def match_architecture(
     """The first candidate whose signature matches, and why the others did not."""
     arch, _, reasons = match_and_build(graph, size)
     return arch, reasons
-
-
-# -- weights ----------------------------------------------------------------------------------
-
-
-def _unit_variance(eps: float) -> float:
-    """A float32 ``v`` with ``float32(v + eps) == 1`` exactly."""
-    v = np.float32(1.0) - np.float32(eps)
-    for _ in range(8):
-        total = np.float32(v) + np.float32(eps)
-        if total == np.float32(1.0):
-            break
-        v = np.nextafter(v, np.float32(2.0) if total < 1 else np.float32(0.0), dtype=np.float32)
-    return float(v)
-
-
-def load_weights(net: nn.Module, graph: OnnxGraph, size: tuple[int, int]) -> None:
-    """Assign the graph's weights to ``net`` (an instance of the matched architecture).
-
-    Raises
-    ------
-    NoMatch
-        The operators do not pair up (BatchNorms, dense layers, GeM exponents).
-    """
-    inits = graph.initializers
-    native = _native_ops(net, _small(size))
-    onnx_ops = _onnx_ops(graph)
-    convs = [op for op in onnx_ops if op.kind == "conv"]
-    free_bns = [op for op in onnx_ops if op.kind == "bn" and not op.after_conv]
-    conv_bns = {op.node.input[0]: op for op in onnx_ops if op.kind == "bn" and op.after_conv}
-    linears = [op for op in onnx_ops if op.kind == "linear"]
-    pows = [op for op in onnx_ops if op.kind == "pow"]
-    norms = [op for op in onnx_ops if op.kind == "ln"]
-    gammas = [op for op in onnx_ops if op.kind == "gamma"]
-    i_conv = i_bn = i_lin = i_gem = i_ln = i_gamma = 0
-    pending_bias: np.ndarray | None = None
-    pending_bn: _OnnxOp | None = None
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(a, dtype=np.float32))
-
-    with torch.no_grad():
-        for op in native:
-            module = net.get_submodule(op.name)
-            if op.kind == "conv":
-                node = convs[i_conv].node
-                i_conv += 1
-                assert isinstance(module, nn.Conv2d)
-                module.weight.copy_(t(inits[node.input[1]]))
-                bias = inits[node.input[2]] if len(node.input) > 2 else None
-                pending_bn = conv_bns.get(node.output[0])
-                pending_bias = None
-                if module.bias is not None:
-                    module.bias.copy_(
-                        t(bias) if bias is not None else torch.zeros_like(module.bias)
-                    )
-                elif bias is not None:
-                    pending_bias = bias  # a BatchNorm folded into this convolution
-            elif op.kind == "bn":
-                assert isinstance(module, nn.modules.batchnorm._BatchNorm)
-                source = pending_bn if op.after_conv else None
-                if source is None and not op.after_conv:
-                    if i_bn >= len(free_bns):
-                        raise NoMatch(f"BatchNorm {op.name} has no counterpart in the graph")
-                    source = free_bns[i_bn]
-                    i_bn += 1
-                if source is not None:
-                    scale, shift, mean, var = (inits[n] for n in source.node.input[1:5])
-                    module.eps = float(_attr(source.node, "epsilon", 1e-5))
-                    module.weight.copy_(t(scale))
-                    module.bias.copy_(t(shift))
-                    module.running_mean.copy_(t(mean))  # type: ignore[union-attr]
-                    module.running_var.copy_(t(var))  # type: ignore[union-attr]
-                else:  # folded by the exporter: identity with the folded shift
-                    module.weight.fill_(1.0)
-                    module.bias.copy_(t(pending_bias) if pending_bias is not None
-                                      else torch.zeros_like(module.bias))
-                    module.running_mean.zero_()  # type: ignore[union-attr]
-                    module.running_var.fill_(_unit_variance(module.eps))  # type: ignore[union-attr]
-                pending_bn, pending_bias = None, None
-            elif op.kind == "linear":
-                _load_linear(module, linears[i_lin].node, inits, graph)
-                i_lin += 1
-            elif op.kind == "ln":
-                assert isinstance(module, nn.LayerNorm)
-                node = norms[i_ln].node
-                i_ln += 1
-                module.eps = float(_attr(node, "epsilon", 1e-5))
-                module.weight.copy_(t(inits[node.input[1]]))
-                if module.bias is not None:
-                    module.bias.copy_(t(inits[node.input[2]]) if len(node.input) > 2
-                                      else torch.zeros_like(module.bias))
-            elif op.kind == "gamma":
-                node = gammas[i_gamma].node
-                i_gamma += 1
-                const = next(n for n in node.input if n in inits)
-                gamma: nn.Parameter = module.gamma  # type: ignore[assignment]
-                gamma.copy_(t(inits[const]).reshape(gamma.shape))
-            elif op.kind == "gem":
-                p_node, root_node = pows[2 * i_gem].node, pows[2 * i_gem + 1].node
-                i_gem += 1
-                p = float(np.asarray(inits[p_node.input[1]]).reshape(-1)[0])
-                root = float(np.asarray(inits[root_node.input[1]]).reshape(-1)[0])
-                if abs(root * p - 1) > 1e-5:
-                    raise NoMatch(f"GeM exponents {p} and {root} are not reciprocal")
-                module.p.data.fill_(p)  # type: ignore[union-attr, operator, unused-ignore]
-    if i_bn != len(free_bns):
-        raise NoMatch(f"{len(free_bns) - i_bn} BatchNorm operators of the graph are left over")
-
-
-def _load_linear(module: nn.Module, node: Any, inits: dict[str, np.ndarray],
-                 graph: OnnxGraph) -> None:
-    assert isinstance(module, nn.Linear)
-    w = inits[node.input[1]]
-    if node.op_type == "Gemm":
-        weight = w if _attr(node, "transB", 0) else w.T
-        bias = inits.get(node.input[2]) if len(node.input) > 2 else None
-    else:  # MatMul (+ Add of a constant)
-        weight = w.T
-        bias = None
-        for other in graph.model.graph.node:
-            if other.op_type == "Add" and node.output[0] in other.input:
-                names = [n for n in other.input if n != node.output[0]]
-                bias = inits.get(names[0]) if names else None
-    module.weight.copy_(torch.from_numpy(np.array(weight, dtype=np.float32)))
-    if module.bias is not None:
-        module.bias.copy_(torch.from_numpy(np.asarray(bias, dtype=np.float32))
-                          if bias is not None else torch.zeros_like(module.bias))
