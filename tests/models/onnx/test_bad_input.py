@@ -95,6 +95,7 @@ def test_missing_preprocessing_names_the_options(default_onnx: Path, tmp_path: P
     model = load_onnx(bare, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     assert model.preprocessing.size == (224, 224)  # fixed in the graph
     assert model.metadata["route"] == "native"  # recognised by its operators alone
+    assert "calibration_file" not in model.metadata  # no calibration without the metadata
     with pytest.raises(ModelError, match="fixed in the graph"):
         load_onnx(bare, size=(200, 200), mean=(0, 0, 0), std=(1, 1, 1))
 

@@ -69,6 +69,12 @@ def test_default_model(default_onnx: Path, default_native: ReIDModel, route: str
     assert float(model.metadata["max_abs_diff"]) <= 1e-4  # type: ignore[arg-type]
     assert model.metadata["domain"] == "pairx-synth"  # carried by the export's metadata
     assert model.preprocessing == default_native.preprocessing
+    from pairx.metrics.calibration import SimilarityCalibration
+    from pairx.models.provenance import weight_digest
+
+    cal = model.metadata["calibration_file"]  # the shipped calibration travels in the file
+    assert isinstance(cal, SimilarityCalibration) and "carried in the ONNX file" in cal.source
+    assert cal.model_digest == weight_digest(model)
     _assert_ort_agrees(model, default_onnx)
     layer = default_layers(model)[0]  # generic: translated from the native name by scope
     assert layer == ("backbone.layer3" if route == "native"

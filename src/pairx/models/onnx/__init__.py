@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from pairx.core.errors import ModelError
+from pairx.core.errors import ModelError, PairxError
 from pairx.models.adapter import ReIDModel
 from pairx.models.onnx.graph import ARCHITECTURE_KEY, PREPROCESSING_KEY, read_graph
 from pairx.models.onnx.native import Architecture, NoMatch, match_and_build
@@ -41,6 +41,8 @@ ROUTES = ("auto", "native", "generic")
 """``route`` values of :func:`load_onnx`."""
 
 DOMAIN_KEY = "pairx.domain"
+CALIBRATION_KEY = "pairx.calibration"
+"""Metadata key: the exported model's similarity calibration (``pairx calibrate`` JSON)."""
 LAYERS_KEY = "pairx.layers"
 """Metadata key: JSON list of the model's recommended PAIR-X layers (native names)."""
 
@@ -163,10 +165,37 @@ def load_onnx(
             meta["default_layers"] = [t for t in translated if t]
     net.eval()
     meta.update(verify(net, graph, hw, tolerance))
+    calibration = _carried_calibration(graph.metadata, net)
+    if calibration is not None:
+        meta["calibration_file"] = calibration
     meta["load_seconds"] = round(time.perf_counter() - start, 3)
     net.to(device)
     return ReIDModel(net=net, preprocessing=preprocessing, name=f"onnx:{graph.path}",
                      family=family, metadata=meta)
+
+
+def _carried_calibration(metadata: dict[str, str], net: torch.nn.Module) -> Any:
+    """The calibration written by :func:`export_onnx`, re-keyed to the imported weights.
+
+    The file computes the exported model's similarities (checked on load up to float rounding),
+    so its calibration holds; only the weight digest (of another representation of the same
+    weights, e.g. with BatchNorm folded) is replaced, and ``source`` says so.
+    """
+    raw = metadata.get(CALIBRATION_KEY)
+    if raw is None:
+        return None
+    from dataclasses import replace
+
+    from pairx.metrics.calibration import SimilarityCalibration
+    from pairx.models.provenance import weight_digest
+
+    try:
+        cal = SimilarityCalibration.from_dict(json.loads(raw))
+    except (ValueError, PairxError):
+        return None  # a damaged calibration is dropped, never trusted
+    return replace(cal, model_digest=weight_digest(net),
+                   source=f"{cal.source}; carried in the ONNX file (exported from weights "
+                          f"{cal.model_digest[:19]}...)")
 
 
 def _architecture_of_model(model: ReIDModel) -> Architecture | None:
@@ -238,6 +267,9 @@ def export_onnx(
         props[ARCHITECTURE_KEY] = arch.to_json()
     if model.metadata.get("domain"):
         props[DOMAIN_KEY] = str(model.metadata["domain"])
+    cal_file = model.metadata.get("calibration_file")
+    if isinstance(cal_file, (str, Path)) and Path(cal_file).is_file():
+        props[CALIBRATION_KEY] = Path(cal_file).read_text()
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
