@@ -9,9 +9,7 @@ and cached explanations by content key (``/expl/{key}.jpg|json``, immutable, ETa
 
 from __future__ import annotations
 
-import io
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from pairx.app.security import (
     origin_allowed,
 )
 from pairx.app.store import has_users, record_decision, reviewer_of_token, transaction, undo_last
+from pairx.app.thumbs import Thumbnails
 from pairx.app.views import (
     DECISION_FIELDS,
     METRIC_FIELDS,
@@ -80,38 +79,6 @@ def _secret(project: Project) -> str:
         conn.close()
 
 
-class _Thumbs:
-    """JPEG thumbnails of images by (id, side), LRU in memory."""
-
-    def __init__(self, capacity: int = 512) -> None:
-        self.items: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
-        self.capacity = capacity
-        self.lock = threading.Lock()
-
-    def get(self, row: Any, side: int) -> bytes:
-        key = (int(row["id"]), side, str(row["sha256"]))
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        from PIL import Image
-
-        with Image.open(row["path"]) as raw:
-            img = raw.convert("RGB")
-        if row["bbox"]:
-            x0, y0, w, h = (float(v) for v in row["bbox"].split(","))
-            img = img.crop((x0, y0, x0 + w, y0 + h))
-        img.thumbnail((side, side))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=88)
-        data = buf.getvalue()
-        with self.lock:
-            self.items[key] = data
-            while len(self.items) > self.capacity:
-                self.items.popitem(last=False)
-        return data
-
-
 def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None = None,
                start_worker: bool = False) -> Any:
     """The FastAPI application of one project.
@@ -129,7 +96,7 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
     secret = _secret(proj)
     hosts = frozenset(LOOPBACK_NAMES | {h.lower() for h in (allowed_hosts or set())})
     cache = ExplanationCache(proj.cache_dir, int(proj.settings.get("cache_limit_mb", 2048)) << 20)
-    thumbs = _Thumbs()
+    thumbs = Thumbnails()
     local = threading.local()
     state: dict[str, Any] = {"worker": None}
 
