@@ -165,16 +165,17 @@ def load_onnx(
             meta["default_layers"] = [t for t in translated if t]
     net.eval()
     meta.update(verify(net, graph, hw, tolerance))
-    calibration = _carried_calibration(graph.metadata, net)
+    model = ReIDModel(net=net, preprocessing=preprocessing, name=f"onnx:{graph.path}",
+                      family=family, metadata=meta)
+    calibration = _carried_calibration(graph.metadata, model)
     if calibration is not None:
         meta["calibration_file"] = calibration
     meta["load_seconds"] = round(time.perf_counter() - start, 3)
     net.to(device)
-    return ReIDModel(net=net, preprocessing=preprocessing, name=f"onnx:{graph.path}",
-                     family=family, metadata=meta)
+    return model
 
 
-def _carried_calibration(metadata: dict[str, str], net: torch.nn.Module) -> Any:
+def _carried_calibration(metadata: dict[str, str], model: ReIDModel) -> Any:
     """The calibration written by :func:`export_onnx`, re-keyed to the imported weights.
 
     The file computes the exported model's similarities (checked on load up to float rounding),
@@ -193,7 +194,7 @@ def _carried_calibration(metadata: dict[str, str], net: torch.nn.Module) -> Any:
         cal = SimilarityCalibration.from_dict(json.loads(raw))
     except (ValueError, PairxError):
         return None  # a damaged calibration is dropped, never trusted
-    return replace(cal, model_digest=weight_digest(net),
+    return replace(cal, model_digest=weight_digest(model),  # cached in the model: computed once
                    source=f"{cal.source}; carried in the ONNX file (exported from weights "
                           f"{cal.model_digest[:19]}...)")
 

@@ -130,16 +130,6 @@ def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
 
 
-def _new_module(gm: fx.GraphModule, base: str, module: nn.Module) -> str:
-    name = base.replace(".", "_")
-    i = 0
-    while hasattr(gm, name):
-        i += 1
-        name = f"{base}_{i}"
-    gm.add_submodule(name, module)
-    return name
-
-
 def convert_for_lrp(graph: OnnxGraph, size: tuple[int, int]) -> fx.GraphModule:
     """Convert and rewrite the graph so every image-dependent node has an LRP rule.
 
@@ -261,11 +251,10 @@ def _replace_module(gm: fx.GraphModule, node: fx.Node, new: nn.Module, rec: _Rec
 
 def _replace_call(gm: fx.GraphModule, node: fx.Node, new: nn.Module, args: tuple[Any, ...],
                   rec: _Recorder) -> None:
-    if node.op == "call_module":
-        name = str(node.target)
-        gm.add_submodule(name, new)  # the ONNX node's name stays the layer name
-    else:
-        name = _new_module(gm, f"{node.name}_lrp", new)
+    """Replace module node ``node`` by ``new`` under the same name (the ONNX node's name stays
+    the layer name), called with ``args``."""
+    name = str(node.target)
+    gm.add_submodule(name, new)
     with gm.graph.inserting_after(node):
         repl = gm.graph.call_module(name, args)
     node.replace_all_uses_with(repl)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +80,11 @@ class OnnxGraph:
     opset: int
     metadata: dict[str, str]
 
-    @property
+    @cached_property
     def initializers(self) -> dict[str, np.ndarray]:
         """Every initializer as a numpy array (computed once)."""
-        cached: dict[str, np.ndarray] | None = getattr(self, "_inits", None)
-        if cached is None:
-            numpy_helper = _onnx().numpy_helper
-            cached = {t.name: numpy_helper.to_array(t) for t in self.model.graph.initializer}
-            self._inits = cached
-        return cached
+        numpy_helper = _onnx().numpy_helper
+        return {t.name: numpy_helper.to_array(t) for t in self.model.graph.initializer}
 
     @property
     def static_batch(self) -> int | None:
