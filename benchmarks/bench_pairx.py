@@ -13,7 +13,9 @@ Each variant runs in its own subprocess so that peak memory (``ru_maxrss``) is i
   (the reference's ``get_pixel_relevance``);
 * ``pairx_zennit``: :class:`pairx.explainers.pairx.PairX` with ``engine="zennit"`` (one LRP
   forward of the pair, one backward to the layer, one backward per pixel map on that graph);
-* ``pairx``: the same with the default ``engine="gradient"``.
+* ``pairx_dense``: the default ``engine="gradient"`` with one dense backward pass per pixel
+  map (``pixel_method="dense"``);
+* ``pairx``: the default: the gradient engine with cone-restricted pixel maps.
 
 The outputs of ``per_match`` and of both ``pairx`` variants are compared (same matches, maps
 allclose).
@@ -150,13 +152,19 @@ def run_pairx_zennit(size: int, n_pix: int) -> dict[str, object]:
     return run_pairx(size, n_pix, engine="zennit")
 
 
-def run_pairx(size: int, n_pix: int, engine: str = "gradient") -> dict[str, object]:
+def run_pairx_dense(size: int, n_pix: int) -> dict[str, object]:
+    return run_pairx(size, n_pix, pixel_method="dense")
+
+
+def run_pairx(size: int, n_pix: int, engine: str = "gradient",
+              pixel_method: str = "cone") -> dict[str, object]:
     from pairx.explainers.pairx import PairX
 
     model = _model(size)
     a, b = _images(size)
     explainer = PairX(model, [LAYER], n_pixel_maps=n_pix, cache_size=0, pixel_chunk=PIXEL_CHUNK,
-                      engine=engine, allow_untrained=True)  # random weights: timing only
+                      engine=engine, allow_untrained=True,  # random weights: timing only
+                      pixel_method=pixel_method)
     t0 = time.perf_counter()
     r = explainer.explain_layers(a, b)[LAYER]
     seconds = time.perf_counter() - t0
@@ -166,7 +174,8 @@ def run_pairx(size: int, n_pix: int, engine: str = "gradient") -> dict[str, obje
 
 
 VARIANTS = {"floor": run_floor, "floor_gradient": run_floor_gradient,
-            "per_match": run_per_match, "pairx_zennit": run_pairx_zennit, "pairx": run_pairx}
+            "per_match": run_per_match, "pairx_zennit": run_pairx_zennit,
+            "pairx_dense": run_pairx_dense, "pairx": run_pairx}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -219,7 +228,7 @@ def main() -> None:
             print(f"  {variant}: {rows[variant]['seconds']:.2f} s", flush=True)
         if "per_match" in rows:
             ref = np.load(os.path.join(tmp, "per_match.npz"))
-            for variant in ("pairx_zennit", "pairx"):
+            for variant in ("pairx_zennit", "pairx_dense", "pairx"):
                 if variant not in rows:
                     continue
                 new = np.load(os.path.join(tmp, f"{variant}.npz"))

@@ -31,6 +31,7 @@ both engines agree to float rounding (tested per model family).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +44,7 @@ from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import ConvolutionStandard
 
 from pairx.core.errors import ModelError
+from pairx.explainers.cone import ConePlan, ConeUnsupported
 from pairx.explainers.lrp import canonized, lrp_composite
 from pairx.models.adapter import ReIDModel
 from pairx.models.canonizers import (
@@ -55,7 +57,9 @@ from pairx.models.canonizers import (
 )
 from pairx.models.graph_modules import GraphGeMMean
 
-__all__ = ["gradient_lrp_mode", "layer_relevance", "output_seed", "position_pixel_relevance"]
+__all__ = [
+    "cone_plan", "gradient_lrp_mode", "layer_relevance", "output_seed", "position_pixel_relevance"
+]
 
 
 def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -233,9 +237,10 @@ def position_pixel_relevance(
     positions: torch.Tensor,
     *,
     retain_graph: bool = True,
+    method: str = "auto",
 ) -> torch.Tensor:
     """Per-position LRP from a layer back to the pixels over one graph built in
-    :func:`gradient_lrp_mode`: one backward pass per map, nothing recomputed.
+    :func:`gradient_lrp_mode`; nothing is recomputed.
 
     Parameters
     ----------
@@ -246,7 +251,12 @@ def position_pixel_relevance(
     positions
         ``(K, B, 2)`` int ``(col, row)`` grid positions, one per map and batch item.
     retain_graph
-        Keep the graph after the last backward pass.
+        Keep the graph after the last backward pass (the cone replay always keeps it).
+    method
+        ``"cone"``: all maps in one replay of the backward pass restricted to each position's
+        receptive-field cone (:mod:`pairx.explainers.cone`); ``"dense"``: one ordinary backward
+        pass per map; ``"auto"`` (default): the cone replay where the graph allows it, else
+        dense (with a warning naming the node that prevents it). Both give the same maps.
 
     Returns
     -------
@@ -254,13 +264,26 @@ def position_pixel_relevance(
         ``(K, B, H, W)`` pixel relevance, summed over RGB and made absolute: for map ``k`` the
         LRP of the activation of item ``b`` masked to ``positions[k, b]`` (all channels).
     """
+    if method not in ("auto", "cone", "dense"):
+        raise ValueError(f"method must be 'auto', 'cone' or 'dense'; got {method!r}")
     k, b = int(positions.shape[0]), int(positions.shape[1])
     if b != layer_output.shape[0]:
         raise ValueError(f"positions have {b} batch items, the activation {layer_output.shape[0]}")
-    out = torch.zeros(k, b, *x.shape[-2:], dtype=x.dtype, device=x.device)
     active = layer_output.detach() / carrier(layer_output)  # seed = activation / carrier
-    items = torch.arange(b, device=x.device)
     xd = carrier(x)
+    if k == 0:
+        return torch.zeros(0, b, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    if method != "dense":
+        try:
+            plan = cone_plan(layer_output, x)
+        except ConeUnsupported as err:
+            if method == "cone":
+                raise ModelError(f"no cone-restricted pixel maps for this model: {err}") from err
+            _warn_dense(str(err))
+        else:
+            return plan.run(active, positions, xd)
+    out = torch.zeros(k, b, *x.shape[-2:], dtype=x.dtype, device=x.device)
+    items = torch.arange(b, device=x.device)
     for i in range(k):
         seed = torch.zeros_like(active)
         cols = positions[i, :, 0].long().to(x.device)
@@ -270,6 +293,32 @@ def position_pixel_relevance(
                                       retain_graph=retain_graph or i + 1 < k)
         out[i] = (xd * grad).sum(dim=1).abs()
     return out
+
+
+_WARNED: set[str] = set()
+
+
+def cone_plan(layer_output: torch.Tensor, x: torch.Tensor) -> ConePlan:
+    """The :class:`~pairx.explainers.cone.ConePlan` of ``layer_output`` down to ``x``, built
+    once per graph (kept on the activation tensor, so it lives as long as the graph).
+
+    Raises
+    ------
+    ConeUnsupported
+        The graph has a node the cone replay does not implement.
+    """
+    plan: ConePlan | None = getattr(layer_output, "_pairx_cone_plan", None)
+    if plan is None or plan.x is not x:
+        plan = ConePlan(layer_output, x)
+        layer_output._pairx_cone_plan = plan  # type: ignore[attr-defined]
+    return plan
+
+
+def _warn_dense(reason: str) -> None:
+    if reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(f"pixel maps use the dense backward pass (slower, same maps): {reason}",
+                      stacklevel=4)
 
 
 def layer_relevance(

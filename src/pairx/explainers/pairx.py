@@ -74,6 +74,9 @@ class _Graph:
 ENGINES = ("auto", "gradient", "zennit")
 """LRP engines of :class:`PairX`."""
 
+PIXEL_METHODS = ("auto", "cone", "dense")
+"""How the gradient engine computes pixel maps (:func:`position_pixel_relevance`)."""
+
 
 class PairX(PairExplainer):
     """PAIR-X explainer bound to a model and a set of layers.
@@ -116,6 +119,11 @@ class PairX(PairExplainer):
         A :class:`pairx.metrics.calibration.SimilarityCalibration` of this model, or the path of
         one; default: the one shipped beside the model's weights, if any. Each explanation then
         says where its similarity falls (``context``).
+    pixel_method
+        Gradient engine: ``"cone"`` computes all pixel maps of an image in one backward pass
+        restricted to each match's receptive-field cone (:mod:`pairx.explainers.cone`);
+        ``"dense"`` runs one full backward pass per map; ``"auto"`` (default) uses the cone
+        where the model's graph allows it. The maps are the same to float rounding.
 
     Raises
     ------
@@ -144,7 +152,12 @@ class PairX(PairExplainer):
         preprocessing: Preprocessing | None = None,
         match_filter: str | None = None,
         ransac_threshold: float = 16.0,
+        pixel_method: str = "auto",
     ) -> None:
+        if pixel_method not in PIXEL_METHODS:
+            raise InputError(f"pixel_method must be one of {', '.join(PIXEL_METHODS)}; got "
+                             f"{pixel_method!r}")
+        self.pixel_method = pixel_method
         if match_filter not in (None, "ransac"):
             raise InputError(f"match_filter must be None or 'ransac'; got {match_filter!r}")
         self.match_filter = match_filter
@@ -312,8 +325,10 @@ class PairX(PairExplainer):
         rel_b = layer_relevance(gb.out, r_b, list(gb.layers.values()))
 
         def pixels(name: str, positions: torch.Tensor) -> torch.Tensor:
-            pix_a = position_pixel_relevance(ga.layers[name], ga.x, positions[:, :1])
-            pix_b = position_pixel_relevance(gb.layers[name], gb.x, positions[:, 1:])
+            pix_a = position_pixel_relevance(ga.layers[name], ga.x, positions[:, :1],
+                                             method=self.pixel_method)
+            pix_b = position_pixel_relevance(gb.layers[name], gb.x, positions[:, 1:],
+                                             method=self.pixel_method)
             return torch.cat([pix_a, pix_b], dim=1)
 
         return self._explanations(
