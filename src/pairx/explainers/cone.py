@@ -247,6 +247,25 @@ def _conv(node: _Node, win: _Win, rp: _Replay) -> list[tuple[int, _Win | None]]:
     return [(0, _place(g, off, (int(full[0]), int(full[1]))))]
 
 
+def _zplus_conv(node: _Node, win: _Win, rp: _Replay) -> list[tuple[int, _Win | None]]:
+    """:class:`pairx.explainers.gradient_lrp.ZPlusConv`: ``[x>0] W+^T u + [x<0] W-^T u``
+    with ``u = g * ratio``."""
+    w_pos, w_neg, ratio, sign = node.saved_tensors
+    stride, padding, dilation, groups = node.conv
+    u = win.t * rp.crop(ratio, win)
+    off, _ = _window_in(win, tuple(w_pos.shape[-2:]), stride, padding, dilation)
+    full = (int(node.input_size[-2]), int(node.input_size[-1]))
+    pos = _place(F.conv_transpose2d(u, w_pos, stride=stride, dilation=dilation, groups=groups),
+                 off, full)
+    s = rp.crop(sign, pos)
+    out = torch.where(s > 0, pos.t, 0.0)
+    if w_neg is not None:
+        neg = _place(F.conv_transpose2d(u, w_neg, stride=stride, dilation=dilation,
+                                        groups=groups), off, full)
+        out = out.add_(torch.where(s < 0, neg.t, 0.0))
+    return [(0, _Win(out, pos.off, full))]
+
+
 def _max_pool(node: _Node, win: _Win, rp: _Replay) -> list[tuple[int, _Win | None]]:
     x = node._saved_self
     full = (int(x.shape[-2]), int(x.shape[-1]))
@@ -332,6 +351,7 @@ _HANDLERS: dict[str, _Handler] = {
     "ClampBackward1": _clamp,
     "ClampMinBackward0": _clamp,
     "ConvolutionBackward0": _conv,
+    "ZPlusConvBackward": _zplus_conv,
     "MaxPool2DWithIndicesBackward0": _max_pool,
     "AvgPool2DBackward0": _avg_pool,
     "MeanBackward1": _channel_mean,
@@ -340,7 +360,8 @@ _HANDLERS: dict[str, _Handler] = {
 """Replay of each supported autograd node: ``(node, block of its output's gradient) ->
 [(input index, block of that input's gradient)]``."""
 
-_ONLY_FIRST = {"ValueOfBackward", "SignalPassBackward", "ConvolutionBackward0", "DivBackward0",
+_ONLY_FIRST = {"ValueOfBackward", "ZPlusConvBackward", "SignalPassBackward",
+               "ConvolutionBackward0", "DivBackward0",
                "ReluBackward0", "ClampBackward1", "ClampMinBackward0",
                "MaxPool2DWithIndicesBackward0", "AvgPool2DBackward0", "MeanBackward1",
                "ConstantPadNdBackward0"}

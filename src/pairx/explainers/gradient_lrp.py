@@ -58,7 +58,8 @@ from pairx.models.canonizers import (
 from pairx.models.graph_modules import GraphGeMMean
 
 __all__ = [
-    "cone_plan", "gradient_lrp_mode", "layer_relevance", "output_seed", "position_pixel_relevance"
+    "ZPlusConv", "cone_plan", "gradient_lrp_mode", "layer_relevance", "output_seed",
+    "position_pixel_relevance",
 ]
 
 
@@ -107,7 +108,9 @@ class _Rule:
         x = inputs[0]
         if not (x.requires_grad or output.requires_grad):
             return None
-        return ValueOf.apply(self.surrogate(module, x, output), output)
+        # the output's own graph gets no gradient (ValueOf routes it all to the surrogate):
+        # detached, it is freed at once instead of living as long as the surrogate's
+        return ValueOf.apply(self.surrogate(module, x, output), output.detach())
 
 
 class _PassRule(_Rule):
@@ -148,6 +151,17 @@ class _ZPlusRule(_Rule):
         out: torch.Tensor = module._conv_forward(x, w, b)  # type: ignore[operator]
         return out
 
+    def __call__(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+        if (isinstance(module, nn.Conv2d) and module.padding_mode == "zeros"
+                and not isinstance(module.padding, str) and inputs
+                and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor)
+                and inputs[0].requires_grad):
+            w_pos, w_neg, b_pos = self._split(module)
+            conv = (tuple(module.stride), tuple(module.padding), tuple(module.dilation),
+                    int(module.groups))
+            return ZPlusConv.apply(inputs[0], output.detach(), w_pos, w_neg, b_pos, conv, self.eps)
+        return super().__call__(module, inputs, output)
+
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         w_pos, w_neg, b_pos = self._split(module)
         xd = x.detach()
@@ -159,6 +173,45 @@ class _ZPlusRule(_Rule):
             z = self._apply(module, x.clamp(min=0), w_pos, b_pos)
             z = z.add_(self._apply(module, x.clamp(max=0), w_neg, None))
         return z * _ratio(y, z, self.eps)
+
+
+class ZPlusConv(torch.autograd.Function):
+    """``ZPlus`` for a zero-padded ``Conv2d`` as one autograd node that keeps only what the
+    rule needs: the output's value forward; backward, with ``u = g * c(y) / s(z)``,
+    ``[x>0] W+^T u + [x<0] W-^T u`` (the same as differentiating the surrogate, whose graph
+    would also keep ``x``, ``x+`` and ``x-``). Saved: ``W+``, ``W-``, the ratio and the sign
+    of ``x`` (one byte per element)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, w_pos: torch.Tensor,
+                w_neg: torch.Tensor, b_pos: torch.Tensor | None,
+                conv: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int],
+                eps: float) -> torch.Tensor:
+        stride, padding, dilation, groups = conv
+        xd = x.detach()
+        z = F.conv2d(xd.clamp(min=0), w_pos, b_pos, stride, padding, dilation, groups)
+        signed = bool(xd.numel()) and float(xd.min()) < 0
+        if signed:
+            z.add_(F.conv2d(xd.clamp(max=0), w_neg, None, stride, padding, dilation, groups))
+        ctx.save_for_backward(w_pos, w_neg if signed else None, _ratio(y, z, eps),
+                              torch.sign(xd).to(torch.int8))
+        ctx.conv = conv
+        ctx.input_size = tuple(x.shape)
+        return y.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        w_pos, w_neg, ratio, sign = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        u = grad * ratio
+        out = torch.nn.grad.conv2d_input(ctx.input_size, w_pos, u, stride, padding, dilation,
+                                         groups)
+        out = torch.where(sign > 0, out, 0.0)
+        if w_neg is not None:
+            neg = torch.nn.grad.conv2d_input(ctx.input_size, w_neg, u, stride, padding,
+                                             dilation, groups)
+            out = out.add_(torch.where(sign < 0, neg, 0.0))
+        return out, None, None, None, None, None, None
 
 
 def _rule_for(rule: object, module: nn.Module, epsilon: float, stabilizer: float) -> _Rule:

@@ -118,7 +118,7 @@ def signal_pass(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     relevance / :func:`carrier`, so it is multiplied by :func:`pass_ratio`.
     """
     if _GRADIENT_CONVENTION.get():
-        out: torch.Tensor = ValueOf.apply(x * pass_ratio(x, y), y)
+        out: torch.Tensor = ValueOf.apply(x * pass_ratio(x, y), y.detach())
         return out
     passed: torch.Tensor = SignalPass.apply(x, y)
     return passed
