@@ -15,7 +15,8 @@ Each variant runs in its own subprocess so that peak memory (``ru_maxrss``) is i
   forward of the pair, one backward to the layer, one backward per pixel map on that graph);
 * ``pairx_dense``: the default ``engine="gradient"`` with one dense backward pass per pixel
   map (``pixel_method="dense"``);
-* ``pairx``: the default: the gradient engine with cone-restricted pixel maps.
+* ``pairx``: the default: the gradient engine with cone-restricted pixel maps;
+* ``pairx_bf16``: the same in bfloat16 (``precision="bfloat16"``).
 
 The outputs of ``per_match`` and of both ``pairx`` variants are compared (same matches, maps
 allclose).
@@ -152,19 +153,23 @@ def run_pairx_zennit(size: int, n_pix: int) -> dict[str, object]:
     return run_pairx(size, n_pix, engine="zennit")
 
 
+def run_pairx_bf16(size: int, n_pix: int) -> dict[str, object]:
+    return run_pairx(size, n_pix, precision="bfloat16")
+
+
 def run_pairx_dense(size: int, n_pix: int) -> dict[str, object]:
     return run_pairx(size, n_pix, pixel_method="dense")
 
 
 def run_pairx(size: int, n_pix: int, engine: str = "gradient",
-              pixel_method: str = "cone") -> dict[str, object]:
+              pixel_method: str = "cone", precision: str = "float32") -> dict[str, object]:
     from pairx.explainers.pairx import PairX
 
     model = _model(size)
     a, b = _images(size)
     explainer = PairX(model, [LAYER], n_pixel_maps=n_pix, cache_size=0, pixel_chunk=PIXEL_CHUNK,
                       engine=engine, allow_untrained=True,  # random weights: timing only
-                      pixel_method=pixel_method)
+                      pixel_method=pixel_method, precision=precision)
     t0 = time.perf_counter()
     r = explainer.explain_layers(a, b)[LAYER]
     seconds = time.perf_counter() - t0
@@ -175,7 +180,7 @@ def run_pairx(size: int, n_pix: int, engine: str = "gradient",
 
 VARIANTS = {"floor": run_floor, "floor_gradient": run_floor_gradient,
             "per_match": run_per_match, "pairx_zennit": run_pairx_zennit,
-            "pairx_dense": run_pairx_dense, "pairx": run_pairx}
+            "pairx_dense": run_pairx_dense, "pairx": run_pairx, "pairx_bf16": run_pairx_bf16}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -226,14 +231,18 @@ def main() -> None:
                 sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
             rows[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"  {variant}: {rows[variant]['seconds']:.2f} s", flush=True)
-        if "per_match" in rows:
-            ref = np.load(os.path.join(tmp, "per_match.npz"))
-            for variant in ("pairx_zennit", "pairx_dense", "pairx"):
-                if variant not in rows:
+        base = next((v for v in ("per_match", "pairx_dense", "pairx") if v in rows), None)
+        if base is not None:
+            ref = np.load(os.path.join(tmp, f"{base}.npz"))
+            for variant in ("pairx_zennit", "pairx_dense", "pairx", "pairx_bf16"):
+                if variant not in rows or variant == base:
                     continue
                 new = np.load(os.path.join(tmp, f"{variant}.npz"))
                 same = all(np.array_equal(ref[k], new[k]) for k in ("grid_a", "grid_b"))
                 agreement[variant] = {"identical matches": str(same)}
+                if "similarity" in ref and "similarity" in new:
+                    diff = abs(float(ref["similarity"]) - float(new["similarity"]))
+                    agreement[variant]["similarity"] = f"abs. diff {diff:.1e}"
                 for k in ("relevance_a", "relevance_b", "pixel_a", "pixel_b"):
                     a, b = ref[k].astype(np.float64), new[k].astype(np.float64)
                     rel_err = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
@@ -249,7 +258,7 @@ def main() -> None:
         print(f"{name:<16}{sec:>9.2f}{sec / floor:>9.2f}{per_match / sec:>16.2f}"
               f"{float(row['peak_rss_mib']):>14.0f}")  # type: ignore[arg-type]
     for variant, items in agreement.items():
-        print(f"{variant} vs per_match:")
+        print(f"{variant} vs {base}:")
         for k, text in items.items():
             print(f"  {k}: {text}")
 

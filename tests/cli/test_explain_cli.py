@@ -235,3 +235,18 @@ def test_help_reads_well() -> None:
     text = CliRunner().invoke(app, ["explain", "--help"], terminal_width=100).output
     assert "<bool>" not in text and "--allow-untrained" in text
     assert "--heatmap / --no-heatmap" in text
+
+
+def test_precision_option(model_dir: Path, images: tuple[Path, Path], tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bf16.png"
+    args = ["explain", str(images[0]), str(images[1]), "-m", str(model_dir), "-o", str(out),
+            "--allow-untrained", "--n-pixel-maps", "2", "--json", str(tmp_path / "bf16.json")]
+    result = CliRunner().invoke(app, [*args, "--precision", "bfloat16"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    data = json.loads((tmp_path / "bf16.json").read_text())
+    assert data["options"]["precision"] == "bfloat16"
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--precision", "float16"])
+    assert info.value.code == 2
+    assert "--precision must be float32 or bfloat16" in capsys.readouterr().err

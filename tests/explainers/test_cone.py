@@ -125,3 +125,22 @@ def test_bad_method_is_refused() -> None:
     with pytest.raises(ValueError, match="method must be"):
         position_pixel_relevance(torch.zeros(1, 1, 2, 2), torch.zeros(1, 3, 4, 4),
                                  torch.zeros(1, 1, 2, dtype=torch.long), method="sparse")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_batched_cone_equals_cpu_dense() -> None:
+    """On a GPU all maps of an image run as one batched replay; the maps equal the CPU's."""
+    name, build, side = FAMILIES[2][:3]  # efficientnet_b0: stride 2, depthwise, SE gates
+    torch.manual_seed(3)
+    net = _prepare(build(), zero_bias=False)  # type: ignore[operator]
+    model = ReIDModel(net, Preprocessing(size=(side, side)), name=name)
+    x = torch.randn(1, 3, side, side)
+    with gradient_lrp_mode(model):
+        act, xr = _graph(model, x, LAYERS[name])
+        positions = _positions(*act.shape[-2:])[:, :1]
+        dense = position_pixel_relevance(act, xr, positions, method="dense")
+    model.net.cuda()
+    with gradient_lrp_mode(model):
+        act, xr = _graph(model, x.cuda(), LAYERS[name])
+        cone = position_pixel_relevance(act, xr, positions, method="cone")
+    _assert_same(cone.cpu(), dense, rtol=1e-4)

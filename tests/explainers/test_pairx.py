@@ -333,3 +333,38 @@ def test_graph_pool_evicts_the_graph_needed_latest(
     assert calls == [2, 2]  # one batch of both images per pair
     with pytest.raises(InputError, match="max_graphs"):
         PairX(model, [LAYER], max_graphs=1)
+
+
+def test_cone_and_dense_pixel_maps_give_the_same_explanation(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    kw = {"n_matches": 5, "n_pixel_maps": 4, "cache_size": 0}
+    cone = PairX(model, LAYER, pixel_method="cone", **kw).explain(*images)
+    dense = PairX(model, LAYER, pixel_method="dense", **kw).explain(*images)
+    assert cone.similarity == dense.similarity
+    assert np.array_equal(cone.relevance_a, dense.relevance_a)
+    scale = float(np.abs(dense.pixel_relevance_a).max())
+    assert scale > 0
+    assert np.abs(cone.pixel_relevance_a - dense.pixel_relevance_a).max() <= 1e-5 * scale
+    assert np.abs(cone.pixel_relevance_b - dense.pixel_relevance_b).max() <= 1e-5 * scale
+    with pytest.raises(InputError, match="pixel_method"):
+        PairX(model, LAYER, pixel_method="sparse")
+
+
+def test_bfloat16_is_opt_in_recorded_and_close(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    before = [p.dtype for p in model.net.parameters()]
+    kw = {"n_matches": 5, "n_pixel_maps": 3, "cache_size": 0}
+    exact = PairX(model, LAYER, **kw).explain(*images)
+    low = PairX(model, LAYER, precision="bfloat16", **kw).explain(*images)
+    assert [p.dtype for p in model.net.parameters()] == before  # a copy runs in bfloat16
+    assert "precision" not in exact.options and low.options["precision"] == "bfloat16"
+    assert low.pixel_relevance_a.dtype == np.float32 and low.relevance_a.dtype == np.float32
+    assert abs(low.similarity - exact.similarity) < 2e-2
+    corr = np.corrcoef(low.relevance_a.ravel(), exact.relevance_a.ravel())[0, 1]
+    assert corr > 0.95
+    with pytest.raises(InputError, match="precision"):
+        PairX(model, LAYER, precision="float16")
+    with pytest.raises(InputError, match="engine='gradient'"):
+        PairX(model, LAYER, precision="bfloat16", engine="zennit")

@@ -148,6 +148,11 @@ def explain_command(
     allow_untrained: AllowUntrainedOpt = False,
     top: Annotated[int, typer.Option(help="Matches listed in the printed summary.")] = 5,
     device: DeviceOpt = "cpu",
+    precision: Annotated[
+        str,
+        typer.Option(help="float32 (exact) or bfloat16 (faster where the hardware has it; "
+                          "see docs/speed.md for how far it agrees)."),
+    ] = "float32",
 ) -> None:
     """Explain why MODEL finds IMAGE_A and IMAGE_B similar, as a PAIR-X picture.
 
@@ -168,6 +173,10 @@ def explain_command(
         raise InputError(f"--arrange must be one of {', '.join(ARRANGEMENTS)}; got {arrange!r}")
     if n_matches < 0 or n_pixel_maps < 0:
         raise InputError("--n-matches and --n-pixel-maps must be >= 0")
+    if precision not in ("float32", "bfloat16"):
+        raise InputError(f"--precision must be float32 or bfloat16; got {precision!r}")
+    if precision != "float32" and method != "pairx":
+        raise InputError("--precision belongs to --method pairx")
     from pairx.explainers import get
 
     get(method)  # an unknown method or a missing extra fails here, before the model is loaded
@@ -190,7 +199,7 @@ def explain_command(
         return
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
     engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
-                   allow_untrained=allow_untrained, calibration=calibration)
+                   allow_untrained=allow_untrained, calibration=calibration, precision=precision)
     pairs = [(str(image_a), str(b)) for b in image_b]
     all_results = engine.explain_layers_pairs(pairs, progress=len(pairs) > 1)
     sims = [next(iter(r.values())).similarity for r in all_results]

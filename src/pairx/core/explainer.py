@@ -201,7 +201,10 @@ class PairExplainer(ABC):
             original, rgb, frame = pre.prepare(image)
             x = pre.normalise(rgb)
             photo = shrink_photo(original)
-        state = PreparedImage(x=x.to(self.model.device), rgb=rgb, frame=frame, photo=photo, key=k)
+        device = self.model.device
+        if device.type == "cuda" and x.device.type == "cpu":  # pinned: an asynchronous copy
+            x = x.pin_memory().to(device, non_blocking=True)
+        state = PreparedImage(x=x.to(device), rgb=rgb, frame=frame, photo=photo, key=k)
         if k is not None and self.cache_size > 0:
             self._cache[k] = state
             while len(self._cache) > self.cache_size:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ConePlan", "ConeUnsupported"]
+__all__ = ["ConePlan", "ConeUnsupported", "signed_select"]
 
 _Node = Any  # torch.autograd.graph.Node (C++ classes without a common Python type)
 
@@ -51,6 +51,16 @@ class _Win:
     @property
     def size(self) -> tuple[int, int]:
         return int(self.t.shape[2]), int(self.t.shape[3])
+
+
+def signed_select(sign: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None,
+                  zeros: bool) -> torch.Tensor:
+    """``[x>0] pos + [x<0] neg`` from ``sign = sign(x)`` (``neg`` None: no negative ``x``);
+    ``zeros``: whether ``x`` has exact zeros (else one select suffices)."""
+    if neg is None:
+        return torch.where(sign > 0, pos, 0.0)
+    out = torch.where(sign > 0, pos, neg)
+    return out.masked_fill_(sign == 0, 0.0) if zeros else out
 
 
 def _signed(d: int) -> int:
@@ -257,12 +267,10 @@ def _zplus_conv(node: _Node, win: _Win, rp: _Replay) -> list[tuple[int, _Win | N
     full = (int(node.input_size[-2]), int(node.input_size[-1]))
     pos = _place(F.conv_transpose2d(u, w_pos, stride=stride, dilation=dilation, groups=groups),
                  off, full)
-    s = rp.crop(sign, pos)
-    out = torch.where(s > 0, pos.t, 0.0)
-    if w_neg is not None:
-        neg = _place(F.conv_transpose2d(u, w_neg, stride=stride, dilation=dilation,
-                                        groups=groups), off, full)
-        out = out.add_(torch.where(s < 0, neg.t, 0.0))
+    neg = None if w_neg is None else _place(
+        F.conv_transpose2d(u, w_neg, stride=stride, dilation=dilation, groups=groups), off, full)
+    out = signed_select(rp.crop(sign, pos), pos.t, None if neg is None else neg.t,
+                        node.has_zero)
     return [(0, _Win(out, pos.off, full))]
 
 

@@ -39,12 +39,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.grad import conv2d_input
 from zennit.core import Composite
 from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import ConvolutionStandard
 
 from pairx.core.errors import ModelError
-from pairx.explainers.cone import ConePlan, ConeUnsupported
+from pairx.explainers.cone import ConePlan, ConeUnsupported, signed_select
 from pairx.explainers.lrp import canonized, lrp_composite
 from pairx.models.adapter import ReIDModel
 from pairx.models.canonizers import (
@@ -195,6 +196,7 @@ class ZPlusConv(torch.autograd.Function):
             z.add_(F.conv2d(xd.clamp(max=0), w_neg, None, stride, padding, dilation, groups))
         ctx.save_for_backward(w_pos, w_neg if signed else None, _ratio(y, z, eps),
                               torch.sign(xd).to(torch.int8))
+        ctx.has_zero = has_zero(xd)
         ctx.conv = conv
         ctx.input_size = tuple(x.shape)
         return y.detach().clone()
@@ -204,14 +206,12 @@ class ZPlusConv(torch.autograd.Function):
         w_pos, w_neg, ratio, sign = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
         u = grad * ratio
-        out = torch.nn.grad.conv2d_input(ctx.input_size, w_pos, u, stride, padding, dilation,
-                                         groups)
-        out = torch.where(sign > 0, out, 0.0)
-        if w_neg is not None:
-            neg = torch.nn.grad.conv2d_input(ctx.input_size, w_neg, u, stride, padding,
-                                             dilation, groups)
-            out = out.add_(torch.where(sign < 0, neg, 0.0))
-        return out, None, None, None, None, None, None
+        out = conv2d_input(ctx.input_size, w_pos, u, stride, padding, dilation, groups)
+        neg = None if w_neg is None else conv2d_input(ctx.input_size, w_neg, u, stride,
+                                                      padding, dilation, groups)
+        return (signed_select(sign, out, neg, ctx.has_zero),
+                None, None, None, None, None, None)
+
 
 
 def _rule_for(rule: object, module: nn.Module, epsilon: float, stabilizer: float) -> _Rule:
