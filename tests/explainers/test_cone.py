@@ -14,6 +14,7 @@ from pairx.explainers.cone import ConePlan, ConeUnsupported
 from pairx.explainers.gradient_lrp import gradient_lrp_mode, position_pixel_relevance
 from pairx.explainers.lrp import capture_layers
 from pairx.models.adapter import Preprocessing, ReIDModel
+from pairx.models.canonizers import carrier
 
 
 def _graph(model: ReIDModel, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,10 +52,13 @@ def test_cone_equals_dense_per_family(
         positions = _positions(*act.shape[-2:])
         dense = position_pixel_relevance(act, xr, positions, method="dense")
         cone = position_pixel_relevance(act, xr, positions, method="cone")
+        batched = ConePlan(act, xr).run(act.detach() / carrier(act), positions, carrier(xr),
+                                        batch=positions.shape[0] * positions.shape[1])
     _assert_same(cone, dense)
-    # the cone of a corner position does not cover the image: the replay really is restricted
+    _assert_same(batched, dense)
+    # the plan replays the family's whole graph below the layer, ending at the input
     plan = ConePlan(act, xr)
-    assert len(plan.order) > 10
+    assert len(plan.order) > 10 and plan.order[-1] is plan.target
 
 
 class _Mixed(nn.Module):
@@ -87,7 +91,11 @@ def test_cone_equals_dense_on_every_node_kind() -> None:
         positions = _positions(*act.shape[-2:])
         dense = position_pixel_relevance(act, xr, positions, method="dense")
         cone = position_pixel_relevance(act, xr, positions, method="cone")
+        # all maps in one batched replay (the GPU default), windows shared by all maps
+        batched = ConePlan(act, xr).run(act.detach() / carrier(act), positions, carrier(xr),
+                                        batch=positions.shape[0] * positions.shape[1])
     _assert_same(cone, dense)
+    _assert_same(batched, dense)
     # a corner map is zero outside its receptive field, which the cone replay never touches
     assert float(cone[0, 0, 40:, 40:].abs().max()) == 0.0
 
