@@ -38,6 +38,19 @@ def _assert_same(cone: torch.Tensor, dense: torch.Tensor, rtol: float = 1e-5) ->
     assert float((cone - dense).abs().max()) <= rtol * scale
 
 
+def _check_against_dense(act: torch.Tensor, xr: torch.Tensor) -> torch.Tensor:
+    """Cone maps, one replay per map and all maps in one batched replay (the GPU default,
+    windows shared by all maps), both equal to the dense pass; returns the cone maps."""
+    positions = _positions(*act.shape[-2:])
+    dense = position_pixel_relevance(act, xr, positions, method="dense")
+    cone = position_pixel_relevance(act, xr, positions, method="cone")
+    batched = ConePlan(act, xr).run(act.detach() / carrier(act), positions, carrier(xr),
+                                    batch=positions.shape[0] * positions.shape[1])
+    _assert_same(cone, dense)
+    _assert_same(batched, dense)
+    return cone
+
+
 @pytest.mark.parametrize(("name", "build", "side", "family", "tol"), FAMILIES,
                          ids=[f[0] for f in FAMILIES])
 def test_cone_equals_dense_per_family(
@@ -49,13 +62,7 @@ def test_cone_equals_dense_per_family(
     x = torch.randn(2, 3, side + 32, side + 32)
     with gradient_lrp_mode(model):
         act, xr = _graph(model, x, LAYERS[name])
-        positions = _positions(*act.shape[-2:])
-        dense = position_pixel_relevance(act, xr, positions, method="dense")
-        cone = position_pixel_relevance(act, xr, positions, method="cone")
-        batched = ConePlan(act, xr).run(act.detach() / carrier(act), positions, carrier(xr),
-                                        batch=positions.shape[0] * positions.shape[1])
-    _assert_same(cone, dense)
-    _assert_same(batched, dense)
+        _check_against_dense(act, xr)
     # the plan replays the family's whole graph below the layer, ending at the input
     plan = ConePlan(act, xr)
     assert len(plan.order) > 10 and plan.order[-1] is plan.target
@@ -63,7 +70,7 @@ def test_cone_equals_dense_per_family(
 
 class _Mixed(nn.Module):
     """Stride 2 with padding, dilated depthwise and grouped convolutions, asymmetric padding,
-    max and average pooling, a residual add and a constant gate: every replayed node kind."""
+    max and average pooling and a residual add (SE gates: the EfficientNet families)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,14 +95,7 @@ def test_cone_equals_dense_on_every_node_kind() -> None:
     x = torch.randn(2, 3, 61, 67)
     with gradient_lrp_mode(model, family="generic"):
         act, xr = _graph(model, x, "0.out")
-        positions = _positions(*act.shape[-2:])
-        dense = position_pixel_relevance(act, xr, positions, method="dense")
-        cone = position_pixel_relevance(act, xr, positions, method="cone")
-        # all maps in one batched replay (the GPU default), windows shared by all maps
-        batched = ConePlan(act, xr).run(act.detach() / carrier(act), positions, carrier(xr),
-                                        batch=positions.shape[0] * positions.shape[1])
-    _assert_same(cone, dense)
-    _assert_same(batched, dense)
+        cone = _check_against_dense(act, xr)
     # a corner map is zero outside its receptive field, which the cone replay never touches
     assert float(cone[0, 0, 40:, 40:].abs().max()) == 0.0
 
