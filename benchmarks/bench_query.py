@@ -3,7 +3,9 @@
 An expert checks a query against its top ``k`` candidates. ``PairX.explain_layers_pairs`` with
 the gradient engine builds each image's LRP graph once and reuses the query's graph for every
 candidate (``k + 1`` LRP forward passes); explaining each pair on its own (``PairX.explain``)
-builds both graphs per pair (``2k``). Both give the same numbers (checked here). The zennit
+builds both graphs per pair (``2k``); within the call the query's pixel maps are computed once
+per matched position and shared by every candidate that matches there. Both give the same
+numbers (checked here). The zennit
 engine (one forward pass of both images per pair, rules recomputed in every backward pass) is
 timed beside them: with ``--n-pix 0`` (the evaluation protocol's setting) it is the
 alternative.

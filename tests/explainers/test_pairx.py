@@ -368,3 +368,32 @@ def test_bfloat16_is_opt_in_recorded_and_close(
         PairX(model, LAYER, precision="float16")
     with pytest.raises(InputError, match="engine='gradient'"):
         PairX(model, LAYER, precision="bfloat16", engine="zennit")
+
+
+def test_a_query_shares_its_pixel_maps_across_candidates(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pixel map depends on the image and the position only: explaining a query against
+    several candidates computes each of the query's maps once, with the same results."""
+    a, b = images
+    c = np.ascontiguousarray(b[:, ::-1])
+    kw = {"n_matches": 5, "n_pixel_maps": 4, "cache_size": 0}
+    alone = [PairX(model, LAYER, **kw).explain(a, other, key_a="q", key_b=k)
+             for other, k in ((b, "b"), (c, "c"), (b, "b2"))]
+    calls: list[int] = []
+    real = pairx_module.position_pixel_relevance
+
+    def counting(act, x, positions, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(int(positions.shape[0]))
+        return real(act, x, positions, **kwargs)
+
+    monkeypatch.setattr(pairx_module, "position_pixel_relevance", counting)
+    shared = PairX(model, LAYER, **kw).explain_pairs([(a, b), (a, c), (a, b)],
+                                                     keys=[("q", "b"), ("q", "c"), ("q", "b2")])
+    for x, y in zip(alone, shared, strict=True):
+        assert np.array_equal(x.pixel_relevance_a, y.pixel_relevance_a)
+        assert np.array_equal(x.pixel_relevance_b, y.pixel_relevance_b)
+    # the third pair repeats the first: its query maps (and b's, a new key) are computed anew
+    # only for b2, the query's come from the first pair
+    n_query_maps = len({tuple(p) for r in shared for p in r.matches.grid_a[:4].tolist()})
+    assert sum(calls) == n_query_maps + sum(min(4, len(r.matches)) for r in shared)

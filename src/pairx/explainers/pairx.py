@@ -28,7 +28,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -70,6 +70,26 @@ class _Graph:
     x: torch.Tensor  # (1, 3, H, W), requires grad
     out: torch.Tensor  # (1, D)
     layers: dict[str, torch.Tensor]  # name -> (1, C, h, w) with graph
+    maps: dict[tuple[str, int, int], torch.Tensor] = field(default_factory=dict)
+    """Pixel maps computed so far, by ``(layer, col, row)``: a map depends on the image and the
+    position only, not on the partner, so a query's maps are shared by all its candidates."""
+
+    def pixel_maps(self, name: str, positions: torch.Tensor, method: str) -> torch.Tensor:
+        """``(K, 1, H, W)`` pixel maps of ``(K, 1, 2)`` positions, each computed once."""
+        keys = [(name, int(c), int(r)) for c, r in positions[:, 0].tolist()]
+        first: dict[tuple[str, int, int], int] = {}
+        for i, k in enumerate(keys):
+            if k not in self.maps:
+                first.setdefault(k, i)
+        todo = list(first.values())
+        if todo:
+            new = position_pixel_relevance(self.layers[name], self.x, positions[todo],
+                                           method=method)
+            for j, i in enumerate(todo):
+                self.maps[keys[i]] = new[j]
+        if not keys:
+            return torch.zeros(0, 1, *self.x.shape[-2:], dtype=self.x.dtype)
+        return torch.stack([self.maps[k] for k in keys])
 
 
 ENGINES = ("auto", "gradient", "zennit")
@@ -301,9 +321,10 @@ class PairX(PairExplainer):
         the gradient engine each image's LRP forward graph is built once and reused by every
         pair it takes part in while it is live (at most ``max_graphs`` graphs at a time; the
         one needed again latest is dropped first), so a query explained against ``k``
-        candidates costs ``k + 1`` forward passes instead of ``2k``. Images are the same when
-        they have the same path or key. With ``engine="zennit"`` each pair is one forward pass
-        of both images.
+        candidates costs ``k + 1`` forward passes instead of ``2k``, and each of the query's
+        pixel maps is computed once per matched position however many candidates match there.
+        Images are the same when they have the same path or key. With ``engine="zennit"`` each
+        pair is one forward pass of both images.
         """
         states = self._prepare_pairs(pairs, keys)
         return self._layers_prepared(states, n_pixel_maps, progress, on_result)
@@ -360,10 +381,8 @@ class PairX(PairExplainer):
         rel_b = layer_relevance(gb.out, r_b.to(gb.out.dtype), list(gb.layers.values()))
 
         def pixels(name: str, positions: torch.Tensor) -> torch.Tensor:
-            pix_a = position_pixel_relevance(ga.layers[name], ga.x, positions[:, :1],
-                                             method=self.pixel_method)
-            pix_b = position_pixel_relevance(gb.layers[name], gb.x, positions[:, 1:],
-                                             method=self.pixel_method)
+            pix_a = ga.pixel_maps(name, positions[:, :1], self.pixel_method)
+            pix_b = gb.pixel_maps(name, positions[:, 1:], self.pixel_method)
             return torch.cat([pix_a, pix_b], dim=1)
 
         return self._explanations(
