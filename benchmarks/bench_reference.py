@@ -14,7 +14,7 @@ also called ``pairx``, and its ``__init__`` imports ``transformers`` for a model
 not needed here). It is never a test dependency.
 
 Run: ``python benchmarks/bench_reference.py --reference PATH/TO/pairx-reference [--rounds 2]
-[--threads 2] [--precision float32|bfloat16] [--size 440]``.
+[--threads 2] [--precision float32|bfloat16] [--model miewid-sized|tv-resnet50] [--size N]``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pairx import LAYER, _images, _model
+from pairx.models.adapter import ReIDModel
 
 N_LINES, N_PIX = 20, 10
+
+
+def _tv_resnet50(size: int) -> ReIDModel:
+    """torchvision ResNet-50 with a BatchNorm1d neck (the reference canonizes it completely),
+    random init with random BatchNorm statistics, seed 0."""
+    import torchvision
+    from torch import nn
+
+    from pairx.models.adapter import Preprocessing
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50()
+    net.fc = nn.BatchNorm1d(2048)  # type: ignore[assignment]
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                assert m.running_var is not None and m.running_mean is not None
+                m.running_var.uniform_(0.5, 1.5)
+                m.running_mean.normal_(0, 0.1)
+    return ReIDModel(net.eval(), Preprocessing(size=(size, size)), name="tv-resnet50")
+
+
+MODELS = {"miewid-sized": (_model, LAYER, 440), "tv-resnet50": (_tv_resnet50, "layer2", 224)}
+"""``--model`` choices: builder, layer, default size."""
 
 
 def _load_reference(root: Path):  # type: ignore[no-untyped-def]
@@ -51,11 +76,12 @@ def _load_reference(root: Path):  # type: ignore[no-untyped-def]
 
 def _child_reference(args: argparse.Namespace) -> dict[str, object]:
     ref = _load_reference(Path(args.reference))
-    model = _model(args.size)
+    build, layer, _ = MODELS[args.model]
+    model = build(args.size)
     a, b = _images(args.size)
     x0, x1 = model.to_input(a), model.to_input(b)
     t0 = time.perf_counter()
-    res = ref.pairx(torch.device("cpu"), x0, x1, model.net, [LAYER], N_LINES, N_PIX)[LAYER]
+    res = ref.pairx(torch.device("cpu"), x0, x1, model.net, [layer], N_LINES, N_PIX)[layer]
     seconds = time.perf_counter() - t0
     matches = res["matches"][0]
     rel0, rel1 = res["intermediate_relevances"]
@@ -70,12 +96,13 @@ def _child_reference(args: argparse.Namespace) -> dict[str, object]:
 def _child_pairx(args: argparse.Namespace) -> dict[str, object]:
     from pairx.explainers.pairx import PairX
 
-    model = _model(args.size)
+    build, layer, _ = MODELS[args.model]
+    model = build(args.size)
     a, b = _images(args.size)
-    explainer = PairX(model, [LAYER], n_matches=N_LINES, n_pixel_maps=N_PIX, cache_size=0,
+    explainer = PairX(model, [layer], n_matches=N_LINES, n_pixel_maps=N_PIX, cache_size=0,
                       allow_untrained=True, precision=args.precision)  # random weights: timing
     t0 = time.perf_counter()
-    r = explainer.explain_layers(a, b)[LAYER]
+    r = explainer.explain_layers(a, b)[layer]
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "grid_a": r.matches.grid_a[:N_LINES],
             "grid_b": r.matches.grid_b[:N_LINES], "relevance_a": r.relevance_a,
@@ -92,11 +119,16 @@ def main() -> None:
     parser.add_argument("--reference", required=True, help="checkout of the public reference")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--size", type=int, default=440)
+    parser.add_argument("--model", choices=sorted(MODELS), default="miewid-sized",
+                        help="miewid-sized: bench_pairx.py's model; tv-resnet50: a torchvision "
+                             "ResNet-50, which the reference canonizes completely")
+    parser.add_argument("--size", type=int, default=None, help="default: the model's")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--child", choices=("reference", "pairx"), default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.size is None:
+        args.size = MODELS[args.model][2]
     if args.child is not None:
         torch.set_num_threads(args.threads)
         result = (_child_reference if args.child == "reference" else _child_pairx)(args)
@@ -111,7 +143,8 @@ def main() -> None:
                 out = os.path.join(tmp, f"{side}.npz")
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side,
                        "--reference", args.reference, "--threads", str(args.threads),
-                       "--size", str(args.size), "--precision", args.precision, "--out", out]
+                       "--size", str(args.size), "--precision", args.precision, "--out", out,
+                       "--model", args.model]
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
