@@ -10,6 +10,7 @@ from tests.models.test_canonizers import FAMILIES, _prepare
 from torch import nn
 
 from pairx.core.errors import ModelError
+from pairx.explainers import gradient_lrp
 from pairx.explainers.cone import ConePlan, ConeUnsupported
 from pairx.explainers.gradient_lrp import gradient_lrp_mode, position_pixel_relevance
 from pairx.explainers.lrp import capture_layers
@@ -111,7 +112,16 @@ class _Upsampling(nn.Module):
         return self.head(y)
 
 
-def test_unsupported_graph_falls_back_to_dense_or_refuses() -> None:
+def test_unsupported_graph_falls_back_to_dense_or_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[int] = []
+
+    def counting(*args: object) -> ConePlan:
+        built.append(1)
+        return ConePlan(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gradient_lrp, "ConePlan", counting)
     torch.manual_seed(0)
     net = nn.Sequential(_Upsampling(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
     model = ReIDModel(net, Preprocessing(size=(32, 32)), name="upsampling")
@@ -127,6 +137,7 @@ def test_unsupported_graph_falls_back_to_dense_or_refuses() -> None:
         with pytest.warns(UserWarning, match="dense backward pass"):
             auto = position_pixel_relevance(act, xr, positions)
     assert torch.equal(auto, dense)
+    assert len(built) == 1  # the graph was walked once; its reason is kept with it
 
 
 def test_bad_method_is_refused() -> None:

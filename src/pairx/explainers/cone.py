@@ -122,7 +122,10 @@ class ConePlan:
         if len(order) != len(live):
             raise ConeUnsupported("the graph has a cycle")
         self.order = order
-        self.reaches = reaches
+        self.steps = [  # what the replay does at each node: its handler and its inputs
+            (node, HANDLERS[type(node).__name__],
+             [kid if kid is not None and reaches.get(kid) else None for kid, _ in _edges(node)])
+            for node in order if node is not self.target]
 
     def run(
         self,
@@ -175,22 +178,17 @@ class ConePlan:
                  torch.as_tensor(cols, device=dev)]
         pending: dict[_Node, Window] = {
             self.order[0]: Window(t[:, :, None, None], np.stack([rows, cols], 1), self.full)}
-        result: Window | None = None
-        for node in self.order:
+        for node, handler, kids in self.steps:
             win = pending.pop(node, None)
             if win is None:
                 continue
-            if node is self.target:
-                result = win
-                break
-            handler = HANDLERS[type(node).__name__]
-            edges = _edges(node)
             for i, out in handler(node, win, rp):
-                kid = edges[i][0]
-                if out is None or kid is None or not self.reaches.get(kid):
+                kid = kids[i]
+                if out is None or kid is None:
                     continue
                 old = pending.get(kid)
                 pending[kid] = out if old is None else accumulate(old, out)
+        result = pending.get(self.target)
         if result is not None:
             rel = (rp.crop(weight, result) * result.t).sum(dim=1).abs()
             for i in range(rel.shape[0]):

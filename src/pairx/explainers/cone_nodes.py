@@ -143,11 +143,11 @@ class Crops:
             raise ConeUnsupported(f"saved tensor {tuple(saved.shape)} against a gradient of "
                                   f"spatial size {win.full}")
         h, w = win.size
-        if win.off.shape[0] == 1 or (np.all(win.off == win.off[0]) and saved.shape[0] == 1):
-            r, c = int(win.off[0, 0]), int(win.off[0, 1])
-            b = 0 if saved.shape[0] == 1 else int(self.items[0])
-            if saved.shape[0] == 1 or np.all(self.items == self.items[0]):
-                return saved[b:b + 1, :, r:r + h, c:c + w]
+        shared = saved.shape[0] == 1
+        if np.all(win.off == win.off[0]) and (shared or np.all(self.items == self.items[0])):
+            r, c = int(win.off[0, 0]), int(win.off[0, 1])  # one crop serves every item
+            b = 0 if shared else int(self.items[0])
+            return saved[b:b + 1, :, r:r + h, c:c + w]
         return torch.stack([
             saved[0 if saved.shape[0] == 1 else int(b), :, int(r):int(r) + h, int(c):int(c) + w]
             for b, (r, c) in zip(self.items, win.off, strict=True)
@@ -223,13 +223,25 @@ def _clamp(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None
     return [(0, _routed(win, win.t if keep is None else torch.where(keep, win.t, 0.0)))]
 
 
-def _window_in(win: Window, kernel: tuple[int, int], stride: tuple[int, int],
-               padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+def _window_in(win: Window, kernel: tuple[int, ...], stride: tuple[int, ...],
+               padding: tuple[int, ...], dilation: tuple[int, ...]
+               ) -> tuple[np.ndarray, tuple[int, ...]]:
     """Virtual input offset and size of a window of a strided kernel's output."""
     off = win.off * np.array(stride) - np.array(padding)
     size = tuple((n - 1) * s + d * (k - 1) + 1
                  for n, s, d, k in zip(win.size, stride, dilation, kernel, strict=True))
     return off, size
+
+
+def _transposed(t: torch.Tensor, win: Window, weight: torch.Tensor, stride: tuple[int, ...],
+                padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+                full: tuple[int, int]) -> Window:
+    """The input-side window of a convolution's gradient: ``t`` (the output-side block, laid
+    out as ``win``) through the transposed convolution, fitted into the input of size
+    ``full``."""
+    off, _ = _window_in(win, tuple(weight.shape[-2:]), stride, padding, dilation)
+    g = F.conv_transpose2d(t, weight, stride=stride, dilation=dilation, groups=groups)
+    return _place(g, off, full)
 
 
 def _conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]]:
@@ -238,13 +250,10 @@ def _conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]
     padding = tuple(node._saved_padding)
     if any(not isinstance(p, int) for p in padding):
         raise ConeUnsupported(f"convolution padding {padding!r}")
-    weight = node._saved_weight
-    stride, dilation = tuple(node._saved_stride), tuple(node._saved_dilation)
-    off, _ = _window_in(win, tuple(weight.shape[-2:]), stride, padding, dilation)
-    g = F.conv_transpose2d(win.t, weight, stride=stride, dilation=dilation,
-                           groups=int(node._saved_groups))
     full = _shape_of(node.next_functions[0][0], node.next_functions[0][1])[-2:]
-    return [(0, _place(g, off, (int(full[0]), int(full[1]))))]
+    return [(0, _transposed(win.t, win, node._saved_weight, tuple(node._saved_stride), padding,
+                            tuple(node._saved_dilation), int(node._saved_groups),
+                            (int(full[0]), int(full[1]))))]
 
 
 def _zplus_conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]]:
@@ -253,12 +262,10 @@ def _zplus_conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window |
     w_pos, w_neg, ratio, sign = node.saved_tensors
     stride, padding, dilation, groups = node.conv
     u = win.t * rp.crop(ratio, win)
-    off, _ = _window_in(win, tuple(w_pos.shape[-2:]), stride, padding, dilation)
     full = (int(node.input_size[-2]), int(node.input_size[-1]))
-    pos = _place(F.conv_transpose2d(u, w_pos, stride=stride, dilation=dilation, groups=groups),
-                 off, full)
-    neg = None if w_neg is None else _place(
-        F.conv_transpose2d(u, w_neg, stride=stride, dilation=dilation, groups=groups), off, full)
+    pos = _transposed(u, win, w_pos, stride, padding, dilation, groups, full)
+    neg = None if w_neg is None else _transposed(u, win, w_neg, stride, padding, dilation,
+                                                 groups, full)
     out = signed_select(rp.crop(sign, pos), pos.t, None if neg is None else neg.t,
                         node.has_zero)
     return [(0, Window(out, pos.off, full))]
@@ -294,9 +301,7 @@ def _avg_pool(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | N
     divisor = node._saved_divisor_override or kernel[0] * kernel[1]
     c = win.t.shape[1]
     weight = win.t.new_full((c, 1, *kernel), 1.0 / divisor)
-    off, _ = _window_in(win, kernel, stride, padding, (1, 1))
-    g = F.conv_transpose2d(win.t, weight, stride=stride, groups=c)
-    return [(0, _place(g, off, full))]
+    return [(0, _transposed(win.t, win, weight, stride, padding, (1, 1), c, full))]
 
 
 def _channel_mean(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]]:

@@ -353,18 +353,26 @@ _WARNED: set[str] = set()
 
 def cone_plan(layer_output: torch.Tensor, x: torch.Tensor) -> ConePlan:
     """The :class:`~pairx.explainers.cone.ConePlan` of ``layer_output`` down to ``x``, built
-    once per graph (kept on the activation tensor, so it lives as long as the graph).
+    once per graph (kept on the activation tensor, so it lives as long as the graph; so is
+    the reason when the graph cannot be replayed).
 
     Raises
     ------
     ConeUnsupported
         The graph has a node the cone replay does not implement.
     """
-    plan: ConePlan | None = getattr(layer_output, "_pairx_cone_plan", None)
-    if plan is None or plan.x is not x:
-        plan = ConePlan(layer_output, x)
-        layer_output._pairx_cone_plan = plan  # type: ignore[attr-defined]
-    return plan
+    cached: tuple[torch.Tensor, ConePlan | ConeUnsupported] | None = getattr(
+        layer_output, "_pairx_cone_plan", None)
+    if cached is None or cached[0] is not x:  # a graph that cannot be replayed is walked once
+        try:
+            found: ConePlan | ConeUnsupported = ConePlan(layer_output, x)
+        except ConeUnsupported as err:
+            found = err
+        cached = (x, found)
+        layer_output._pairx_cone_plan = cached  # type: ignore[attr-defined]
+    if isinstance(cached[1], ConeUnsupported):
+        raise cached[1]
+    return cached[1]
 
 
 def _warn_dense(reason: str) -> None:

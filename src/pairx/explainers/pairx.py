@@ -77,6 +77,8 @@ class _Graph:
     def pixel_maps(self, name: str, positions: torch.Tensor, method: str) -> torch.Tensor:
         """``(K, 1, H, W)`` pixel maps of ``(K, 1, 2)`` positions, each computed once."""
         keys = [(name, int(c), int(r)) for c, r in positions[:, 0].tolist()]
+        if not keys:
+            return torch.zeros(0, 1, *self.x.shape[-2:], dtype=self.x.dtype)
         first: dict[tuple[str, int, int], int] = {}
         for i, k in enumerate(keys):
             if k not in self.maps:
@@ -87,8 +89,6 @@ class _Graph:
                                            method=method)
             for j, i in enumerate(todo):
                 self.maps[keys[i]] = new[j]
-        if not keys:
-            return torch.zeros(0, 1, *self.x.shape[-2:], dtype=self.x.dtype)
         return torch.stack([self.maps[k] for k in keys])
 
 
@@ -222,7 +222,6 @@ class PairX(PairExplainer):
         self.pixel_chunk = max(1, int(pixel_chunk))
         self.engine = engine
         self.max_graphs = int(max_graphs)
-        self._lrp_engine = False
 
     def options(self) -> dict[str, object]:
         """PAIR-X's settings, recorded in every explanation."""
@@ -245,7 +244,9 @@ class PairX(PairExplainer):
             self._reduced.net.to(getattr(torch, self.precision))
         return self._reduced
 
-    def _forward(self, net: torch.nn.Module, states: Sequence[_Image]) -> _Graph:
+    def _forward(
+        self, net: torch.nn.Module, model: ReIDModel, states: Sequence[_Image]
+    ) -> _Graph:
         """One LRP forward pass of ``states`` as one batch (graph kept for backward passes).
 
         zennit's rule hooks store each module's last input, so with ``engine="zennit"`` both
@@ -257,7 +258,6 @@ class PairX(PairExplainer):
             raise InputError(
                 f"both images must have the same input size; got {sorted(shapes)}"
             )
-        model = self._lrp_model() if self._lrp_engine else self.model
         dtype = next((p.dtype for p in model.net.parameters()), torch.float32)
         x = torch.cat([st.x for st in states]).detach().to(dtype).requires_grad_(True)
         with capture_layers(model, self.layers) as found, torch.enable_grad():
@@ -351,10 +351,11 @@ class PairX(PairExplainer):
             engine = "gradient" if n_pix > 0 else "zennit"
         bar = tqdm(states, desc="PAIR-X", disable=not progress or len(states) < 2)
         results: list[dict[str, PairExplanation]] = []
-        self._lrp_engine = engine == "gradient"
         if engine == "gradient":
-            with gradient_lrp_mode(self._lrp_model(), family=self.family) as net:
-                graphs = _GraphPool(lambda st: self._forward(net, [st]), states, self.max_graphs)
+            lrp_model = self._lrp_model()
+            with gradient_lrp_mode(lrp_model, family=self.family) as net:
+                graphs = _GraphPool(lambda st: self._forward(net, lrp_model, [st]), states,
+                                    self.max_graphs)
                 for i, (sa, sb) in enumerate(bar):
                     ga, gb = graphs.get(i, sa), graphs.get(i, sb)
                     results.append(self._explain_separate(sa, sb, ga, gb, n_pix))
@@ -364,7 +365,7 @@ class PairX(PairExplainer):
         else:
             with lrp_mode(self.model, family=self.family) as net:
                 for i, (sa, sb) in enumerate(bar):
-                    graph = self._forward(net, [sa, sb])
+                    graph = self._forward(net, self.model, [sa, sb])
                     results.append(self._explain_batched(sa, sb, graph, n_pix))
                     del graph
                     if on_result is not None:
