@@ -59,6 +59,9 @@ def test_metadata_layout_and_split(synth_dir: Path) -> None:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == [
             "image_id", "identity", "path", "species", "orientation", "split",
+            *(f"attr_{n}" for n in ATTRIBUTE_NAMES),
+            *(f"attr_species_{sp}" for sp in sorted(SPECIES)),
+            "attr_faces_right",
         ]
     ds = load_dataset(synth_dir)
     assert len(ds) == len(SPECIES) * 3 * 3

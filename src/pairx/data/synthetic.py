@@ -59,16 +59,23 @@ __all__ = [
     "ATTRIBUTE_NAMES",
     "PART_NAMES",
     "SPECIES",
+    "Counterfactual",
     "GroundTruth",
     "generate",
     "load_ground_truth",
+    "render_counterfactual",
     "true_points",
 ]
 
 SPECIES: tuple[str, ...] = ("zebra", "giraffe", "leopard", "face")
 """Species families; the first three are patterned, ``face`` is weakly patterned."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Ground-truth format: 2 adds marking masks and visibility (``marking_bits``,
+``marking_visible``) and ``attr_*`` columns in ``metadata.csv``; version-1 files stay readable
+(their markings are ``None``)."""
+MIN_MARKING_PIXELS = 2
+"""A marking counts as visible in a sighting when at least this many of its pixels are."""
 _SIGHTING_KEY = 1000  # spawn_key offset of sightings (individual internals use 0, 1, 2)
 _SPLIT_KEY = 999_999
 
@@ -94,6 +101,14 @@ class GroundTruth:
         ``(K,)`` bool individual attributes (:data:`ATTRIBUTE_NAMES`).
     transform
         Exact, invertible map between image pixels and body coordinates.
+    markings
+        ``(K, H, W)`` bool visible pixels of each marking (warped like ``part_mask``, minus the
+        occluder; empty for a marking the individual lacks); ``None`` in format-1 files.
+    marking_visible
+        ``(K,)`` bool: the marking shows in this sighting (at least
+        :data:`MIN_MARKING_PIXELS` pixels); ``None`` in format-1 files.
+    format_version
+        Version of the file this was read from.
     """
 
     image_id: str
@@ -105,6 +120,9 @@ class GroundTruth:
     occluder: np.ndarray
     attributes: np.ndarray
     transform: SightingTransform
+    markings: np.ndarray | None = None
+    marking_visible: np.ndarray | None = None
+    format_version: int = 1
 
     @property
     def size(self) -> tuple[int, int]:
@@ -217,6 +235,20 @@ def _individual_seed(seed: int, species: str, index: int) -> np.random.SeedSeque
     return np.random.SeedSequence(seed, spawn_key=(SPECIES.index(species), index))
 
 
+def _sighting_rng(seed: int, iseed: np.random.SeedSequence, k: int) -> np.random.Generator:
+    key = (*iseed.spawn_key, _SIGHTING_KEY + k)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def _jpeg(image: np.ndarray, quality: int, image_id: str) -> bytes:
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:  # pragma: no cover - cv2 always encodes uint8 RGB
+        raise DatasetError(f"JPEG encoding failed for {image_id}")
+    return bytes(buf.tobytes())
+
+
 def _render_individual(
     job: tuple[str, str, int, int, int, int, str],
 ) -> list[dict[str, str]]:
@@ -229,20 +261,14 @@ def _render_individual(
     (out / "images" / identity).mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, str]] = []
     for k in range(sightings):
-        key = (*iseed.spawn_key, _SIGHTING_KEY + k)
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-        s = render_sighting(ind, size, rng)
+        s = render_sighting(ind, size, _sighting_rng(seed, iseed, k))
         image_id = f"{identity}_{k:03d}"
         rel = f"images/{identity}/{image_id}.jpg"
-        ok, buf = cv2.imencode(
-            ".jpg", cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR),
-            [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality],
-        )
-        if not ok:  # pragma: no cover - cv2 always encodes uint8 RGB
-            raise DatasetError(f"JPEG encoding failed for {image_id}")
-        (out / rel).write_bytes(buf.tobytes())
+        (out / rel).write_bytes(_jpeg(s.image, s.jpeg_quality, image_id))
         arrays: dict[str, np.ndarray] = {
             "part_mask": s.part_mask,
+            "marking_bits": pack_markings(s.markings),
+            "marking_visible": s.markings.sum((1, 2)) >= MIN_MARKING_PIXELS,
             "occluder": s.occluder,
             "attributes": ind.attributes,
             "flank": np.asarray(s.flank, np.int64),
@@ -257,8 +283,24 @@ def _render_individual(
         rows.append({
             "image_id": image_id, "identity": identity, "path": rel, "species": species,
             "orientation": s.orientation, "split": split,
+            **{f"attr_{n}": str(int(a)) for n, a in zip(ATTRIBUTE_NAMES, ind.attributes,
+                                                        strict=True)},
+            "attr_faces_right": str(int(s.orientation == "right")),
         })
     return rows
+
+
+def pack_markings(markings: np.ndarray) -> np.ndarray:
+    """``(K, H, W)`` bool masks (K <= 8) -> ``(H, W)`` uint8 with bit ``k`` = marking ``k``."""
+    bits = np.zeros(markings.shape[1:], np.uint8)
+    for k, m in enumerate(markings):
+        bits |= m.astype(np.uint8) << k
+    return bits
+
+
+def unpack_markings(bits: np.ndarray, k: int) -> np.ndarray:
+    """Inverse of :func:`pack_markings`: ``(H, W)`` uint8 -> ``(K, H, W)`` bool."""
+    return np.stack([(bits >> i) & 1 for i in range(k)]).astype(bool)
 
 
 def _worker_init() -> None:
@@ -379,6 +421,12 @@ def generate(
     finally:
         bar.close()
     columns = ["image_id", "identity", "path", "species", "orientation", "split"]
+    columns += [f"attr_{n}" for n in ATTRIBUTE_NAMES]
+    if len(names) > 1:  # species one-hot, only where the dataset has several
+        columns += [f"attr_species_{sp}" for sp in sorted(names)]
+        for row in rows:
+            row.update({f"attr_species_{sp}": str(int(row["species"] == sp)) for sp in names})
+    columns.append("attr_faces_right")
     with (out / "metadata.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -404,6 +452,14 @@ def _load_gt_cached(path: str, mtime_ns: int) -> GroundTruth:
             occluder=arrays["occluder"].astype(bool),
             attributes=arrays["attributes"].astype(bool),
             transform=SightingTransform.from_arrays(arrays),
+            markings=(
+                unpack_markings(arrays["marking_bits"], len(ATTRIBUTE_NAMES))
+                if "marking_bits" in arrays else None
+            ),
+            marking_visible=(
+                arrays["marking_visible"].astype(bool) if "marking_visible" in arrays else None
+            ),
+            format_version=int(arrays.get("format_version", 1)),
         )
     except KeyError as exc:
         raise DatasetError(f"ground-truth file {path} lacks field {exc}") from exc
@@ -493,3 +549,93 @@ def true_points(
     idx = np.nonzero(vis_a)[0][vis_b]
     out[idx] = xy_b[vis_b]
     return out
+
+
+@dataclass(frozen=True)
+class Counterfactual:
+    """A sighting rendered twice, the second time with exactly one marking toggled.
+
+    Attributes
+    ----------
+    image_id, marking
+        The sighting and the toggled marking (:data:`ATTRIBUTE_NAMES`).
+    original, toggled
+        ``(S, S, 3)`` uint8 RGB after the sighting's JPEG round trip (``original`` equals the
+        dataset's file decoded); same pose, scene, occluder, lighting and noise.
+    present
+        Whether the individual has the marking (so ``toggled`` removes it) or not (adds it).
+    markings_original, markings_toggled
+        ``(K, S, S)`` bool visible marking pixels of each rendering.
+    """
+
+    image_id: str
+    marking: str
+    original: np.ndarray
+    toggled: np.ndarray
+    present: bool
+    markings_original: np.ndarray
+    markings_toggled: np.ndarray
+
+    @property
+    def visible_in_both(self) -> bool:
+        """The toggled marking shows in whichever rendering has it, and its region does in both
+        (for a marking the individual has, the same pixels are where the other lacks it)."""
+        k = ATTRIBUTE_NAMES.index(self.marking)
+        with_it = self.markings_original[k] if self.present else self.markings_toggled[k]
+        return int(with_it.sum()) >= MIN_MARKING_PIXELS
+
+
+def render_counterfactual(dataset_dir: str | Path, image_id: str, marking: str) -> Counterfactual:
+    """Re-render one sighting of a generated dataset with one marking toggled.
+
+    Parameters
+    ----------
+    dataset_dir
+        A dataset folder written by :func:`generate` (its ``synth.json`` gives seed and size).
+    image_id
+        One of its image ids (``<species>_<index>_<sighting>``).
+    marking
+        One of :data:`ATTRIBUTE_NAMES`.
+
+    Returns
+    -------
+    Counterfactual
+        Both renderings. Everything but the marking is drawn from the same random streams; an
+        ``ear_notch`` toggle also changes the ear's silhouette (that is the marking).
+
+    Raises
+    ------
+    InputError
+        Unknown marking, or a marking the species cannot carry (tail and socks on faces).
+    DatasetError
+        Not a generated dataset, or an image id it does not hold.
+    """
+    if marking not in ATTRIBUTE_NAMES:
+        raise InputError(f"unknown marking {marking!r}; choose from {', '.join(ATTRIBUTE_NAMES)}")
+    root = Path(dataset_dir).expanduser()
+    try:
+        config = json.loads((root / "synth.json").read_text(encoding="utf-8"))
+        seed, size = int(config["seed"]), int(config["size"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"{root} is not a dataset written by 'pairx synth' ({exc})") from exc
+    gt = load_ground_truth(root, image_id)
+    try:
+        index, k = (int(t) for t in image_id[len(gt.identity) - 4:].split("_")[-2:])
+    except ValueError as exc:
+        raise DatasetError(f"image id {image_id!r} is not <species>_<index>_<sighting>") from exc
+    if gt.species == "face" and marking in ("dark_tail_tip", "white_socks"):
+        raise InputError(f"faces cannot carry {marking!r}")
+    iseed = _individual_seed(seed, gt.species, index)
+    renders = []
+    for toggle in (None, marking):
+        ind = make_individual(gt.species, gt.identity, size, iseed, toggle=toggle)
+        s = render_sighting(ind, size, _sighting_rng(seed, iseed, k))
+        data = np.frombuffer(_jpeg(s.image, s.jpeg_quality, image_id), np.uint8)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is None:  # pragma: no cover - we just encoded it
+            raise DatasetError(f"cannot decode the re-rendered {image_id}")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        renders.append((rgb, s.markings))
+    present = bool(gt.attributes[ATTRIBUTE_NAMES.index(marking)])
+    return Counterfactual(image_id, marking, renders[0][0], renders[1][0], present,
+                          renders[0][1], renders[1][1])

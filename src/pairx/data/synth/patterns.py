@@ -160,8 +160,12 @@ def coat_texture(
     labels: np.ndarray,
     attributes: np.ndarray,
     rng: np.random.Generator,
-) -> np.ndarray:
-    """Paint one flank of one individual.
+    *,
+    painted: np.ndarray | None = None,
+    extra_rng: np.random.Generator | None = None,
+    drawn_labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one flank of one individual and say where each marking is.
 
     Parameters
     ----------
@@ -170,20 +174,48 @@ def coat_texture(
     template, labels
         The individual's template and its ``(C, C)`` uint8 label raster.
     attributes
-        ``(K,)`` bool attributes of the individual.
+        ``(K,)`` bool attributes the individual was drawn with; they alone decide how ``rng`` is
+        consumed, so a toggled marking (``painted``) never moves any other marking.
     rng
         Generator of this flank (the pattern differs between flanks).
+    painted
+        ``(K,)`` bool markings actually painted (default ``attributes``): a counterfactual
+        sighting toggles one of them.
+    extra_rng
+        Generator for a marking painted although ``attributes`` lacks it (its random positions
+        are drawn here, not from ``rng``); required when ``painted`` adds such a marking.
+    drawn_labels
+        Label raster of the individual as drawn (default ``labels``): random marking positions
+        are chosen on it, so toggling the ear notch does not move a face's scar.
 
     Returns
     -------
-    np.ndarray
+    texture
         ``(C, C, 3)`` float32 albedo in ``[0, 1]`` (shaded; background pixels are undefined).
+    markings
+        ``(K, C, C)`` bool canvas pixels of each painted marking (empty for an absent one; for
+        ``ear_notch`` the disc cut out of the ear).
     """
     c = labels.shape[0]
     u, v = canvas_grid(c)
     img = _COATS[species](rng, u, v, labels).astype(np.float32)
-    a = dict(zip(ATTRIBUTE_NAMES, attributes.tolist(), strict=True))
+    was_drawn = dict(zip(ATTRIBUTE_NAMES, attributes.tolist(), strict=True))
+    paint_flags = attributes if painted is None else painted
+    a = dict(zip(ATTRIBUTE_NAMES, paint_flags.tolist(), strict=True))
+    marks = np.zeros((len(ATTRIBUTE_NAMES), c, c), bool)
+
+    def draws(name: str) -> np.random.Generator | None:
+        """Generator of a marking's random positions (None when it is neither drawn nor painted)."""
+        if was_drawn[name]:
+            return rng
+        if a[name]:
+            if extra_rng is None:
+                raise ValueError(f"painting {name!r} that was not drawn needs extra_rng")
+            return extra_rng
+        return None
+
     on = labels > 0
+    drawn = labels if drawn_labels is None else drawn_labels  # positions are drawn on these
     for name, prim in template.features:
         m = (prim.sdf(u, v) < 0) & on
         colour = (0.90, 0.82, 0.70) if name == "muzzle" else (0.06, 0.05, 0.05)
@@ -191,31 +223,47 @@ def coat_texture(
     if template.tail_tip is not None:
         tip = (template.tail_tip.sdf(u, v) < 0) & (labels == TAIL)
         _paint(tip, img, (0.07, 0.06, 0.06) if a["dark_tail_tip"] else (0.88, 0.84, 0.74))
+        if a["dark_tail_tip"]:
+            marks[ATTRIBUTE_NAMES.index("dark_tail_tip")] = tip
     if a["white_socks"]:
-        _paint(np.isin(labels, _LEGS) & (v > template.sock_v), img, (0.96, 0.95, 0.92))
-    if a["spotted_head"]:
+        socks = np.isin(labels, _LEGS) & (v > template.sock_v)
+        _paint(socks, img, (0.96, 0.95, 0.92))
+        marks[ATTRIBUTE_NAMES.index("white_socks")] = socks
+    if a["ear_notch"] and template.notch is not None:
+        marks[ATTRIBUTE_NAMES.index("ear_notch")] = (  # the ear pixels rasterize() cuts away
+            (template.notch.sdf(u, v) < 0)
+            & (template.head_core.sdf(u, v) > 0)
+            & (template.ear.sdf(u, v) < 0)
+        )
+    gen = draws("spotted_head")
+    if gen is not None:
         region = template.features[0][1] if template.family == "face" else template.head_core
         r = 0.011 if template.family == "face" else 0.007
-        ys, xs = np.nonzero((region.sdf(u, v) < -r) & on)
+        ys, xs = np.nonzero((region.sdf(u, v) < -r) & (drawn > 0))
         if len(xs):
-            k = rng.integers(0, len(xs), 10)
-            spots = np.zeros((c, c), np.uint8)
-            for x, y in zip(xs[k], ys[k], strict=True):
-                cv2.circle(spots, (int(x), int(y)), max(1, round(r * c)), 1, -1)
-            _paint((spots > 0) & on, img, (0.1, 0.07, 0.06))
-    if a["scar"]:
+            k = gen.integers(0, len(xs), 10)
+            if a["spotted_head"]:
+                spots = np.zeros((c, c), np.uint8)
+                for x, y in zip(xs[k], ys[k], strict=True):
+                    cv2.circle(spots, (int(x), int(y)), max(1, round(r * c)), 1, -1)
+                _paint((spots > 0) & on, img, (0.1, 0.07, 0.06))
+                marks[ATTRIBUTE_NAMES.index("spotted_head")] = (spots > 0) & on
+    gen = draws("scar")
+    if gen is not None:
         region_label = HEAD if template.family == "face" else BODY
-        ys, xs = np.nonzero(labels == region_label)
+        ys, xs = np.nonzero(drawn == region_label)
         if len(xs):
-            k = rng.integers(0, len(xs), 3)
-            p = np.stack([xs[k], ys[k]], 1).astype(np.float64)
-            t = np.linspace(0, 1, 24)[:, None]
-            curve = ((1 - t) ** 2) * p[0] + 2 * (1 - t) * t * p[1] + (t**2) * p[2]
-            scar = np.zeros((c, c), np.uint8)
-            cv2.polylines(scar, [np.rint(curve).astype(np.int32)], False, 1,
-                          max(1, round(0.014 * c)))
-            _paint((scar > 0) & (labels == region_label), img, (0.86, 0.66, 0.62))
+            k = gen.integers(0, len(xs), 3)
+            if a["scar"]:
+                p = np.stack([xs[k], ys[k]], 1).astype(np.float64)
+                t = np.linspace(0, 1, 24)[:, None]
+                curve = ((1 - t) ** 2) * p[0] + 2 * (1 - t) * t * p[1] + (t**2) * p[2]
+                scar = np.zeros((c, c), np.uint8)
+                cv2.polylines(scar, [np.rint(curve).astype(np.int32)], False, 1,
+                              max(1, round(0.014 * c)))
+                _paint((scar > 0) & (labels == region_label), img, (0.86, 0.66, 0.62))
+                marks[ATTRIBUTE_NAMES.index("scar")] = (scar > 0) & (labels == region_label)
     # soft shading: darker towards the silhouette edge
     dist = cv2.distanceTransform(on.astype(np.uint8), cv2.DIST_L2, 3)
     shade = 0.72 + 0.28 * np.sqrt(np.clip(dist / (0.04 * c), 0.0, 1.0))
-    return np.clip(img * shade[..., None], 0.0, 1.0).astype(np.float32)
+    return np.clip(img * shade[..., None], 0.0, 1.0).astype(np.float32), marks

@@ -46,7 +46,12 @@ class Individual:
         One ``(C, C, 3)`` float32 albedo per flank (two for side-view species: flank 0 is seen in
         "right" sightings, flank 1 in "left" ones; one for the face family).
     attributes
-        ``(K,)`` bool, see :data:`ATTRIBUTE_NAMES`.
+        ``(K,)`` bool, see :data:`ATTRIBUTE_NAMES` (of a counterfactual individual: as painted).
+    markings
+        One ``(K, C, C)`` bool canvas mask per flank: the pixels of each painted marking.
+    anchor_labels
+        ``(C, C)`` uint8 labels that place the occluder (those of the individual as drawn, so a
+        counterfactual twin's occluder stays where the original's is).
     """
 
     species: str
@@ -56,6 +61,8 @@ class Individual:
     alpha: np.ndarray
     textures: tuple[np.ndarray, ...]
     attributes: np.ndarray
+    markings: tuple[np.ndarray, ...]
+    anchor_labels: np.ndarray
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -65,7 +72,12 @@ class Individual:
 
 
 def make_individual(
-    species: str, identity: str, size: int, seed: np.random.SeedSequence
+    species: str,
+    identity: str,
+    size: int,
+    seed: np.random.SeedSequence,
+    *,
+    toggle: str | None = None,
 ) -> Individual:
     """Create one individual (template, attributes, one coat per flank).
 
@@ -77,7 +89,10 @@ def make_individual(
         Output image side ``S`` (the template canvas is ``CANVAS_FACTOR * S``).
     seed
         The individual's seed sequence; children ``spawn_key + (j,)`` seed the shape (j = 0)
-        and the coat of flank ``j - 1``.
+        and the coat of flank ``j - 1``; child ``50 + j`` places a marking added by ``toggle``.
+    toggle
+        Name of one marking (:data:`ATTRIBUTE_NAMES`) to flip: the counterfactual twin of the
+        individual, identical except for that marking (same shape, coat and other markings).
     """
 
     def child(j: int) -> np.random.Generator:
@@ -88,14 +103,27 @@ def make_individual(
     canvas = round(size * CANVAS_FACTOR)
     family = "face" if species == "face" else "quadruped"
     template = face_template(rng) if family == "face" else quadruped_template(species, rng)
-    attributes = sample_attributes(family, rng)
-    notch = bool(attributes[ATTRIBUTE_NAMES.index("ear_notch")])
-    labels, alpha = rasterize(template, canvas, notch)
+    drawn = sample_attributes(family, rng)
+    painted = drawn.copy()
+    if toggle is not None:
+        if toggle not in ATTRIBUTE_NAMES:
+            raise ValueError(f"unknown marking {toggle!r}; known: {', '.join(ATTRIBUTE_NAMES)}")
+        painted[ATTRIBUTE_NAMES.index(toggle)] = not painted[ATTRIBUTE_NAMES.index(toggle)]
+    notch = ATTRIBUTE_NAMES.index("ear_notch")
+    labels, alpha = rasterize(template, canvas, bool(painted[notch]))
+    anchor = labels if painted[notch] == drawn[notch] else rasterize(
+        template, canvas, bool(drawn[notch])
+    )[0]
     n_flanks = 1 if family == "face" else 2
-    textures = tuple(
-        coat_texture(species, template, labels, attributes, child(1 + j)) for j in range(n_flanks)
+    coats = [
+        coat_texture(species, template, labels, drawn, child(1 + j), painted=painted,
+                     extra_rng=child(50 + j), drawn_labels=anchor)
+        for j in range(n_flanks)
+    ]
+    return Individual(
+        species, identity, template, labels, alpha, tuple(t for t, _ in coats), painted,
+        tuple(m for _, m in coats), anchor,
     )
-    return Individual(species, identity, template, labels, alpha, textures, attributes)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -214,6 +242,9 @@ class Sighting:
         ``"left"`` or ``"right"``: the side of the image the head points to.
     jpeg_quality
         JPEG quality to encode with.
+    markings
+        ``(K, S, S)`` bool visible pixels of each marking (warped like ``part_mask``, minus the
+        occluder).
     """
 
     image: np.ndarray
@@ -223,6 +254,7 @@ class Sighting:
     flank: int
     orientation: str
     jpeg_quality: int
+    markings: np.ndarray
 
 
 def render_sighting(ind: Individual, size: int, rng: np.random.Generator) -> Sighting:
@@ -241,12 +273,22 @@ def render_sighting(ind: Individual, size: int, rng: np.random.Generator) -> Sig
                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     labels = cv2.remap(ind.labels, map_x, map_y, cv2.INTER_NEAREST,
                        borderMode=cv2.BORDER_CONSTANT, borderValue=BACKGROUND)
+    if ind.anchor_labels is ind.labels:
+        anchor = labels
+    else:
+        anchor = cv2.remap(ind.anchor_labels, map_x, map_y, cv2.INTER_NEAREST,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=BACKGROUND)
     bg = _background(rng, size)
     img = alpha[..., None] * tex + (1.0 - alpha[..., None]) * bg
-    occ, occ_colour = _occluder(rng, size, labels > 0)
+    occ, occ_colour = _occluder(rng, size, anchor > 0)
     img[occ] = occ_colour[occ]
     part_mask = labels.copy()
     part_mask[occ] = BACKGROUND
     image = _camera(rng, img)
     quality = int(rng.integers(60, 96))
-    return Sighting(image, part_mask, occ, tf, flank, orientation, quality)
+    marks = np.stack([
+        cv2.remap(m.astype(np.uint8), map_x, map_y, cv2.INTER_NEAREST,
+                  borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+        for m in ind.markings[flank]
+    ]) & ~occ[None]
+    return Sighting(image, part_mask, occ, tf, flank, orientation, quality, marks)
