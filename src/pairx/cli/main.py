@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.compare",
     "pairx.cli.baselines",
     "pairx.cli.zhu",
+    "pairx.cli.amd",
     "pairx.cli.evaluate",
     "pairx.cli.calibrate",
     "pairx.cli.review",
