@@ -24,9 +24,12 @@ _LAZY = {
     "SimilarityCalibration": "pairx.metrics.calibration",
     "load_model": "pairx.models.loaders",
     "ReIDModel": "pairx.models.adapter",
+    "load_interpreter": "pairx.explainers.amd",
+    "AMDExplainer": "pairx.explainers.amd",
 }
 
 __all__ = [
+    "AMDExplainer",
     "Explanation",
     "PairExplainer",
     "PairExplanation",
@@ -36,6 +39,7 @@ __all__ = [
     "__version__",
     "explain",
     "load_explanation",
+    "load_interpreter",
     "load_model",
 ]
 
@@ -43,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pairx.core.explainer import PairExplainer
     from pairx.core.explanation import Explanation, load_explanation
     from pairx.core.results import PairExplanation
+    from pairx.explainers.amd import AMDExplainer, load_interpreter
     from pairx.explainers.pairx import PairX
     from pairx.explainers.registry import explain
     from pairx.metrics.calibration import SimilarityCalibration

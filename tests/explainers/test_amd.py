@@ -195,3 +195,16 @@ def test_cli_train_and_explain(trained: tuple[Path, str, str], synth_dir: Path,
                               "4", "--batch-k", "2", "--quiet"])
     assert res.exit_code == 0, res.output
     assert "interpreter written to" in res.output
+
+
+def test_shipped_interpreter_belongs_to_the_default_model(synth_dir: Path) -> None:
+    import pairx
+
+    interp = pairx.load_interpreter("default")
+    assert interp.meta["target"] == "default"
+    assert interp.attributes[:5] == ("dark_tail_tip", "spotted_head", "ear_notch", "white_socks",
+                                     "scar")
+    ds = load_dataset(synth_dir)
+    e = pairx.AMDExplainer(interp).explain_attributes(
+        str(ds.by_id("zebra_0000_000").path), str(ds.by_id("zebra_0001_001").path))
+    assert 0.5 * e.distance < e.reconstructed < 1.5 * e.distance
