@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from pairx.models.adapter import ReIDModel
 from pairx.models.provenance import weight_digest
 
 __all__ = ["AMDExplainer", "AttributeExplanation", "Interpreter", "load_interpreter",
-           "reweighted_distance", "save_interpreter"]
+           "reweighted_distance", "save_interpreter", "with_labels"]
 
 INTERPRETER_FORMAT = 1
 
@@ -269,17 +269,12 @@ class AMDExplainer(PairExplainer):
                             map_a=up[0, top], map_b=up[1, top], signed=False)
         la, lb = self.labels.get(a.key), self.labels.get(b.key)
         return AttributeExplanation(
-            **{f: getattr(base, f) for f in _BASE_FIELDS},
+            **{f.name: getattr(base, f.name) for f in fields(Explanation)},
             attributes=self.interpreter.attributes, distance=d, attribute_distances=d_k,
             attention_a=up[0].astype(np.float32), attention_b=up[1].astype(np.float32),
             labels_a=None if la is None else np.asarray(la, bool),
             labels_b=None if lb is None else np.asarray(lb, bool),
         )
-
-
-_BASE_FIELDS = ("similarity", "method", "image_a", "image_b", "map_a", "map_b", "signed",
-                "matches", "layer", "target", "frame_a", "frame_b", "photo_a", "photo_b",
-                "model", "options", "warnings", "context")
 
 
 def with_labels(expl: AttributeExplanation, labels_a: np.ndarray | None,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,6 @@ from pairx.training.data import load_images, normalize
 from pairx.training.sampler import PKSampler
 
 __all__ = ["AMDTrainConfig", "pair_terms", "train_interpreter"]
-
-INTERPRETER_FORMAT = 1
 
 
 @dataclass
@@ -68,7 +66,6 @@ class AMDTrainConfig:
     distance_scale: float | None = None
     seed: int = 0
     split: str = "train"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise :class:`InputError` on values outside their ranges."""
