@@ -9,7 +9,8 @@
 
 * fidelity: ADRE ``mean |d - d_hat| / d`` and Pearson(d, d_hat) over within-species pairs of
   different individuals;
-* retrieval (every image a query against all others): rank-1 and mAP with ``d`` and ``d_hat``;
+* retrieval (every image a query against all others): rank-1 and mAP with ``d``, ``d_hat`` and
+  the re-weighted distance of Eq. 12 (``gamma = 1``; it reads both images' attribute labels);
 * X-mAP_e / X-mAP_c over the same pairs, and the same with the images' attribute rows permuted
   (a baseline computed here);
 * counterfactual pairs (one marking toggled, visible in both): how often the toggled attribute
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from pairx.data.attributes import load_attributes
 from pairx.data.datasets import load_dataset
 from pairx.data.synthetic import ATTRIBUTE_NAMES, load_ground_truth, render_counterfactual
-from pairx.explainers.amd import load_interpreter
+from pairx.explainers.amd import load_interpreter, reweighted_distance
 from pairx.metrics.attributes import adre, argmax_in_region, retrieval_from_distances, x_map
 from pairx.training.data import load_images, normalize
 
@@ -89,6 +90,11 @@ def main() -> None:
     r1, m1 = retrieval_from_distances(full_d, ids)
     r2, m2 = retrieval_from_distances(full_hat, ids)
     out.update({"rank1_d": r1, "map_d": m1, "rank1_dhat": r2, "map_dhat": m2})
+    # Eq. 12 re-weighting (uses both images' attribute labels, as the paper does)
+    full_dk = np.stack([torch.cdist(z[:, k], z[:, k]).numpy() for k in range(len(names))], -1)
+    full_ex = vals[:, None, :] ^ vals[None, :, :]
+    r3, m3 = retrieval_from_distances(reweighted_distance(full_d, full_dk, full_ex, 1.0), ids)
+    out.update({"rank1_reweighted": r3, "map_reweighted": m3})
 
     # localisation of present, visible markings
     h, w = pre.size
