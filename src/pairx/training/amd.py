@@ -21,7 +21,6 @@ and at the end ``interpreter.safetensors`` (the branch and head weights, float16
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from pairx.models.loaders import load_model
 from pairx.models.provenance import weight_digest
 from pairx.training.amd_losses import amd_loss
 from pairx.training.data import load_images, normalize
+from pairx.training.loop import _save_atomic
 from pairx.training.sampler import PKSampler
 
 __all__ = ["AMDTrainConfig", "pair_terms", "train_interpreter"]
@@ -121,12 +121,6 @@ def _mean_norm(model: ReIDModel, images: torch.Tensor, mean: Any, std: Any) -> f
     norms = [model.embed(normalize(x[i:i + 64].to(model.device), mean, std)).norm(dim=1)
              for i in range(0, len(x), 64)]
     return float(torch.cat(norms).mean())
-
-
-def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _training_attributes(cfg: AMDTrainConfig) -> tuple[Any, AttributeTable]:
