@@ -32,7 +32,12 @@ import torch.nn.functional as F
 
 from pairx.data.attributes import load_attributes
 from pairx.data.datasets import load_dataset
-from pairx.data.synthetic import ATTRIBUTE_NAMES, load_ground_truth, render_counterfactual
+from pairx.data.synthetic import (
+    ATTRIBUTE_NAMES,
+    FACE_LACKS,
+    load_ground_truth,
+    render_counterfactual,
+)
 from pairx.explainers.amd import load_interpreter, reweighted_distance
 from pairx.metrics.attributes import adre, argmax_in_region, retrieval_from_distances, x_map
 from pairx.training.data import load_images, normalize
@@ -128,7 +133,7 @@ def main() -> None:
     for n_img in chosen:
         s = ds.samples[int(n_img)]
         for m in ATTRIBUTE_NAMES:
-            if m not in names or (s.species == "face" and m in ("dark_tail_tip", "white_socks")):
+            if m not in names or (s.species == "face" and m in FACE_LACKS):
                 continue
             c = render_counterfactual(ds.root, s.image_id, m)
             if not c.visible_in_both:

@@ -62,26 +62,33 @@ def amd_train_command(
                f"distillation {last.get('distill', float('nan')):.4f})")
 
 
-def _dataset_labels(path: Path, names: tuple[str, ...]) -> np.ndarray | None:
-    """Labels of an image that lies in a dataset folder (found upwards), else ``None``."""
-    from pairx.data.attributes import load_attributes
-    from pairx.data.datasets import load_dataset
+def _dataset_labels(paths: list[Path], names: tuple[str, ...]) -> list[np.ndarray | None]:
+    """Labels of images that lie in a dataset folder (found upwards; ``None`` where not).
+    Each dataset folder is read once, whichever of the images it holds."""
+    from pairx.data.attributes import AttributeTable, load_attributes
+    from pairx.data.datasets import ReIDDataset, load_dataset
 
-    target = path.resolve()
-    for root in list(target.parents)[:4]:
-        if (root / "metadata.csv").is_file():
+    read: dict[Path, tuple[ReIDDataset, AttributeTable] | None] = {}
+
+    def labels(path: Path) -> np.ndarray | None:
+        target = path.resolve()
+        root = next((r for r in list(target.parents)[:4] if (r / "metadata.csv").is_file()), None)
+        if root is None:
+            return None
+        if root not in read:
             try:
                 ds = load_dataset(root, check_files=False)
-                match = [s for s in ds if Path(s.path).resolve() == target]
-                if not match:
-                    return None
                 table = load_attributes(ds)
-                if not set(names) <= set(table.names):
-                    return None
-                return table.select(names).of(match[0].image_id)
+                read[root] = (ds, table.select(names)) if set(names) <= set(table.names) else None
             except (DatasetError, InputError):
-                return None
-    return None
+                read[root] = None
+        found = read[root]
+        if found is None:
+            return None
+        match = [s for s in found[0] if Path(s.path).resolve() == target]
+        return found[1].of(match[0].image_id) if match else None
+
+    return [labels(p) for p in paths]
 
 
 def _yes_no(labels: np.ndarray | None, k: int) -> str:
@@ -121,7 +128,7 @@ def amd_explain_command(
     ex = AMDExplainer(interp)
     expl = ex.explain_attributes(str(image_a), str(image_b))
     names = interp.attributes
-    expl = with_labels(expl, _dataset_labels(image_a, names), _dataset_labels(image_b, names))
+    expl = with_labels(expl, *_dataset_labels([image_a, image_b], names))
     r = expl.contributions
     typer.echo(f"model {interp.model.name}, interpreter {interpreter}: distance "
                f"{expl.distance:.4f} (cosine {expl.similarity:.4f}), sum of attribute distances "

@@ -51,12 +51,13 @@ from tqdm import tqdm
 from pairx.core.errors import DatasetError, InputError
 from pairx.data.datasets import ReIDDataset, load_dataset
 from pairx.data.synth.geometry import SightingTransform
-from pairx.data.synth.patterns import ATTRIBUTE_NAMES
+from pairx.data.synth.patterns import ATTRIBUTE_NAMES, FACE_LACKS
 from pairx.data.synth.scene import make_individual, render_sighting
 from pairx.data.synth.templates import PART_NAMES
 
 __all__ = [
     "ATTRIBUTE_NAMES",
+    "FACE_LACKS",
     "PART_NAMES",
     "SPECIES",
     "Counterfactual",
@@ -619,11 +620,12 @@ def render_counterfactual(dataset_dir: str | Path, image_id: str, marking: str) 
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"{root} is not a dataset written by 'pairx synth' ({exc})") from exc
     gt = load_ground_truth(root, image_id)
-    try:
-        index, k = (int(t) for t in image_id[len(gt.identity) - 4:].split("_")[-2:])
-    except ValueError as exc:
+    try:  # identity <species>_<index>, image id <identity>_<sighting>
+        index = int(gt.identity.rsplit("_", 1)[1])
+        k = int(image_id.rsplit("_", 1)[1])
+    except (IndexError, ValueError) as exc:
         raise DatasetError(f"image id {image_id!r} is not <species>_<index>_<sighting>") from exc
-    if gt.species == "face" and marking in ("dark_tail_tip", "white_socks"):
+    if gt.species == "face" and marking in FACE_LACKS:
         raise InputError(f"faces cannot carry {marking!r}")
     iseed = _individual_seed(seed, gt.species, index)
     renders = []

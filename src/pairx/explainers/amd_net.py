@@ -208,11 +208,11 @@ class AMDNet(nn.Module):
         self.branch = copy.deepcopy(self.target_later)  # trainable copy of the later stages
         for p in self.branch.parameters():
             p.requires_grad_(True)
-        channels = _out_channels(self.branch, self.target_shared, model)
+        channels = self._check_stages(backbone, model)  # the branch copies target_later
         self.head = AttributeHead(channels, len(attributes), tau)
-        self._check_stages(backbone, model)
 
-    def _check_stages(self, backbone: nn.Module, model: ReIDModel) -> None:
+    def _check_stages(self, backbone: nn.Module, model: ReIDModel) -> int:
+        """Check that the stages in order reproduce the backbone; return its channel count."""
         h, w = model.preprocessing.size
         x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
         dev = next(backbone.parameters()).device
@@ -227,6 +227,9 @@ class AMDNet(nn.Module):
                 f"the stages of {model.name!r} run in order do not reproduce its backbone "
                 "output; AMD cannot graft an interpreter on it"
             )
+        if got.dim() != 4:
+            raise ModelError(f"the backbone of {model.name!r} does not output a (B, C, h, w) map")
+        return int(got.shape[1])
 
     def train(self, mode: bool = True) -> AMDNet:
         """Only the interpreter branch and the head ever train; the target stays in eval."""
@@ -259,18 +262,3 @@ class AMDNet(nn.Module):
         # each attribute carries the linear part of its masked features and 1/M of the offset
         z = (self.target_neck(self.target_pool(masked)) - offset * (1 - 1 / m)).view(b, m, -1)
         return AMDOutput(emb / norm, z / norm[:, None], att)
-
-
-def _out_channels(branch: nn.Module, shared: nn.Module, model: ReIDModel) -> int:
-    h, w = model.preprocessing.size
-    dev = next(shared.parameters()).device
-    was = [m.training for m in (shared, branch)]
-    shared.eval()
-    branch.eval()
-    with torch.no_grad():
-        out = branch(shared(torch.zeros(1, 3, h, w, device=dev)))
-    shared.train(was[0])
-    branch.train(was[1])
-    if out.dim() != 4:
-        raise ModelError(f"the backbone of {model.name!r} does not output a (B, C, h, w) map")
-    return int(out.shape[1])

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from pairx.core.errors import InputError
-from pairx.training.retrieval import retrieval_per_query
+from pairx.training.retrieval import ranked_average_precision, retrieval_per_query
 
 __all__ = ["adre", "argmax_in_region", "average_precision", "retrieval_from_distances", "x_map"]
 
@@ -35,11 +35,8 @@ def adre(d: np.ndarray, d_hat: np.ndarray) -> float:
 def average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
     """AP of ranking ``scores`` in decreasing order (stable) against bool ``relevant``;
     ``nan`` when nothing is relevant."""
-    rel = np.asarray(relevant, bool)[np.argsort(-np.asarray(scores), kind="stable")]
-    if not rel.any():
-        return float("nan")
-    ranks = np.flatnonzero(rel) + 1
-    return float(np.mean(np.arange(1, ranks.size + 1) / ranks))
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return ranked_average_precision(np.asarray(relevant, bool)[order])
 
 
 def x_map(d_k: np.ndarray, exclusive: np.ndarray) -> tuple[float, float, int]:

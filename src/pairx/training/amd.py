@@ -39,7 +39,7 @@ from pairx.models.loaders import load_model
 from pairx.models.provenance import weight_digest
 from pairx.training.amd_losses import amd_loss
 from pairx.training.data import load_images, normalize
-from pairx.training.loop import _save_atomic
+from pairx.training.loop import _embed_all, _save_atomic
 from pairx.training.sampler import PKSampler
 
 __all__ = ["AMDTrainConfig", "pair_terms", "train_interpreter"]
@@ -114,13 +114,10 @@ def _lr_factor(cfg: AMDTrainConfig, steps_per_epoch: int) -> Any:
     return factor
 
 
-@torch.no_grad()
 def _mean_norm(model: ReIDModel, images: torch.Tensor, mean: Any, std: Any) -> float:
     """Mean embedding norm of (at most 512 of) the training images."""
     x = images[:: max(1, len(images) // 512)]
-    norms = [model.embed(normalize(x[i:i + 64].to(model.device), mean, std)).norm(dim=1)
-             for i in range(0, len(x), 64)]
-    return float(torch.cat(norms).mean())
+    return float(_embed_all(model.net, x, mean, std, model.device).norm(dim=1).mean())
 
 
 def _training_attributes(cfg: AMDTrainConfig) -> tuple[Any, AttributeTable]:

@@ -24,6 +24,7 @@ __all__ = [
     "RetrievalScores",
     "embed_samples",
     "evaluate_retrieval",
+    "ranked_average_precision",
     "retrieval_metrics",
     "retrieval_per_query",
 ]
@@ -76,9 +77,17 @@ def retrieval_per_query(
             continue
         valid[q] = True
         rank1[q] = float(hits[0])
-        ranks = np.flatnonzero(hits) + 1
-        ap[q] = float(np.mean(np.arange(1, ranks.size + 1) / ranks))
+        ap[q] = ranked_average_precision(hits)
     return valid, rank1, ap
+
+
+def ranked_average_precision(hits: np.ndarray) -> float:
+    """Average precision of a ranked list: ``(N,)`` bool, ``True`` where the item at that rank
+    is relevant; the mean over relevant items of the precision at their rank (``nan`` if none)."""
+    ranks = np.flatnonzero(np.asarray(hits, bool)) + 1
+    if ranks.size == 0:
+        return float("nan")
+    return float(np.mean(np.arange(1, ranks.size + 1) / ranks))
 
 
 def retrieval_metrics(

@@ -49,9 +49,8 @@ def render_attributes(expl: AttributeExplanation, *, top: int = 3, size: int = 2
     order = expl.ranking()
     shown = order[: max(1, min(top, len(order)))]
     r = expl.contributions
-    cols = [np.concatenate([_plain(expl.image_a, size), np.full((_GAP, 1, 3), 255, np.uint8)
-                            .repeat(_plain(expl.image_a, size).shape[1], 1),
-                            _plain(expl.image_b, size)], 0)]
+    pa, pb = _plain(expl.image_a, size), _plain(expl.image_b, size)
+    cols = [np.concatenate([pa, np.full((_GAP, pa.shape[1], 3), 255, np.uint8), pb], 0)]
     heads = [text_band(cols[0].shape[1], [("images", _INK), ("A top, B bottom", _GREY)],
                        max(12, size // 14))]
     for k in shown:

@@ -33,6 +33,9 @@ ATTRIBUTE_NAMES: tuple[str, ...] = (
 """Binary per-individual attributes, visible in every sighting (``attributes[k]`` is
 ``ATTRIBUTE_NAMES[k]``). Tail and socks do not apply to the face family (always ``False``)."""
 
+FACE_LACKS: tuple[str, ...] = ("dark_tail_tip", "white_socks")
+"""Markings the face family cannot carry (it has no tail and no legs)."""
+
 _LEGS = (FRONT_LEGS, HIND_LEGS)
 
 
@@ -64,8 +67,8 @@ def sample_attributes(family: str, rng: np.random.Generator) -> np.ndarray:
     """Draw the ``(K,)`` bool attribute vector of one individual (each true with p = 0.4)."""
     attrs = rng.random(len(ATTRIBUTE_NAMES)) < 0.4
     if family == "face":
-        attrs[ATTRIBUTE_NAMES.index("dark_tail_tip")] = False
-        attrs[ATTRIBUTE_NAMES.index("white_socks")] = False
+        for name in FACE_LACKS:
+            attrs[ATTRIBUTE_NAMES.index(name)] = False
     return attrs
 
 
