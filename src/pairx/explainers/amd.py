@@ -187,8 +187,11 @@ def load_interpreter(
 
     weights, meta_path = _files(spec)
     if not weights.is_file() or not meta_path.is_file():
-        raise ModelError(f"no interpreter at {spec}: expected {weights.name} and {meta_path.name}"
-                         " (train one with 'pairx amd train')")
+        raise ModelError(
+            f"no interpreter at {spec} (looked for {weights} and {meta_path.name}): give "
+            "'default', a run folder of 'pairx amd train', or its .safetensors file with the "
+            ".json beside it"
+        )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         state = load_file(str(weights))
