@@ -8,6 +8,14 @@ from typing import Annotated
 
 import typer
 
+from pairx.cli.batch import (
+    BackendOpt,
+    RayAddressOpt,
+    ThreadsOpt,
+    WorkerCpusOpt,
+    WorkersOpt,
+    executor_from_options,
+)
 from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
@@ -73,14 +81,21 @@ def evaluate(
         bool, typer.Option("--overwrite", help="Discard results of another configuration.")
     ] = False,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="Skip the figures.")] = False,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = 2,
+    worker_cpus: WorkerCpusOpt = 1,
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Compute rho/Delta of the inverted residual mean and match coverage (paper Table 1).
 
     Writes OUT/config.json, OUT/pairs.csv (one row per pair and layer, appended as it goes:
     rerun the same command to resume), OUT/metrics.csv, OUT/table.md, OUT/plots/ and, on the
-    synthetic benchmark, OUT/faithfulness.csv.
+    synthetic benchmark, OUT/faithfulness.csv. With --backend ray the pairs are computed by
+    Ray actors (the embeddings and the files stay with this process); the files are the same.
     """
+    from pairx.batch.spec import ModelSpec
     from pairx.data.datasets import load_dataset
     from pairx.metrics.protocol import EvaluationConfig
     from pairx.metrics.protocol import evaluate as run_protocol
@@ -95,11 +110,15 @@ def evaluate(
     layer_list = tuple(x.strip() for x in layers.split(",") if x.strip())
     if not layer_list:
         raise InputError("--layers must be 'auto' or a comma-separated list of layer names")
+    if backend not in ("local", "ray"):
+        raise InputError(f"--backend must be local or ray; got {backend!r}")
     start = time.perf_counter()
     dataset = load_dataset(data)
+    pre = preprocessing_options(size, mean, std)
     net, _ = load_cli_model(model, weights, device, allow_untrained=allow_untrained,
-                            preprocessing=preprocessing_options(size, mean, std))
+                            preprocessing=pre)
     net.net.eval()
+    spec = ModelSpec.of(net, model, str(weights.resolve()) if weights else None, pre, device)
     config = EvaluationConfig(
         dataset=str(dataset.root),
         model=model if weights is None else f"{model}@{Path(weights).resolve()}",
@@ -110,16 +129,11 @@ def evaluate(
         n_selection_pairs=selection_pairs,
         group_by=group_by,
     )
-    result = run_protocol(
-        dataset,
-        net,
-        out,
-        config,
-        overwrite=overwrite,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        progress=not quiet,
-    )
+    with executor_from_options(backend, net, threads, ray_address, workers,
+                               worker_cpus) as executor:
+        result = run_protocol(dataset, net, out, config, overwrite=overwrite,
+                              batch_size=batch_size, chunk_size=chunk_size, progress=not quiet,
+                              executor=executor, model_spec=spec)
     write_report(out, plots=not no_plots)
     elapsed = time.perf_counter() - start
     typer.echo((Path(out) / "table.md").read_text(encoding="utf-8"))

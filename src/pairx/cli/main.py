@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.zhu",
     "pairx.cli.amd",
     "pairx.cli.evaluate",
+    "pairx.cli.batch",
     "pairx.cli.calibrate",
     "pairx.cli.review",
 )

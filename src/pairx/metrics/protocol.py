@@ -44,44 +44,30 @@ import json
 import math
 import os
 import warnings
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
 from pairx.core.files import atomic_write_text
 from pairx.data.datasets import ReIDDataset, Sample
-from pairx.data.images import load_image
-from pairx.metrics.faithfulness import pair_faithfulness
-from pairx.metrics.functional import (
-    MetricWarning,
-    inverted_residual_mean,
-    match_coverage,
-    spearman_rho,
-)
-from pairx.metrics.homography import (
-    GroundTruthHomography,
-    HomographySource,
-    estimate_at_resolution,
-    is_synthetic,
-    make_homography_source,
-)
+from pairx.metrics.functional import MetricWarning, spearman_rho
+from pairx.metrics.homography import HomographySource, is_synthetic, make_homography_source
+from pairx.metrics.pair_metrics import ANALYSIS_SIDE, EngineFactory, EvaluateTask
+from pairx.metrics.pair_metrics import image_input as _image_input
 from pairx.models.adapter import ReIDModel
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pairx.explainers.pairx import PairX
-
-EngineFactory = Callable[[ReIDModel, Sequence[str], int], "PairX"]
-"""``(model, layers, cache_size) -> PairX``: the explainer the protocol measures."""
+    from pairx.batch.executors import Executor
+    from pairx.batch.spec import ModelSpec
 
 __all__ = [
+    "ANALYSIS_SIDE",
     "PAIR_COLUMNS",
     "EvaluationConfig",
     "Pair",
@@ -109,8 +95,6 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "faithful_defined",
     "faithful_random",
 )
-#: Longest side of the images keypoint homography sources (SIFT, LightGlue) work on.
-ANALYSIS_SIDE = 640
 #: Fewest correct (and incorrect) pairs a group needs to be evaluated.
 MIN_PAIRS_PER_SIDE = 3
 
@@ -248,19 +232,6 @@ def group_dataset(dataset: ReIDDataset, group_by: str) -> dict[str, ReIDDataset]
     if group_by == "species" and len(species) > 1:
         return {sp: dataset.subset(species=[sp]) for sp in species}
     return {dataset.root.name or "dataset": dataset}
-
-
-def _image_input(sample: Sample) -> str | np.ndarray:
-    """The image to give the model: the path, or the bbox crop as an array."""
-    if sample.bbox is None:
-        return str(sample.path)
-    rgb = load_image(sample.path)
-    x, y, w, h = (round(v) for v in sample.bbox)
-    x0, y0 = max(x, 0), max(y, 0)
-    crop = rgb[y0 : min(y + h, rgb.shape[0]), x0 : min(x + w, rgb.shape[1])]
-    if crop.size == 0:
-        raise DatasetError(f"bbox {sample.bbox} of {sample.image_id!r} is outside its image")
-    return np.ascontiguousarray(crop)
 
 
 # --------------------------------------------------------------------------- pair selection
@@ -512,143 +483,6 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- evaluation
 
 
-class _Runner:
-    """Computes the per-pair metrics of one group with a shared PairX engine."""
-
-    def __init__(
-        self,
-        model: ReIDModel,
-        group: str,
-        dataset: ReIDDataset,
-        layers: Sequence[str],
-        homography: HomographySource,
-        truth: GroundTruthHomography | None,
-        config: EvaluationConfig,
-        extra_sources: dict[str, HomographySource],
-        engine_factory: EngineFactory,
-        cache_size: int,
-    ) -> None:
-        self.group = group
-        self.dataset = dataset
-        self.layers = list(layers)
-        self.homography = homography
-        self.extra_sources = extra_sources
-        self.truth = truth
-        self.config = config
-        self.engine = engine_factory(model, self.layers, cache_size)
-        self._inputs: dict[str, str | np.ndarray] = {}
-        self._analysis: dict[str, np.ndarray] = {}
-
-    def _input(self, image_id: str) -> str | np.ndarray:
-        """Path of the image, or its bbox crop (a small LRU cache bounds the memory)."""
-        if image_id in self._inputs:
-            return self._inputs[image_id]
-        value = _image_input(self.dataset.by_id(image_id))
-        self._inputs[image_id] = value
-        if len(self._inputs) > 64:
-            del self._inputs[next(iter(self._inputs))]
-        return value
-
-    def _analysis_image(self, image_id: str) -> np.ndarray:
-        """The original (cropped) image, downscaled to at most :data:`ANALYSIS_SIDE` pixels."""
-        if image_id in self._analysis:
-            return self._analysis[image_id]
-        src = self._input(image_id)
-        rgb = load_image(src) if isinstance(src, str) else src
-        scale = ANALYSIS_SIDE / max(rgb.shape[:2])
-        if scale < 1:
-            size = (max(round(rgb.shape[1] * scale), 1), max(round(rgb.shape[0] * scale), 1))
-            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-        self._analysis[image_id] = rgb
-        if len(self._analysis) > 64:
-            del self._analysis[next(iter(self._analysis))]
-        return rgb
-
-    def _homography(self, source: HomographySource, pair: Pair, first: Any) -> np.ndarray | None:
-        if isinstance(source, GroundTruthHomography):
-            return source.estimate(
-                first.image_a, first.image_b, key_a=pair.query, key_b=pair.gallery
-            )
-        # keypoints on the original (cropped) images, at most ANALYSIS_SIDE pixels
-        input_size = (int(first.image_a.shape[0]), int(first.image_a.shape[1]))
-        return estimate_at_resolution(
-            source,
-            self._analysis_image(pair.query),
-            self._analysis_image(pair.gallery),
-            input_size,
-            key_a=pair.query,
-            key_b=pair.gallery,
-        )
-
-    def rows(self, pairs: Sequence[Pair]) -> list[list[dict[str, Any]]]:
-        """Metric rows (one per layer) of each pair; one engine call for the whole chunk."""
-        expls = self.engine.explain_layers_pairs(
-            [(self._input(p.query), self._input(p.gallery)) for p in pairs],
-            keys=[(p.query, p.gallery) for p in pairs],
-            n_pixel_maps=0,
-            progress=False,
-        )
-        return [self._pair_rows(p, e) for p, e in zip(pairs, expls, strict=True)]
-
-    def _pair_rows(self, pair: Pair, expl: dict[str, Any]) -> list[dict[str, Any]]:
-        first = expl[self.layers[0]]
-        h = self._homography(self.homography, pair, first)
-        extra = {n: self._homography(src, pair, first) for n, src in self.extra_sources.items()}
-        rows = []
-        for layer in self.layers:
-            e = expl[layer]
-            m = e.matches
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", MetricWarning)
-                res = inverted_residual_mean(m.xy_a, m.xy_b, h) if h is not None else math.nan
-                mc = match_coverage(e.relevance_a, e.relevance_b, m.grid_a, m.grid_b)
-            row: dict[str, Any] = {
-                "dataset": self.group,
-                "layer": layer,
-                "query": pair.query,
-                "gallery": pair.gallery,
-                "correct": pair.correct,
-                "similarity": pair.similarity,
-                "res": res,
-                "mc": mc,
-                "n_matches": len(m),
-                "res_exact": math.nan,
-                "faithful": math.nan,
-                "faithful_defined": math.nan,
-                "faithful_random": math.nan,
-            }
-            for name, h_extra in extra.items():
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", MetricWarning)
-                    row[f"res_{name}"] = (
-                        inverted_residual_mean(m.xy_a, m.xy_b, h_extra)
-                        if h_extra is not None
-                        else math.nan
-                    )
-            if self.truth is not None:
-                size = (int(e.image_a.shape[0]), int(e.image_a.shape[1]))
-                resid = self.truth.true_residuals(pair.query, pair.gallery, m.xy_a, m.xy_b, size)
-                ok = np.isfinite(resid)
-                if ok.any():
-                    total = float(resid[ok].sum())
-                    row["res_exact"] = math.inf if total == 0 else float(ok.sum() / total)
-                if pair.correct:
-                    rng = np.random.default_rng(
-                        [
-                            self.config.seed,
-                            zlib.crc32(f"{pair.query}|{pair.gallery}|{layer}".encode()),
-                        ]
-                    )
-                    f = pair_faithfulness(
-                        self.truth, pair.query, pair.gallery, e, n_top=self.config.n_top, rng=rng
-                    )
-                    row["faithful"] = f.faithful
-                    row["faithful_defined"] = f.faithful_defined
-                    row["faithful_random"] = f.random
-            rows.append(row)
-        return rows
-
-
 def _embed_group(
     model: ReIDModel, dataset: ReIDDataset, cache: Path, batch_size: int, progress: bool
 ) -> np.ndarray:
@@ -674,14 +508,6 @@ def _embed_group(
     return emb_all
 
 
-def _default_engine(model: ReIDModel, layers: Sequence[str], cache_size: int) -> PairX:
-    from pairx.explainers.pairx import PairX
-
-    # The protocol measures; refusing untrained models is the caller's decision (the CLI does).
-    return PairX(model, list(layers), n_pixel_maps=0, cache_size=cache_size,
-                 allow_untrained=True)
-
-
 def _n_images(pairs: Sequence[Pair]) -> int:
     """Cache size that keeps every image of ``pairs`` (no per-image work is ever redone)."""
     return len({p.query for p in pairs} | {p.gallery for p in pairs}) + 1
@@ -700,24 +526,27 @@ def _query_chunks(pairs: Sequence[Pair], size: int) -> Iterator[list[Pair]]:
 
 
 def _run_pairs(
-    runner: _Runner,
+    task: EvaluateTask,
+    executor: Executor,
     pairs: Sequence[Pair],
     store: PairStore,
     desc: str,
     progress: bool,
     chunk_size: int,
 ) -> tuple[int, int]:
-    """Compute and store the pairs not yet in ``store``, about ``chunk_size`` pairs per call.
+    """Compute and store the pairs not yet in ``store``, about ``chunk_size`` pairs per chunk.
 
     Pairs are processed query by query and a chunk never splits a query's pairs (so the
-    engine sees all pairs of a query together and can reuse its per-image work); rows are
-    flushed to disk after every chunk (the resume granularity).
+    engine sees all pairs of a query together and can reuse its per-image work); the executor
+    gives the chunks' rows back in order and they are flushed to disk after every chunk (the
+    resume granularity), so every backend writes the same file.
     """
-    todo = [p for p in pairs if not store.has(runner.group, runner.layers, p)]
+    todo = [p for p in pairs if not store.has(task.group, task.layers, p)]
     todo.sort(key=lambda p: (p.query, p.gallery))
+    chunks = list(_query_chunks(todo, chunk_size))
     bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="pair")
-    for chunk in _query_chunks(todo, chunk_size):
-        for rows in runner.rows(chunk):
+    for chunk, chunk_rows in zip(chunks, executor.map(task, chunks), strict=True):
+        for rows in chunk_rows:
             store.write(rows)
         bar.update(len(chunk))
     bar.close()
@@ -767,6 +596,8 @@ def evaluate(
     progress: bool = True,
     homography_source: HomographySource | None = None,
     engine_factory: EngineFactory | None = None,
+    executor: Executor | None = None,
+    model_spec: ModelSpec | None = None,
 ) -> EvaluationResult:
     """Run the protocol and write ``config.json``, ``pairs.csv`` and ``selection_pairs.csv``.
 
@@ -794,8 +625,13 @@ def evaluate(
     engine_factory
         ``(model, layers, cache_size) -> PairX`` (its ``explain_layers_pairs`` is called);
         defaults to ``PairX(model, layers, n_pixel_maps=0, cache_size=cache_size)``, with a cache
-        large
-        enough for every image of the pairs (each image is preprocessed once).
+        large enough for every image of the pairs (each image is preprocessed once).
+    executor
+        Where the pairs are computed (:mod:`pairx.batch.executors`); default this process,
+        with ``model``. Every executor writes the same files.
+    model_spec
+        How workers load ``model`` (:meth:`pairx.batch.ModelSpec.of`); needed by executors
+        that run elsewhere (Ray).
 
     Returns
     -------
@@ -811,16 +647,26 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, config, overwrite)
-    factory = engine_factory or _default_engine
     synthetic = is_synthetic(dataset)
-    truth = GroundTruthHomography(dataset) if synthetic else None
     names = config.homographies
     if not names:
         raise InputError("config.homography names no homography source")
     if len(set(names)) != len(names):
         raise InputError(f"homography sources are listed twice: {config.homography!r}")
-    source = homography_source or make_homography_source(names[0], dataset, device=model.device)
-    extra_sources = {n: make_homography_source(n, dataset, device=model.device) for n in names[1:]}
+    for n in names:  # an unusable source (truth without ground truth...) fails before any work
+        if n != "lightglue" and not (n == names[0] and homography_source is not None):
+            make_homography_source(n, dataset, device=model.device)
+    from pairx.batch.executors import LocalExecutor
+    from pairx.batch.spec import ModelSpec
+
+    executor = executor or LocalExecutor(model)
+    spec = model_spec or ModelSpec(spec=model.name, device=str(model.device))
+
+    def task(name: str, group: ReIDDataset, layers: Sequence[str], homographies: Sequence[str],
+             with_truth: bool, cache_size: int) -> EvaluateTask:
+        return EvaluateTask(spec, name, group, tuple(layers), tuple(homographies), with_truth,
+                            config, cache_size, engine_factory, homography_source)
+
     dataset = split_dataset(dataset)
     groups = group_dataset(dataset, config.group_by)
     layers_path = out / "layers.json"
@@ -879,21 +725,9 @@ def evaluate(
                         k_max=config.k_max,
                         where=f"{name} (layer selection)",
                     )
-                    runner = _Runner(
-                        model,
-                        name,
-                        group,
-                        cands,
-                        source,
-                        None,
-                        config,
-                        {},
-                        factory,
-                        _n_images(sel_pairs),
-                    )
-                    _run_pairs(
-                        runner, sel_pairs, sel_store, f"select layer {name}", progress, chunk_size
-                    )
+                    sel_task = task(name, group, cands, names[:1], False, _n_images(sel_pairs))
+                    _run_pairs(sel_task, executor, sel_pairs, sel_store, f"select layer {name}",
+                               progress, chunk_size)
                     rows = [
                         r
                         for r in read_pairs(sel_store.path)
@@ -920,21 +754,9 @@ def evaluate(
                 k_max=config.k_max,
                 where=name,
             )
-            runner = _Runner(
-                model,
-                name,
-                group,
-                layers,
-                source,
-                truth,
-                config,
-                extra_sources,
-                factory,
-                _n_images(pairs),
-            )
-            n_new, n_old = _run_pairs(
-                runner, pairs, store, f"evaluate {name}", progress, chunk_size
-            )
+            main = task(name, group, layers, names, synthetic, _n_images(pairs))
+            n_new, n_old = _run_pairs(main, executor, pairs, store, f"evaluate {name}",
+                                      progress, chunk_size)
             result.n_computed += n_new
             result.n_skipped += n_old
     finally:
