@@ -205,6 +205,7 @@ class RayExecutor(Executor):
         self.init_options = dict(init_options or {})
         self.actors: list[Any] = []
         self.nodes: dict[int, str] = {}
+        self.pids: dict[int, int] = {}
         self._spec: Any = None
         self._started = False
         self._tasks: dict[str, Any] = {}
@@ -240,7 +241,7 @@ class RayExecutor(Executor):
             if info["error"]:
                 self._kill_actors()
                 raise WorkerError(f"Ray worker {i} on node {info['node'][:12]}: {info['error']}")
-            self.nodes[i] = info["node"]
+            self.nodes[i], self.pids[i] = info["node"], info["pid"]
 
     def _kill_actors(self) -> None:
         for a in self.actors:

@@ -148,8 +148,9 @@ def explain_batch_command(
         f"{result.out_dir / 'results.jsonl'}"
     )
     if result.n_failed:
-        typer.secho(f"pairx: warning: {result.n_failed} pairs failed; their reasons are in the "
-                    "records' 'error' field (rerun with --retry-failed after fixing them)",
+        n = result.n_failed
+        typer.secho(f"pairx: warning: {n} pair{'s' if n > 1 else ''} failed; the reasons are in "
+                    "the records' 'error' field (rerun with --retry-failed after fixing them)",
                     err=True, fg=typer.colors.YELLOW)
 
 
