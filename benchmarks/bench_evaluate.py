@@ -44,6 +44,7 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def instrumented() -> Iterator[None]:
     """Patch the engine and metric stages with timers; always restores the originals."""
     import pairx.explainers.pairx as engine
+    import pairx.metrics.pair_metrics as pair_metrics
     import pairx.metrics.protocol as protocol
     import pairx.metrics.report as report
     from pairx.metrics import homography
@@ -53,12 +54,11 @@ def instrumented() -> Iterator[None]:
         (engine.PairX, "_explain_batched", "LRP backward + matching (zennit engine)"),
         (engine.PairX, "_explain_separate", "LRP backward + matching (gradient engine)"),
         (engine, "_matches", "matching (part of the line above)"),
-        (homography.SIFTHomography, "estimate", "homography (sift)"),
-        (homography.LightGlueHomography, "estimate", "homography (lightglue)"),
+        (homography._KeypointSource, "estimate", "homography (sift / lightglue)"),
         (homography.GroundTruthHomography, "estimate", "homography (truth)"),
-        (protocol, "inverted_residual_mean", "res"),
-        (protocol, "match_coverage", "mc"),
-        (protocol, "pair_faithfulness", "faithfulness (truth only)"),
+        (pair_metrics, "inverted_residual_mean", "res"),
+        (pair_metrics, "match_coverage", "mc"),
+        (pair_metrics, "pair_faithfulness", "faithfulness (truth only)"),
         (protocol, "_embed_group", "embeddings (batched, per image)"),
         (report, "binned_bhattacharyya", "KDE / binned Bhattacharyya"),
         (report, "plot_metric", "plots"),
@@ -66,9 +66,9 @@ def instrumented() -> Iterator[None]:
     forward = engine.PairX.__dict__["_forward"]
     saved = [(engine.PairX, "_forward", forward)]
 
-    def counted_forward(self: Any, net: Any, states: Any) -> Any:
-        COUNTS["images through an LRP forward pass"] += len(states)
-        return forward(self, net, states)
+    def counted_forward(self: Any, *args: Any) -> Any:
+        COUNTS["images through an LRP forward pass"] += len(args[-1])  # the image states
+        return forward(self, *args)
 
     engine.PairX._forward = counted_forward  # type: ignore[method-assign]
     for owner, attr, name in patches:

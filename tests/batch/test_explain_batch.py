@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.batch.helpers import Interrupted, Interrupting
 
 from pairx.batch.executors import LocalExecutor
 from pairx.batch.explain import ExplainTask, explain_batch, read_pairs_file
@@ -17,7 +18,6 @@ from pairx.cli.main import main
 from pairx.core.errors import InputError
 from pairx.data.datasets import load_dataset
 from pairx.models.loaders import load_model
-from tests.batch.helpers import Interrupted, Interrupting
 
 LAYER = "backbone.layer3"
 
@@ -186,4 +186,4 @@ def test_pairs_file_keeps_working_folder_paths(tmp_path: Path, batch_data: Path,
     items = read_pairs_file(sub / "p.csv")
     assert items[0].error is None and Path(str(items[0].source_a)) == img.resolve()
     with (sub / "p.csv").open() as fh:
-        assert list(csv.DictReader(fh))[0]["image_a"] == img.name
+        assert next(iter(csv.DictReader(fh)))["image_a"] == img.name

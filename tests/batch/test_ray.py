@@ -11,6 +11,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'pairx[ray]')")
 
+from tests.batch.helpers import Interrupted, Interrupting  # noqa: E402
+
 from pairx.batch.executors import LocalExecutor, RayExecutor  # noqa: E402
 from pairx.batch.explain import ExplainTask, explain_batch, read_pairs_file  # noqa: E402
 from pairx.batch.spec import ModelSpec, WorkerError  # noqa: E402
@@ -18,7 +20,6 @@ from pairx.data.datasets import load_dataset  # noqa: E402
 from pairx.metrics.protocol import EvaluationConfig, evaluate  # noqa: E402
 from pairx.metrics.report import write_report  # noqa: E402
 from pairx.models.loaders import load_model  # noqa: E402
-from tests.batch.helpers import Interrupted, Interrupting  # noqa: E402
 
 LAYER = "backbone.layer3"
 FILES = ("pairs.csv", "metrics.csv", "faithfulness.csv", "table.md")
