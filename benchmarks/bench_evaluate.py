@@ -66,9 +66,9 @@ def instrumented() -> Iterator[None]:
     forward = engine.PairX.__dict__["_forward"]
     saved = [(engine.PairX, "_forward", forward)]
 
-    def counted_forward(self: Any, *args: Any) -> Any:
+    def counted_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
         COUNTS["images through an LRP forward pass"] += len(args[-1])  # the image states
-        return forward(self, *args)
+        return forward(self, *args, **kwargs)
 
     engine.PairX._forward = counted_forward  # type: ignore[method-assign]
     for owner, attr, name in patches:

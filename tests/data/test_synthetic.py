@@ -203,6 +203,25 @@ def test_transform_is_exactly_invertible(seed: int, mirror: bool, size: int) -> 
     np.testing.assert_allclose(tf.image_to_uv(tf.uv_to_image(uv)), uv, atol=1e-9)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([1, 2, 7, 300]))
+def test_uv_to_image_early_exit_equals_all_iterations(seed: int, n: int) -> None:
+    """Points leave the fixed-point loop once their iterate repeats: the bits are those of the
+    plain loop over every iteration (the oracle below), for any batch size and NaN rows."""
+    from pairx.data.synth.geometry import _FIXED_POINT_ITERS, _apply_projective
+
+    rng = np.random.default_rng(seed)
+    tf = random_transform(rng, size=224, canvas=280, bbox=(28.0, 14.0, 252.0, 266.0),
+                          mirror=bool(seed % 2))
+    uv = rng.uniform(-0.3, 1.3, (n, 2))
+    uv[rng.random(n) < 0.1] = np.nan
+    r = _apply_projective(np.linalg.inv(tf.proj), uv * tf.canvas - 0.5)
+    p = r.copy()
+    for _ in range(_FIXED_POINT_ITERS):
+        p = r - tf.displacement(p)
+    np.testing.assert_array_equal(tf.uv_to_image(uv), p)
+
+
 # ----------------------------------------------------------------------------- masks, orientation
 
 

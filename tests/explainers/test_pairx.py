@@ -397,3 +397,116 @@ def test_a_query_shares_its_pixel_maps_across_candidates(
     # only for b2, the query's come from the first pair
     n_query_maps = len({tuple(p) for r in shared for p in r.matches.grid_a[:4].tolist()})
     assert sum(calls) == n_query_maps + sum(min(4, len(r.matches)) for r in shared)
+
+
+def _layer_maps_close(got: PairExplanation, want: PairExplanation) -> None:
+    assert got.similarity == pytest.approx(want.similarity, abs=1e-6)
+    np.testing.assert_array_equal(got.matches.grid_a, want.matches.grid_a)
+    np.testing.assert_array_equal(got.matches.grid_b, want.matches.grid_b)
+    for key in ("relevance_a", "relevance_b"):
+        np.testing.assert_allclose(getattr(got, key), getattr(want, key), rtol=1e-5,
+                                   atol=1e-6 * float(np.abs(getattr(want, key)).max()))
+
+
+def test_pairs_share_lrp_passes_without_pixel_maps(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Without pixel maps several pairs go through one zennit forward and backward pass, the
+    graph cut at the lowest layer: the same explanations as a full graph per pair."""
+    a, b = images
+    c, d = np.roll(a, 9, axis=1), np.flipud(b).copy()
+    pairs = [(a, b), (a, c), (a, d), (b, c), (c, d)]
+    layers = [LAYER, "backbone.layer1"]
+    explainer = PairX(model, layers, n_pixel_maps=0, engine="zennit", pairs_per_pass=2)
+    calls, handle = _count_forwards(model)
+    seen: list[int] = []
+    try:
+        shared = explainer.explain_layers_pairs(
+            pairs, keys=[("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("c", "d")],
+            progress=False, on_result=lambda i, _e: seen.append(i))
+    finally:
+        handle.remove()
+    # the distinct images of each pass run once below the cut: {a, b, c}, {a, d, b, c}, {c, d}
+    assert calls == [3, 4, 2] and seen == [0, 1, 2, 3, 4]
+    # the reference: one pair per pass over the whole graph (pixel maps ask for it)
+    full = PairX(model, layers, n_pixel_maps=1, engine="zennit", cache_size=0)
+    for (x, y), got in zip(pairs, shared, strict=True):
+        want = full.explain_layers(x, y)
+        for layer in layers:
+            assert got[layer].pixel_relevance_a.shape == (0, SIZE, SIZE)
+            _layer_maps_close(got[layer], want[layer])
+    with pytest.raises(InputError, match="pairs_per_pass"):
+        PairX(model, [LAYER], pairs_per_pass=0)
+
+
+class _TwoBranches(nn.Module):
+    """Two parallel convolutions on one stem: neither is downstream of the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.left = nn.Conv2d(4, 4, 3, padding=1)
+        self.right = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(x)
+        return (self.pool(self.left(s)) + self.pool(self.right(s))).flatten(1)
+
+
+def test_cut_graph_falls_back_when_a_layer_is_not_downstream(
+    images: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Cutting at the first layer to run would leave a parallel layer without a graph, so
+    the whole pass is recorded and the relevances are those of the full graph."""
+    torch.manual_seed(0)
+    m = ReIDModel(_TwoBranches().eval(), Preprocessing(size=(SIZE, SIZE)), name="branches")
+    layers = ["left", "right"]
+    with lrp_mode(m, family="generic") as net, capture_layers(m, layers, cut=True) as found, \
+            torch.enable_grad():
+        net(m.to_input(images[0]))
+    assert found["left"].requires_grad and found["left"].grad_fn is None
+    assert not found["right"].requires_grad  # what the engine detects
+    got = PairX(m, layers, n_pixel_maps=0, engine="zennit",
+                family="generic").explain_layers(*images)
+    want = PairX(m, layers, n_pixel_maps=1, engine="zennit",
+                 family="generic").explain_layers(*images)
+    for layer in layers:
+        assert float(np.abs(got[layer].relevance_a).max()) > 0
+        _layer_maps_close(got[layer], want[layer])
+
+
+class _SkipOverCut(nn.Module):
+    """A network whose head uses a tensor from below the explained layer (the stem's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Sequential(nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(x)
+        return (self.pool(self.body(s)) + self.pool(s)).flatten(1)
+
+
+def test_images_shared_below_the_cut_unless_the_model_forbids_it(
+    images: tuple[np.ndarray, np.ndarray],
+) -> None:
+    torch.manual_seed(0)
+    m = ReIDModel(_SkipOverCut().eval(), Preprocessing(size=(SIZE, SIZE)), name="skip")
+    a, b = images
+    c = np.roll(a, 5, axis=0)
+    pairs = [(a, b), (a, c)]
+    explainer = PairX(m, ["body"], n_pixel_maps=0, engine="zennit", family="generic")
+    calls: list[int] = []  # batch sizes of every attempt (a pre-hook sees failed ones too)
+    handle = m.net.register_forward_pre_hook(lambda _m, inp: calls.append(inp[0].shape[0]))
+    try:
+        got = explainer.explain_layers_pairs(pairs, keys=[("a", "b"), ("a", "c")],
+                                             progress=False)
+    finally:
+        handle.remove()
+    assert calls == [3, 4] and not explainer._dedupe  # tried, failed loudly, rerun unshared
+    full = PairX(m, ["body"], n_pixel_maps=1, engine="zennit", family="generic")
+    for (x, y), e in zip(pairs, got, strict=True):
+        _layer_maps_close(e["body"], full.explain_layers(x, y)["body"])

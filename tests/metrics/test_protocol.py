@@ -97,9 +97,9 @@ class CountingPairX(PairX):
 
     forwards: list[tuple[int, ...]]
 
-    def _forward(self, net: torch.nn.Module, *states: Any) -> Any:
+    def _forward(self, net: torch.nn.Module, model: Any, states: Any, **kw: Any) -> Any:
         CountingPairX.forwards.append(tuple(id(s) for s in states))
-        return super()._forward(net, *states)
+        return super()._forward(net, model, states, **kw)
 
 
 def _counting_factory(model: ReIDModel, layers: Sequence[str], cache: int) -> PairX:
@@ -120,8 +120,10 @@ def test_evaluate_writes_rows_and_never_forwards_an_image_twice(
     ds = load_dataset(eval_synth)
     CountingPairX.forwards = []
     embeds: list[int] = []
+    lrp_batches: list[int] = []
     hook = tiny_model.net.register_forward_hook(
-        lambda m, i, o: embeds.append(i[0].shape[0]) if not torch.is_grad_enabled() else None
+        lambda m, i, o: (lrp_batches if torch.is_grad_enabled() else embeds).append(
+            i[0].shape[0])
     )
     try:
         res = evaluate(
@@ -144,9 +146,14 @@ def test_evaluate_writes_rows_and_never_forwards_an_image_twice(
     }
     assert all(len(p) == 12 for p in per_group.values())
     assert res.n_computed == 24
-    # one forward pass per pair for all layers together, never two
+    # every pair in exactly one LRP forward pass (all layers together), up to 8 pairs per
+    # pass, and within a pass each distinct image through the network once
     n_pairs = sum(len(p) for p in per_group.values())
-    assert len(CountingPairX.forwards) == n_pairs
+    passes = CountingPairX.forwards
+    assert sum(len(f) for f in passes) == 2 * n_pairs
+    assert len(passes) == sum(-(-12 // 8) for _ in per_group)
+    assert lrp_batches == [len(set(f)) for f in passes]
+    assert sum(lrp_batches) < 2 * n_pairs
     # embeddings: each image the protocol needs embedded exactly once, in batches; with
     # explicit layers and an identity-disjoint split only the test images are needed
     n_test = sum(1 for s in ds if s.split == "test")

@@ -76,7 +76,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 32,
     chunk_size: Annotated[
         int, typer.Option(help="Pairs per PAIR-X call (results are flushed after each).")
-    ] = 8,
+    ] = 16,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Discard results of another configuration.")
     ] = False,

@@ -135,6 +135,12 @@ class PairX(PairExplainer):
         Gradient engine: single-image LRP graphs kept alive at once within an
         :meth:`explain_layers_pairs` call (at least 2; each holds the activations of one image,
         about 3 GB for a MiewID-sized model at 440 px).
+    pairs_per_pass
+        zennit engine without pixel maps (the evaluation protocol): pairs whose images share
+        one LRP forward and one backward pass (default 8: batches of up to 16 images above
+        the lowest layer, each distinct image once below it; with the default model about
+        1.3x faster than one pair per pass). The relevances are those of one pair per pass to
+        float rounding (bit for bit on the CPU measured, ``benchmarks/bench_evaluate.py``).
     allow_untrained
         Explain a model that looks untrained (built without weights, or BatchNorm statistics
         never updated) instead of refusing it; every explanation then carries
@@ -176,6 +182,7 @@ class PairX(PairExplainer):
         pixel_chunk: int = 1,
         engine: str = "auto",
         max_graphs: int = 2,
+        pairs_per_pass: int = 8,
         allow_untrained: bool = False,
         calibration: SimilarityCalibration | str | os.PathLike[str] | None = None,
         target: str = "cosine",
@@ -222,6 +229,10 @@ class PairX(PairExplainer):
         self.pixel_chunk = max(1, int(pixel_chunk))
         self.engine = engine
         self.max_graphs = int(max_graphs)
+        if int(pairs_per_pass) < 1:
+            raise InputError(f"pairs_per_pass must be at least 1; got {pairs_per_pass}")
+        self.pairs_per_pass = int(pairs_per_pass)
+        self._dedupe = True  # False once the model cannot share images below the cut
 
     def options(self) -> dict[str, object]:
         """PAIR-X's settings, recorded in every explanation."""
@@ -245,13 +256,20 @@ class PairX(PairExplainer):
         return self._reduced
 
     def _forward(
-        self, net: torch.nn.Module, model: ReIDModel, states: Sequence[_Image]
+        self, net: torch.nn.Module, model: ReIDModel, states: Sequence[_Image],
+        *, to_pixels: bool = True,
     ) -> _Graph:
         """One LRP forward pass of ``states`` as one batch (graph kept for backward passes).
 
         zennit's rule hooks store each module's last input, so with ``engine="zennit"`` both
         images of a pair must share one forward pass; the gradient engine's graphs are
-        independent, so it builds one per image and reuses it across pairs.
+        independent, so it builds one per image and reuses it across pairs. With
+        ``to_pixels=False`` (no pixel maps) the graph starts at the lowest explained layer:
+        the forward pass below it records nothing and runs each distinct image of ``states``
+        once (a query in several pairs of the batch), its output at the cut gathered back to
+        one slot per state (same values; ``x`` gets no gradient). A model that uses a tensor
+        from below the cut above it cannot be gathered that way: the pass is rerun without
+        sharing, and the engine stops trying.
         """
         shapes = {tuple(st.x.shape) for st in states}
         if len(shapes) > 1:
@@ -259,9 +277,31 @@ class PairX(PairExplainer):
                 f"both images must have the same input size; got {sorted(shapes)}"
             )
         dtype = next((p.dtype for p in model.net.parameters()), torch.float32)
-        x = torch.cat([st.x for st in states]).detach().to(dtype).requires_grad_(True)
-        with capture_layers(model, self.layers) as found, torch.enable_grad():
-            out = net(x)
+        slot: dict[int, int] = {}
+        for st in states:
+            slot.setdefault(id(st), len(slot))
+        expand = None
+        if not to_pixels and 2 <= len(slot) < len(states) and self._dedupe:
+            # below the cut each image runs once; the cut output is gathered per pair slot
+            expand = torch.tensor([slot[id(st)] for st in states])
+            unique = list({id(st): st for st in states}.values())
+            x = torch.cat([st.x for st in unique]).detach().to(dtype)
+        else:
+            x = torch.cat([st.x for st in states]).detach().to(dtype).requires_grad_(to_pixels)
+        try:
+            with capture_layers(model, self.layers, cut=not to_pixels, expand=expand) as found, \
+                    torch.enable_grad():
+                out = net(x)
+        except RuntimeError:
+            if expand is None:
+                raise
+            # a tensor from below the cut is used above it: no deduplication for this model
+            self._dedupe = False
+            return self._forward(net, model, states, to_pixels=to_pixels)
+        if not to_pixels and not all(isinstance(t, torch.Tensor) and t.requires_grad
+                                     for t in found.values()):
+            # a layer that is not downstream of the first one: record the whole pass
+            return self._forward(net, model, states, to_pixels=True)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             raise ModelError(
                 f"model {self.model.name!r} must return (B, D) embeddings; got "
@@ -349,9 +389,9 @@ class PairX(PairExplainer):
         engine = self.engine
         if engine == "auto":
             engine = "gradient" if n_pix > 0 else "zennit"
-        bar = tqdm(states, desc="PAIR-X", disable=not progress or len(states) < 2)
         results: list[dict[str, PairExplanation]] = []
         if engine == "gradient":
+            bar = tqdm(states, desc="PAIR-X", disable=not progress or len(states) < 2)
             lrp_model = self._lrp_model()
             with gradient_lrp_mode(lrp_model, family=self.family) as net:
                 graphs = _GraphPool(lambda st: self._forward(net, lrp_model, [st]), states,
@@ -363,13 +403,22 @@ class PairX(PairExplainer):
                     if on_result is not None:
                         on_result(i, results[-1])
         else:
+            bar = tqdm(total=len(states), desc="PAIR-X", disable=not progress or len(states) < 2)
+            # without pixel maps several pairs share one forward and one backward pass (the
+            # graph starts at the lowest layer); with pixel maps each pair has its own graph
+            per_pass = self.pairs_per_pass if n_pix == 0 else 1
             with lrp_mode(self.model, family=self.family) as net:
-                for i, (sa, sb) in enumerate(bar):
-                    graph = self._forward(net, self.model, [sa, sb])
-                    results.append(self._explain_batched(sa, sb, graph, n_pix))
+                for group in _pair_groups(states, per_pass):
+                    flat = [st for i in group for st in states[i]]
+                    graph = self._forward(net, self.model, flat, to_pixels=n_pix > 0)
+                    for i, expl in zip(group, self._explain_batched(
+                            [states[i] for i in group], graph, n_pix), strict=True):
+                        results.append(expl)
+                        bar.update(1)
+                        if on_result is not None:
+                            on_result(i, expl)
                     del graph
-                    if on_result is not None:
-                        on_result(i, results[-1])
+            bar.close()
         return results
 
     def _explain_separate(
@@ -391,24 +440,36 @@ class PairX(PairExplainer):
         )
 
     def _explain_batched(
-        self, sa: _Image, sb: _Image, graph: _Graph, n_pix: int
-    ) -> dict[str, PairExplanation]:
-        """A pair over one zennit graph of both images (a batch of two)."""
-        cos, r_a, r_b = seed_relevance(self.target, graph.out[:1].detach(),
-                                      graph.out[1:].detach())
+        self, pairs: Sequence[tuple[_Image, _Image]], graph: _Graph, n_pix: int
+    ) -> list[dict[str, PairExplanation]]:
+        """Pairs over one zennit graph of their images (a batch ``a0, b0, a1, b1, ...``): one
+        backward pass with every image's starting relevance (pixel maps: one pair only)."""
+        seeds, sims = [], []
+        for k in range(len(pairs)):
+            cos, r_a, r_b = seed_relevance(self.target, graph.out[2 * k : 2 * k + 1].detach(),
+                                          graph.out[2 * k + 1 : 2 * k + 2].detach())
+            seeds += [r_a, r_b]
+            sims.append(cos)
         targets = list(graph.layers.values())
-        rel = torch.autograd.grad(graph.out, targets, grad_outputs=torch.cat([r_a, r_b]),
-                                  retain_graph=True, allow_unused=True)
-        rel_a = [None if r is None else r[:1] for r in rel]
-        rel_b = [None if r is None else r[1:] for r in rel]
+        rel = torch.autograd.grad(graph.out, targets, grad_outputs=torch.cat(seeds),
+                                  retain_graph=n_pix > 0, allow_unused=True)
 
         def pixels(name: str, positions: torch.Tensor) -> torch.Tensor:
+            if len(pairs) > 1:  # several pairs per pass only without pixel maps
+                return torch.zeros(0, 2, *graph.x.shape[-2:], dtype=graph.x.dtype)
             return pixel_relevance(graph.layers[name], graph.x, positions,
                                    chunk=self.pixel_chunk)
 
-        feats_a = {n: f[:1] for n, f in graph.layers.items()}
-        feats_b = {n: f[1:] for n, f in graph.layers.items()}
-        return self._explanations(sa, sb, cos, rel_a, rel_b, feats_a, feats_b, pixels, n_pix)
+        out = []
+        for k, (sa, sb) in enumerate(pairs):
+            a, b = slice(2 * k, 2 * k + 1), slice(2 * k + 1, 2 * k + 2)
+            rel_a = [None if r is None else r[a] for r in rel]
+            rel_b = [None if r is None else r[b] for r in rel]
+            feats_a = {n: f[a] for n, f in graph.layers.items()}
+            feats_b = {n: f[b] for n, f in graph.layers.items()}
+            out.append(self._explanations(sa, sb, sims[k], rel_a, rel_b, feats_a, feats_b,
+                                          pixels, n_pix))
+        return out
 
     def _explanations(
         self,
@@ -517,6 +578,21 @@ class _GraphPool:
     def release(self, i: int) -> None:
         for key in [k for k in self.live if self._next_use(k, i) == math.inf]:
             del self.live[key]
+
+
+def _pair_groups(
+    states: Sequence[tuple[_Image, _Image]], size: int
+) -> list[list[int]]:
+    """Consecutive pair indices, at most ``size`` per group, one input size per group."""
+    groups: list[list[int]] = []
+    shape: tuple[int, ...] | None = None
+    for i, (sa, sb) in enumerate(states):
+        here = (*sa.x.shape, *sb.x.shape)
+        if not groups or len(groups[-1]) >= size or here != shape:
+            groups.append([])
+            shape = here
+        groups[-1].append(i)
+    return groups
 
 
 def _channel_abs_sum(rel: torch.Tensor | None, feature: torch.Tensor) -> torch.Tensor:

@@ -592,7 +592,7 @@ def evaluate(
     *,
     overwrite: bool = False,
     batch_size: int = 32,
-    chunk_size: int = 8,
+    chunk_size: int = 16,
     progress: bool = True,
     homography_source: HomographySource | None = None,
     engine_factory: EngineFactory | None = None,

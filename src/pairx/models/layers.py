@@ -167,9 +167,20 @@ def require_spatial_output(name: str, output: object, model: ReIDModel | nn.Modu
 
 @contextmanager
 def capture_layers(
-    model: ReIDModel | nn.Module, layers: Sequence[str]
+    model: ReIDModel | nn.Module, layers: Sequence[str], *, cut: bool = False,
+    expand: torch.Tensor | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the named layers during forward passes inside the block.
+
+    With ``cut=True`` the first of the layers to run hands its consumers its output detached
+    (a new leaf that requires grad): the forward pass below it records no autograd graph,
+    which backward passes that stop at the layers do not need. The values are the same; a
+    layer that does not run downstream of the cut then has an output without grad history
+    (callers check ``requires_grad`` and rerun without the cut). ``expand`` (with ``cut``):
+    batch indices ``(B',)`` that the cut output is gathered with, so that the layers above
+    the cut see ``B'`` items (each image below the cut computed once, however many pairs it
+    is in); a tensor from below the cut used above it then no longer fits and the forward
+    pass raises.
 
     Yields
     ------
@@ -187,8 +198,16 @@ def capture_layers(
         for name in layers:
             module = get_layer(model, name)
 
-            def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
+            def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> object:
+                if cut and not found and isinstance(out, torch.Tensor):
+                    out = out.detach()
+                    if expand is not None:
+                        out = out[expand.to(out.device)]
+                    out = out.requires_grad_(True)
+                    found[name] = out
+                    return out
                 found[name] = out  # type: ignore[assignment]
+                return None
 
             handles.append(module.register_forward_hook(hook))
         yield found
