@@ -277,14 +277,12 @@ class PairX(PairExplainer):
                 f"both images must have the same input size; got {sorted(shapes)}"
             )
         dtype = next((p.dtype for p in model.net.parameters()), torch.float32)
-        slot: dict[int, int] = {}
-        for st in states:
-            slot.setdefault(id(st), len(slot))
+        unique = list({id(st): st for st in states}.values())
         expand = None
-        if not to_pixels and 2 <= len(slot) < len(states) and self._dedupe:
+        if not to_pixels and 2 <= len(unique) < len(states) and self._dedupe:
             # below the cut each image runs once; the cut output is gathered per pair slot
+            slot = {id(st): i for i, st in enumerate(unique)}
             expand = torch.tensor([slot[id(st)] for st in states])
-            unique = list({id(st): st for st in states}.values())
             x = torch.cat([st.x for st in unique]).detach().to(dtype)
         else:
             x = torch.cat([st.x for st in states]).detach().to(dtype).requires_grad_(to_pixels)
