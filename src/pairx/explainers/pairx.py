@@ -140,7 +140,9 @@ class PairX(PairExplainer):
         one LRP forward and one backward pass (default 8: batches of up to 16 images above
         the lowest layer, each distinct image once below it; with the default model about
         1.3x faster than one pair per pass). The relevances are those of one pair per pass to
-        float rounding (bit for bit on the CPU measured, ``benchmarks/bench_evaluate.py``).
+        float rounding: bit for bit on the CPU measured with 2 threads; with 1 thread a batch
+        of 16 differs from a batch of 2 in the last bits (``pairs_per_pass=4`` stays exact
+        there).
     allow_untrained
         Explain a model that looks untrained (built without weights, or BatchNorm statistics
         never updated) instead of refusing it; every explanation then carries
