@@ -16,6 +16,7 @@ from tests.batch.helpers import Interrupted, Interrupting  # noqa: E402
 from pairx.batch.executors import LocalExecutor, RayExecutor  # noqa: E402
 from pairx.batch.explain import ExplainTask, explain_batch, read_pairs_file  # noqa: E402
 from pairx.batch.spec import ModelSpec, WorkerError  # noqa: E402
+from pairx.core.errors import InputError  # noqa: E402
 from pairx.data.datasets import load_dataset  # noqa: E402
 from pairx.metrics.protocol import EvaluationConfig, evaluate  # noqa: E402
 from pairx.metrics.report import write_report  # noqa: E402
@@ -104,8 +105,6 @@ def test_worker_with_other_weights_is_refused(pairs_csv: Path, batch_data: Path,
 def test_unpicklable_task_is_refused(model) -> None:
     import threading
 
-    from pairx.core.errors import InputError
-
     class Holder(ExplainTask):
         pass
 
@@ -123,3 +122,11 @@ def test_unreachable_ray_address(pairs_csv: Path, batch_data: Path, tmp_path: Pa
     assert proc.returncode == 2, proc.stderr
     assert "no Ray cluster answers there" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("address", "message"), [("127.0.0.1:1", "no Ray cluster answers"),
+                                                  ("headnode", "is not 'auto'")])
+def test_bad_ray_address_fails_at_construction(address: str, message: str) -> None:
+    # Before any embedding or chunk work: the executor is built before the job starts.
+    with pytest.raises(InputError, match=message):
+        RayExecutor(address, workers=1)

@@ -198,6 +198,8 @@ class RayExecutor(Executor):
             raise InputError("--workers and --worker-cpus must be at least 1")
         if threads is not None and threads < 1:
             raise InputError(f"--threads must be at least 1; got {threads}")
+        if address is not None:  # fail before the caller spends minutes on embeddings
+            _check_address(address)
         self.address = address
         self.workers = workers
         self.worker_cpus = worker_cpus
@@ -220,7 +222,7 @@ class RayExecutor(Executor):
         if self.address is None:
             opts.setdefault("num_cpus", max(os.cpu_count() or 1, self.workers * self.worker_cpus))
         else:
-            _check_address(self.address)
+            _check_address(self.address)  # again: the cluster may have gone since __init__
         try:
             ray.init(address=self.address, **opts)
         except ConnectionError as exc:
