@@ -1,8 +1,9 @@
 """Layer-wise relevance propagation (LRP) for embedding networks, via zennit.
 
 The composite is EpsilonPlus: ``ZPlus`` for convolutions, ``Epsilon`` for dense layers (and the
-detached-std LayerNorm of canonized ConvNeXts), ``Norm`` for sums and average pools, and
-pass-through for activations, BatchNorm and GeM's power steps. In zennit's convention the
+detached-std LayerNorm of canonized ConvNeXts and ViTs, and a ViT's attention with constant
+weights), ``Norm`` for sums and average pools (also over tokens), and pass-through for
+activations, BatchNorm and GeM's power steps. In zennit's convention the
 gradient that flows backwards *is* the relevance, so the relevance at any tensor of the forward
 graph is ``torch.autograd.grad(output, tensor, grad_outputs=relevance_at_output)``.
 
@@ -35,6 +36,7 @@ from pairx.models.canonizers import (
 from pairx.models.edits import frozen_eval
 from pairx.models.graph_modules import graph_layer_map
 from pairx.models.layers import capture_layers, require_spatial_output
+from pairx.models.vit_canonizer import AttentionMix, TokenMean
 
 __all__ = [
     "RULE_TYPES",
@@ -67,7 +69,8 @@ def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlu
     layer_map = [
         ((Power,), Pass()),
         ((GeMMean,), Norm(stabilizer=1e-30)),
-        ((DetachedLayerNorm,), Epsilon(epsilon=epsilon)),
+        ((DetachedLayerNorm, AttentionMix), Epsilon(epsilon=epsilon)),
+        ((TokenMean,), Norm(stabilizer=stabilizer)),
         (_extra_activations(), Pass()),
         *graph_layer_map(epsilon, stabilizer),
     ]

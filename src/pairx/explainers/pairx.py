@@ -56,7 +56,7 @@ from pairx.explainers.matching import (
 )
 from pairx.metrics.calibration import SimilarityCalibration
 from pairx.models.adapter import Preprocessing, ReIDModel
-from pairx.models.layers import get_layer, require_spatial_output
+from pairx.models.layers import get_layer, require_spatial_output, token_grid
 
 __all__ = ["ENGINES", "PairX", "explain"]
 
@@ -155,7 +155,8 @@ class PairX(PairExplainer):
         Gradient engine: ``"cone"`` computes all pixel maps of an image in one backward pass
         restricted to each match's receptive-field cone (:mod:`pairx.explainers.cone`);
         ``"dense"`` runs one full backward pass per map; ``"auto"`` (default) uses the cone
-        where the model's graph allows it. The maps are the same to float rounding.
+        where the model's graph allows it (never for token models: after one global attention
+        layer every cone is the whole image). The maps are the same to float rounding.
     precision
         Gradient engine: ``"float32"`` (default, exact) or ``"bfloat16"`` (opt-in: a bfloat16
         copy of the model runs the LRP forward and every backward pass, about twice as fast
@@ -205,6 +206,8 @@ class PairX(PairExplainer):
             raise InputError(f"pixel_method must be one of {', '.join(PIXEL_METHODS)}; got "
                              f"{pixel_method!r}")
         self.pixel_method = pixel_method
+        self._pixel_method = ("dense" if pixel_method == "auto" and token_grid(model) is not None
+                              else pixel_method)
         if match_filter not in (None, "ransac"):
             raise InputError(f"match_filter must be None or 'ransac'; got {match_filter!r}")
         self.match_filter = match_filter
@@ -431,8 +434,8 @@ class PairX(PairExplainer):
         rel_b = layer_relevance(gb.out, r_b.to(gb.out.dtype), list(gb.layers.values()))
 
         def pixels(name: str, positions: torch.Tensor) -> torch.Tensor:
-            pix_a = ga.pixel_maps(name, positions[:, :1], self.pixel_method)
-            pix_b = gb.pixel_maps(name, positions[:, 1:], self.pixel_method)
+            pix_a = ga.pixel_maps(name, positions[:, :1], self._pixel_method)
+            pix_b = gb.pixel_maps(name, positions[:, 1:], self._pixel_method)
             return torch.cat([pix_a, pix_b], dim=1)
 
         return self._explanations(

@@ -672,6 +672,20 @@ register_family(FamilySpec(
     _timm_convnext,
     "timm ConvNeXt",
 ))
+
+
+def _timm_vit() -> Canonizer:
+    from pairx.models.vit_canonizer import TimmViT
+
+    return ComposedCanonizer([TimmViT()])
+
+
+register_family(FamilySpec(
+    "timm_vit",
+    _contains("timm.models.vision_transformer.VisionTransformer"),
+    _timm_vit,
+    "timm Vision Transformer (CP-LRP: attention with q and k detached)",
+))
 register_family(FamilySpec(
     "generic",
     lambda net: True,

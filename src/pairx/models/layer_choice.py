@@ -15,7 +15,7 @@ from torch import nn
 
 from pairx.core.errors import LayerError, ModelError
 from pairx.models.adapter import ReIDModel
-from pairx.models.layers import candidate_layers
+from pairx.models.layers import candidate_layers, token_grid
 
 __all__ = ["block_layers", "default_layers", "is_block", "pool_input_layer"]
 
@@ -32,15 +32,19 @@ def is_block(module: nn.Module) -> bool:
 def block_layers(model: ReIDModel) -> list[str]:
     """Candidate layers at block granularity with a grid of at least 2 x 2, in order.
 
-    For a module tree: the containers holding a spatial convolution (:func:`is_block`). For a
-    flat imported graph (``torch.fx``, e.g. from ONNX): the outputs of residual blocks (a
-    residual ``Sum``, or the activation right after it).
+    For a module tree: the containers holding a spatial convolution (:func:`is_block`); for a
+    token model (ViT), its transformer blocks. For a flat imported graph (``torch.fx``, e.g.
+    from ONNX): the outputs of residual blocks (a residual ``Sum``, or the activation right
+    after it).
     """
     from torch import fx
     from zennit.layer import Sum
 
     infos = [i for i in candidate_layers(model) if min(i.grid) >= 2]
     net = model.net
+    if token_grid(net) is not None:
+        blocks = {id(b) for m in net.modules() for b in _children(getattr(m, "blocks", None))}
+        return [i.name for i in infos if id(net.get_submodule(i.name)) in blocks]
     if not isinstance(net, fx.GraphModule):
         return [i.name for i in infos if is_block(net.get_submodule(i.name))]
     ends: set[str] = set()
@@ -52,6 +56,10 @@ def block_layers(model: ReIDModel) -> list[str]:
             net.get_submodule(u.target), Sum) and len(u.all_input_nodes) == 1]
         ends.add(str(after[0].target if after else node.target))
     return [i.name for i in infos if i.name in ends]
+
+
+def _children(module: object) -> list[nn.Module]:
+    return list(module.children()) if isinstance(module, nn.Sequential) else []
 
 
 def default_layers(model: ReIDModel) -> list[str]:

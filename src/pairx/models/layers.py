@@ -4,6 +4,10 @@ PAIR-X matches per-position descriptors of an intermediate activation, so a usab
 module whose output is a spatial ``(B, C, h, w)`` tensor. :func:`candidate_layers` finds them
 with one dry forward pass; :func:`get_layer` resolves a name and raises a :class:`LayerError`
 that lists the valid names when it does not exist.
+
+Token models (timm Vision Transformers) have ``(B, N, C)`` layer outputs: ``N`` is the prefix
+tokens (class, registers) followed by the patch grid in row-major order. Their layers are used
+through :class:`TokenGrid`: prefix tokens dropped, patch tokens reshaped to ``(B, C, h, w)``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from pairx.models.adapter import ReIDModel
 
 __all__ = [
     "LayerInfo",
+    "TokenGrid",
     "candidate_layers",
     "capture_layers",
     "get_layer",
     "require_spatial_output",
+    "token_grid",
 ]
 
 
@@ -49,6 +55,61 @@ class LayerInfo:
 
 def _net(model: ReIDModel | nn.Module) -> nn.Module:
     return model.net if isinstance(model, ReIDModel) else model
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """How a token model's ``(B, N, C)`` outputs map to a ``(B, C, h, w)`` patch grid.
+
+    Attributes
+    ----------
+    prefix
+        Number of leading non-patch tokens (class and register tokens).
+    grid
+        ``(h, w)`` of the patch grid for the model's input size.
+    """
+
+    prefix: int
+    grid: tuple[int, int]
+
+    def fits(self, output: object) -> bool:
+        """Whether ``output`` is a ``(B, prefix + h * w, C)`` token tensor."""
+        h, w = self.grid
+        return (isinstance(output, torch.Tensor) and output.dim() == 3
+                and output.shape[1] == self.prefix + h * w)
+
+    def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C)`` tokens -> ``(B, C, h, w)`` patch grid (a differentiable view)."""
+        b, _, c = tokens.shape
+        return tokens[:, self.prefix:].transpose(1, 2).reshape(b, c, *self.grid)
+
+    def to_tokens(self, tokens: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """The prefix tokens of ``tokens`` followed by the ``(B, C, h, w)`` ``grid``."""
+        patches = grid.flatten(2).transpose(1, 2)
+        return torch.cat([tokens[:, : self.prefix], patches], dim=1) if self.prefix else patches
+
+
+def token_grid(model: ReIDModel | nn.Module) -> TokenGrid | None:
+    """The :class:`TokenGrid` of a token model (a timm ``VisionTransformer`` inside ``model``),
+    or ``None`` for a convolutional network."""
+    for module in _net(model).modules():
+        embed = getattr(module, "patch_embed", None)
+        size = getattr(embed, "grid_size", None)
+        prefix = getattr(module, "num_prefix_tokens", None)
+        if size is not None and isinstance(prefix, int):
+            return TokenGrid(prefix, (int(size[0]), int(size[1])))
+    return None
+
+
+def _spatial_info(name: str, output: object, tokens: TokenGrid | None) -> LayerInfo | None:
+    if tokens is not None and tokens.fits(output):
+        assert isinstance(output, torch.Tensor)
+        return LayerInfo(name, int(output.shape[2]), tokens.grid)
+    if not isinstance(output, torch.Tensor) or output.dim() != 4:
+        return None
+    if tokens is not None and tuple(output.shape[2:]) != tokens.grid:
+        return None  # inside attention: (B, heads, N, d) or (B, heads, N, N)
+    return LayerInfo(name, int(output.shape[1]), (int(output.shape[2]), int(output.shape[3])))
 
 
 def candidate_layers(
@@ -77,16 +138,15 @@ def candidate_layers(
             raise LayerError("candidate_layers needs input_size=(H, W) for a bare nn.Module")
         input_size = model.preprocessing.size
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    tokens = token_grid(net)
     found: dict[str, LayerInfo] = {}
     handles = []
 
     def make_hook(name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(module: nn.Module, inputs: object, output: object) -> None:
-            if name in found or not isinstance(output, torch.Tensor) or output.dim() != 4:
-                return
-            found[name] = LayerInfo(
-                name, int(output.shape[1]), (int(output.shape[2]), int(output.shape[3]))
-            )
+            info = None if name in found else _spatial_info(name, output, tokens)
+            if info is not None:
+                found[name] = info
 
         return hook
 
@@ -156,12 +216,17 @@ def require_spatial_output(name: str, output: object, model: ReIDModel | nn.Modu
             f"layer {name!r} was not executed by the model's forward pass."
             + _suggest(_net(model), name, model)
         )
-    if not isinstance(output, torch.Tensor) or output.dim() != 4:
+    tokens = token_grid(model)
+    if _spatial_info(name, output, tokens) is None:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        need = ("a (B, C, h, w) feature map or (B, prefix + h * w, C) tokens on the "
+                f"{tokens.grid[0]} x {tokens.grid[1]} patch grid (e.g. a block's output)"
+                if tokens is not None else "a convolutional (B, C, h, w) feature map")
         raise LayerError(
-            f"layer {name!r} has no spatial (B, C, h, w) output (it returns {shape}); PAIR-X "
-            "needs a convolutional feature map." + _suggest(_net(model), name, model)
+            f"layer {name!r} has no spatial output (it returns {shape}); PAIR-X needs {need}."
+            + _suggest(_net(model), name, model)
         )
+    assert isinstance(output, torch.Tensor)
     return output
 
 
@@ -194,20 +259,31 @@ def capture_layers(
     """
     found: dict[str, torch.Tensor] = {}
     handles = []
+    tokens = token_grid(model)
     try:
         for name in layers:
             module = get_layer(model, name)
 
             def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> object:
-                if cut and not found and isinstance(out, torch.Tensor):
+                if not isinstance(out, torch.Tensor):
+                    found[name] = out  # type: ignore[assignment]
+                    return None
+                first_cut = cut and not found
+                if first_cut:
                     out = out.detach()
                     if expand is not None:
                         out = out[expand.to(out.device)]
+                if tokens is not None and tokens.fits(out):
+                    # the grid view is what the layers above run on, so gradients reach it
+                    grid = tokens.to_grid(out)
+                    if first_cut:
+                        grid = grid.detach().requires_grad_(True)
+                    found[name] = grid
+                    return tokens.to_tokens(out, grid)
+                if first_cut:
                     out = out.requires_grad_(True)
-                    found[name] = out
-                    return out
-                found[name] = out  # type: ignore[assignment]
-                return None
+                found[name] = out
+                return out if first_cut else None
 
             handles.append(module.register_forward_hook(hook))
         yield found

@@ -5,6 +5,8 @@ Specs accepted by :func:`load_model`:
 ``"default"``
     The model shipped with pairx (:func:`pairx.models.default.load_default`).
 ``"timm:NAME"``
+    A timm Vision Transformer (``timm:vit_*``, ``timm:deit_*``) is the timm model with its
+    own pooling and no classifier (:mod:`pairx.models.token_models`); any other name is
     ``ReIDNet(NAME)`` (timm backbone + GeM + BatchNorm neck). ``weights`` may hold the state
     dict of the whole ``ReIDNet`` or of the timm backbone alone (a classifier head is dropped);
     which one is detected from the key names. Without weights the network is randomly
@@ -233,6 +235,10 @@ def _load_reidnet_weights(net: nn.Module, state: dict[str, torch.Tensor], what: 
 def _load_timm(name: str, weights: str | Path | None, size: tuple[int, int] | None) -> ReIDModel:
     if not name:
         raise ModelError("empty timm model name; use e.g. 'timm:resnet50'")
+    from pairx.models.token_models import is_token_architecture, load_vit
+
+    if is_token_architecture(name):
+        return load_vit(name, weights, size)
     net = _build_reidnet(name)
     backbone: nn.Module = net.backbone  # type: ignore[assignment]
     kind = None
