@@ -29,9 +29,11 @@ LAYERS = {
 
 
 def _both_engines(
-    model: ReIDModel | nn.Module, x: torch.Tensor, layer: str, positions: torch.Tensor
+    model: ReIDModel | nn.Module, x: torch.Tensor, layer: str, positions: torch.Tensor,
+    seed: torch.Tensor | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Output, layer and input relevance (seeded with the output) and pixel maps per engine."""
+    """Output, layer and input relevance (seeded with ``seed``, default the output) and pixel
+    maps per engine."""
     results: dict[str, dict[str, torch.Tensor]] = {}
     for engine, mode in (("zennit", lrp_mode), ("gradient", gradient_lrp_mode)):
         with mode(model) as net:
@@ -39,12 +41,13 @@ def _both_engines(
             with capture_layers(model, [layer]) as found, torch.enable_grad():
                 out = net(xr)
             act = found[layer]
+            r_out = out.detach() if seed is None else seed
             if engine == "zennit":
-                rel_layer, rel_x = torch.autograd.grad(out, [act, xr], grad_outputs=out.detach(),
+                rel_layer, rel_x = torch.autograd.grad(out, [act, xr], grad_outputs=r_out,
                                                        retain_graph=True)
                 pix = pixel_relevance(act, xr, positions, chunk=1)
             else:
-                got = layer_relevance(out, out.detach(), [act, xr])
+                got = layer_relevance(out, r_out, [act, xr])
                 assert got[0] is not None and got[1] is not None
                 rel_layer, rel_x = got[0], got[1]
                 pix = position_pixel_relevance(act, xr, positions)

@@ -310,5 +310,5 @@ def test_timm_vit_loader_with_local_weights(tmp_path: object) -> None:
     torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3, 3)}, path)
     with pytest.raises(ModelError, match="do not match"):
         load_model("timm:vit_tiny_patch16_224", size=64, weights=path)
-    with pytest.raises(ModelError, match="Swin"):
-        load_model("timm:swin_tiny_patch4_window7_224")
+    with pytest.raises(ModelError, match="Swin Transformer V2"):
+        load_model("timm:swinv2_tiny_window8_256")

@@ -34,8 +34,8 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model: default, timm:NAME, torchvision:resnet50, miewid, onnx:FILE, or a model "
-        "file/folder.",
+        help="Model: default, timm:NAME, torchvision:resnet50, miewid, megadescriptor, "
+        "onnx:FILE, or a model file/folder.",
         metavar="SPEC",
     ),
 ]

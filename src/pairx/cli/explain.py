@@ -271,8 +271,8 @@ def layers_command(
     model: Annotated[
         str,
         typer.Argument(
-            help="Model: default, timm:NAME, torchvision:resnet50, miewid, onnx:FILE, or a "
-            "model file/folder.",
+            help="Model: default, timm:NAME, torchvision:resnet50, miewid, megadescriptor, "
+            "onnx:FILE, or a model file/folder.",
             metavar="MODEL",
         ),
     ] = "default",

@@ -686,6 +686,20 @@ register_family(FamilySpec(
     _timm_vit,
     "timm Vision Transformer (CP-LRP: attention with q and k detached)",
 ))
+
+
+def _timm_swin() -> Canonizer:
+    from pairx.models.swin_canonizer import TimmSwin
+
+    return ComposedCanonizer([TimmSwin()])
+
+
+register_family(FamilySpec(
+    "timm_swin",
+    _contains("timm.models.swin_transformer.SwinTransformer"),
+    _timm_swin,
+    "timm Swin Transformer, e.g. MegaDescriptor (CP-LRP on window attention)",
+))
 register_family(FamilySpec(
     "generic",
     lambda net: True,

@@ -24,8 +24,10 @@ from pairx.core.errors import LayerError
 from pairx.models.adapter import ReIDModel
 
 __all__ = [
+    "ChannelsLastGrid",
     "LayerInfo",
     "TokenGrid",
+    "TokenLayout",
     "candidate_layers",
     "capture_layers",
     "get_layer",
@@ -59,7 +61,7 @@ def _net(model: ReIDModel | nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class TokenGrid:
-    """How a token model's ``(B, N, C)`` outputs map to a ``(B, C, h, w)`` patch grid.
+    """How a ViT's ``(B, N, C)`` outputs map to a ``(B, C, h, w)`` patch grid.
 
     Attributes
     ----------
@@ -88,11 +90,75 @@ class TokenGrid:
         patches = grid.flatten(2).transpose(1, 2)
         return torch.cat([tokens[:, : self.prefix], patches], dim=1) if self.prefix else patches
 
+    def allows_nchw(self, output: torch.Tensor) -> bool:
+        """Whether a 4-d output is a ``(B, C, h, w)`` map (the patch embedding's convolution)
+        rather than an attention tensor ``(B, heads, N, d)``."""
+        return tuple(output.shape[2:]) == self.grid
 
-def token_grid(model: ReIDModel | nn.Module) -> TokenGrid | None:
-    """The :class:`TokenGrid` of a token model (a timm ``VisionTransformer`` inside ``model``),
-    or ``None`` for a convolutional network."""
+    def describe(self) -> str:
+        h, w = self.grid
+        return f"(B, {self.prefix} + {h} * {w}, C) tokens on the {h} x {w} patch grid"
+
+
+@dataclass(frozen=True)
+class ChannelsLastGrid:
+    """How a Swin Transformer's channels-last ``(B, h, w, C)`` stage outputs map to
+    ``(B, C, h, w)``.
+
+    Attributes
+    ----------
+    shapes
+        ``(h, w, C)`` of each stage for the model's input size.
+    """
+
+    shapes: frozenset[tuple[int, int, int]]
+
+    def fits(self, output: object) -> bool:
+        """Whether ``output`` is a ``(B, h, w, C)`` stage tensor."""
+        return (isinstance(output, torch.Tensor) and output.dim() == 4
+                and tuple(output.shape[1:]) in self.shapes)
+
+    def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, h, w, C)`` -> ``(B, C, h, w)`` (a differentiable view)."""
+        return tokens.permute(0, 3, 1, 2)
+
+    def to_tokens(self, tokens: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` -> contiguous ``(B, h, w, C)``."""
+        return grid.permute(0, 2, 3, 1).contiguous()
+
+    def allows_nchw(self, output: torch.Tensor) -> bool:
+        """Whether a 4-d output is a ``(B, C, h, w)`` map of a stage's shape (the patch
+        embedding's convolution)."""
+        c, h, w = (int(v) for v in output.shape[1:])
+        return (h, w, c) in self.shapes
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{h}x{w}x{c}" for h, w, c in sorted(self.shapes, reverse=True))
+        return f"(B, h, w, C) stage outputs ({sizes})"
+
+
+TokenLayout = TokenGrid | ChannelsLastGrid
+"""The ways :func:`token_grid` maps a token model's layer outputs to a grid."""
+
+
+def _swin_layout(module: nn.Module) -> ChannelsLastGrid | None:
+    info = getattr(module, "feature_info", None)
+    embed = getattr(module, "patch_embed", None)
+    size = getattr(embed, "img_size", None)
+    if getattr(module, "output_fmt", None) != "NHWC" or not info or size is None:
+        return None
+    shapes = frozenset((int(size[0]) // int(f["reduction"]), int(size[1]) // int(f["reduction"]),
+                        int(f["num_chs"])) for f in info)
+    return ChannelsLastGrid(shapes)
+
+
+def token_grid(model: ReIDModel | nn.Module) -> TokenLayout | None:
+    """How the layer outputs of a token model (a timm ``VisionTransformer`` or
+    ``SwinTransformer`` inside ``model``) map to a grid; ``None`` for a CNN."""
     for module in _net(model).modules():
+        swin = _swin_layout(module)
+        if swin is not None:
+            return swin
         embed = getattr(module, "patch_embed", None)
         size = getattr(embed, "grid_size", None)
         prefix = getattr(module, "num_prefix_tokens", None)
@@ -101,13 +167,14 @@ def token_grid(model: ReIDModel | nn.Module) -> TokenGrid | None:
     return None
 
 
-def _spatial_info(name: str, output: object, tokens: TokenGrid | None) -> LayerInfo | None:
+def _spatial_info(name: str, output: object, tokens: TokenLayout | None) -> LayerInfo | None:
     if tokens is not None and tokens.fits(output):
         assert isinstance(output, torch.Tensor)
-        return LayerInfo(name, int(output.shape[2]), tokens.grid)
+        grid = tokens.to_grid(output)
+        return LayerInfo(name, int(grid.shape[1]), (int(grid.shape[2]), int(grid.shape[3])))
     if not isinstance(output, torch.Tensor) or output.dim() != 4:
         return None
-    if tokens is not None and tuple(output.shape[2:]) != tokens.grid:
+    if tokens is not None and not tokens.allows_nchw(output):
         return None  # inside attention: (B, heads, N, d) or (B, heads, N, N)
     return LayerInfo(name, int(output.shape[1]), (int(output.shape[2]), int(output.shape[3])))
 
@@ -219,9 +286,8 @@ def require_spatial_output(name: str, output: object, model: ReIDModel | nn.Modu
     tokens = token_grid(model)
     if _spatial_info(name, output, tokens) is None:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        need = ("a (B, C, h, w) feature map or (B, prefix + h * w, C) tokens on the "
-                f"{tokens.grid[0]} x {tokens.grid[1]} patch grid (e.g. a block's output)"
-                if tokens is not None else "a convolutional (B, C, h, w) feature map")
+        need = (f"{tokens.describe()} (e.g. a block's output)" if tokens is not None
+                else "a convolutional (B, C, h, w) feature map")
         raise LayerError(
             f"layer {name!r} has no spatial output (it returns {shape}); PAIR-X needs {need}."
             + _suggest(_net(model), name, model)

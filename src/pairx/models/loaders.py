@@ -15,6 +15,9 @@ Specs accepted by :func:`load_model`:
     A torchvision ResNet. Its ``fc`` becomes a ``BatchNorm1d`` neck when the state dict holds
     one (``fc.running_mean``), stays a ``Linear`` embedding layer when the state dict holds a
     non-ImageNet ``fc``, and is otherwise an ``Identity`` (pooled features).
+``"megadescriptor"`` (``"megadescriptor:T-224"``...)
+    MegaDescriptor, a timm Swin (:mod:`pairx.models.token_models`), from a local state dict or
+    a Hugging Face cache folder.
 ``"miewid"``
     MiewID's native architecture (:mod:`pairx.models.miewid`) from a local state dict file or a
     Hugging Face cache folder.
@@ -52,6 +55,8 @@ SPEC_FORMS = (
     "'timm:NAME' (e.g. 'timm:resnet50', with weights=FILE)",
     "'torchvision:resnet18|resnet34|resnet50|resnet101' (optional weights=FILE)",
     "'miewid' (weights=FILE or Hugging Face cache folder)",
+    "'megadescriptor[:L-384|L-224|B-224|S-224|T-224]' (weights=FILE or Hugging Face cache "
+    "folder)",
     "'onnx:PATH' (an ONNX embedder)",
     "a path to a pairx model file or folder",
 )
@@ -446,7 +451,7 @@ def load_model(
     ----------
     spec
         ``"default"``, ``"timm:NAME"``, ``"torchvision:resnet18"``, ``"miewid"``,
-        ``"onnx:PATH"`` or a path.
+        ``"megadescriptor[:VARIANT]"``, ``"onnx:PATH"`` or a path.
     weights
         Local weights file (or Hugging Face cache folder for ``"miewid"``).
     device
@@ -496,6 +501,10 @@ def load_model(
         model = _load_timm(text[len("timm:") :], weights, hw)
     elif text.startswith("torchvision:"):
         model = _load_torchvision(text[len("torchvision:") :], weights, hw)
+    elif text == "megadescriptor" or text.startswith("megadescriptor:"):
+        from pairx.models.token_models import load_megadescriptor
+
+        model = load_megadescriptor(text.partition(":")[2] or "L-384", weights, hw)
     elif text == "miewid":
         from pairx.models.miewid import load_miewid
 

@@ -128,17 +128,27 @@ def _weights_in_folder(folder: Path) -> Path | None:
 
 
 def resolve_miewid_weights(source: str | Path | None) -> Path:
-    """Find the MiewID weight file from a file, a folder or the local Hugging Face cache.
+    """Find the MiewID weight file from a file, a folder or the local Hugging Face cache
+    (:func:`resolve_hub_weights` for ``conservationxlabs/miewid-msv2``)."""
+    return resolve_hub_weights(source, MIEWID_HF_REPO, "MiewID", "miewid")
+
+
+def resolve_hub_weights(source: str | Path | None, repo: str, what: str, spec: str) -> Path:
+    """Find a model's weight file from a file, a folder or the local Hugging Face cache.
 
     Parameters
     ----------
     source
         A weight file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``); a folder holding one of
-        :data:`WEIGHT_FILE_NAMES`; a Hugging Face cache folder
-        (``models--conservationxlabs--miewid-msv2``, or the hub folder containing it) whose
-        ``snapshots/<revision>/`` hold the weights (the revision named in ``refs/main`` is
-        preferred); or ``None`` to look in the default Hugging Face cache
-        (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, ``~/.cache/huggingface/hub``). Nothing is downloaded.
+        :data:`WEIGHT_FILE_NAMES`; a Hugging Face cache folder (``models--OWNER--NAME``, or
+        the hub folder containing it) whose ``snapshots/<revision>/`` hold the weights (the
+        revision named in ``refs/main`` is preferred); or ``None`` to look in the default
+        Hugging Face cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub``,
+        ``~/.cache/huggingface/hub``). Nothing is downloaded.
+    repo
+        The Hugging Face repository, ``OWNER/NAME``.
+    what, spec
+        The model's name and its ``load_model`` spec, for messages.
 
     Returns
     -------
@@ -150,24 +160,24 @@ def resolve_miewid_weights(source: str | Path | None) -> Path:
     ModelError
         No weight file can be found; the message says where pairx looked.
     """
-    repo_folder = "models--" + MIEWID_HF_REPO.replace("/", "--")
+    repo_folder = "models--" + repo.replace("/", "--")
     if source is None:
         candidates = [root / repo_folder for root in _hf_cache_roots()]
         for folder in candidates:
             if folder.is_dir():
-                return resolve_miewid_weights(folder)
+                return resolve_hub_weights(folder, repo, what, spec)
         looked = ", ".join(str(c) for c in candidates)
         raise ModelError(
-            "MiewID weights were not given and are not in the local Hugging Face cache "
+            f"{what} weights were not given and are not in the local Hugging Face cache "
             f"(looked in {looked}). Pass a local file or folder, e.g. "
-            "`load_model('miewid', weights='miewid.safetensors')` or "
-            "`pairx explain A B --model miewid --weights PATH`."
+            f"`load_model('{spec}', weights=PATH)` or "
+            f"`pairx explain A B --model {spec} --weights PATH`."
         )
     path = Path(source).expanduser()
     if path.is_file():
         return path
     if not path.exists():
-        raise ModelError(f"MiewID weights not found: {path} does not exist")
+        raise ModelError(f"{what} weights not found: {path} does not exist")
     if (path / repo_folder).is_dir():
         path = path / repo_folder
     direct = _weights_in_folder(path)
@@ -185,7 +195,7 @@ def resolve_miewid_weights(source: str | Path | None) -> Path:
             if found is not None:
                 return found
     raise ModelError(
-        f"no MiewID weight file in {path}: expected one of {', '.join(WEIGHT_FILE_NAMES)} "
+        f"no {what} weight file in {path}: expected one of {', '.join(WEIGHT_FILE_NAMES)} "
         "directly in it or in a Hugging Face snapshot folder snapshots/<revision>/"
     )
 

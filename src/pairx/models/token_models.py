@@ -1,10 +1,11 @@
-"""timm Vision Transformers as re-ID models (``timm:vit_*``, ``timm:deit_*``...), offline.
+"""timm transformers as re-ID models (``timm:vit_*``, ``timm:deit_*``, ``timm:swin_*``,
+MegaDescriptor), offline.
 
 The network is the timm model itself with its own pooling (class token or token average, as
 the architecture defines it) and no classifier: ``(B, 3, H, W) -> (B, D)``. Layer names are
-the timm model's own (``blocks.5``); their ``(B, N, C)`` outputs are used on the patch grid
-(:class:`pairx.models.layers.TokenGrid`). Swin models are not supported yet: their stages are
-channels-last and need their own LRP canonizer.
+the timm model's own (``blocks.5``, ``layers.2.blocks.3``); a ViT's ``(B, N, C)`` and a Swin's
+channels-last ``(B, h, w, C)`` outputs are used on their grids
+(:func:`pairx.models.layers.token_grid`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from torch import nn
 
 from pairx.core.errors import ModelError
 
-__all__ = ["is_token_architecture", "load_vit"]
+__all__ = ["MEGADESCRIPTOR", "is_token_architecture", "load_megadescriptor", "load_vit"]
 
-_TOKEN_MODULES = ("timm.models.vision_transformer",)
+_TOKEN_MODULES = {"timm.models.vision_transformer": "timm_vit",
+                  "timm.models.swin_transformer": "timm_swin"}
 _UNSUPPORTED = {
-    "timm.models.swin_transformer": "Swin Transformer (e.g. MegaDescriptor)",
     "timm.models.swin_transformer_v2": "Swin Transformer V2",
     "timm.models.vision_transformer_hybrid": "hybrid CNN + ViT",
     "timm.models.eva": "EVA",
@@ -48,7 +49,8 @@ def is_token_architecture(name: str) -> bool:
     if module in _UNSUPPORTED:
         raise ModelError(
             f"timm:{name} is a {_UNSUPPORTED[module]}; pairx explains timm Vision Transformers "
-            "(timm:vit_*, timm:deit_*) and CNNs, not this architecture yet"
+            "(timm:vit_*, timm:deit_*), Swin Transformers (timm:swin_*) and CNNs, not this "
+            "architecture yet"
         )
     return module in _TOKEN_MODULES
 
@@ -78,28 +80,30 @@ def _fit_position_embedding(net: nn.Module, state: dict[str, torch.Tensor]) -> d
 
 
 def load_vit(name: str, weights: str | Path | None, size: tuple[int, int] | None) -> Any:
-    """``timm:NAME`` for a Vision Transformer: the timm model without classifier.
+    """``timm:NAME`` for a Vision or Swin Transformer: the timm model without classifier.
 
     Parameters
     ----------
     name
-        timm architecture, e.g. ``"vit_small_patch16_224"``.
+        timm architecture, e.g. ``"vit_small_patch16_224"``, ``"swin_tiny_patch4_window7_224"``.
     weights
-        Local state dict of the timm model (a classifier ``head.*`` is dropped; the position
-        embedding is resampled when trained at another size); ``None``: random weights.
+        Local state dict of the timm model (a classifier ``head.*`` is dropped; a ViT's
+        position embedding is resampled when trained at another size; a Swin checkpoint goes
+        through timm's own key conversion); ``None``: random weights.
     size
         Input ``(H, W)``; default the architecture's.
 
     Returns
     -------
     ReIDModel
-        Family ``"timm_vit"``.
+        Family ``"timm_vit"`` or ``"timm_swin"``.
     """
     import timm
 
     from pairx.models.adapter import ReIDModel
     from pairx.models.loaders import _timm_preprocessing, load_checked, read_state_dict
 
+    family = _TOKEN_MODULES[_entry_module(name)]
     kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}
     if size is not None:
         kwargs["img_size"] = size
@@ -111,11 +115,89 @@ def load_vit(name: str, weights: str | Path | None, size: tuple[int, int] | None
                                "weights_kind": None, "random_weights": weights is None}
     if weights is not None:
         state: dict[str, torch.Tensor] = dict(read_state_dict(weights))
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        if family == "timm_swin":
+            from timm.models.swin_transformer import checkpoint_filter_fn
+
+            state = dict(checkpoint_filter_fn(state, net))
+        expected = net.state_dict()
+        state = {k: v for k, v in state.items() if not k.startswith("head.")
+                 and not (k not in expected and k.endswith(("relative_position_index",
+                                                            "attn_mask")))}
         meta.update(_fit_position_embedding(net, state))
         load_checked(net, state, f"timm:{name}")
         meta["weights_kind"] = "timm"
     net.eval()
     return ReIDModel(net=net, preprocessing=_timm_preprocessing(net, size), name=f"timm:{name}",
-                     family="timm_vit", metadata=meta)
+                     family=family, metadata=meta)
 
+
+
+MEGADESCRIPTOR = {
+    "L-384": "swin_large_patch4_window12_384",
+    "L-224": "swin_large_patch4_window7_224",
+    "B-224": "swin_base_patch4_window7_224",
+    "S-224": "swin_small_patch4_window7_224",
+    "T-224": "swin_tiny_patch4_window7_224",
+}
+"""MegaDescriptor variants (Hugging Face ``BVRA/MegaDescriptor-<variant>``) and their timm
+architectures."""
+
+_MEGA_NORMALISATION = (0.5, 0.5, 0.5)
+
+
+def _hub_preprocessing(folder: Path) -> dict[str, Any]:
+    """``mean``, ``std``, ``input_size`` from a timm hub ``config.json`` beside the weights."""
+    import json
+
+    config = folder / "config.json"
+    if not config.is_file():
+        return {}
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {config}: {exc}") from None
+    cfg = data.get("pretrained_cfg", data) if isinstance(data, dict) else {}
+    return {k: cfg[k] for k in ("mean", "std", "input_size") if k in cfg}
+
+
+def load_megadescriptor(variant: str, weights: str | Path | None,
+                        size: tuple[int, int] | None) -> Any:
+    """MegaDescriptor (a timm Swin, average pooling, no neck) from local weights.
+
+    Parameters
+    ----------
+    variant
+        One of :data:`MEGADESCRIPTOR` (default ``"L-384"``).
+    weights
+        A state dict file, a folder holding one, or a Hugging Face cache folder
+        (``models--BVRA--MegaDescriptor-L-384``); ``None``: the local Hugging Face cache.
+    size
+        Input ``(H, W)``; default the variant's (384 or 224).
+
+    Returns
+    -------
+    ReIDModel
+        Family ``"timm_swin"``; mean/std from the ``config.json`` beside the weights, else
+        0.5 per channel (recorded in ``metadata["normalisation_source"]``).
+    """
+    from dataclasses import replace
+
+    from pairx.models.miewid import resolve_hub_weights
+
+    if variant not in MEGADESCRIPTOR:
+        raise ModelError(f"unknown MegaDescriptor variant {variant!r}; choose one of "
+                         f"{', '.join(MEGADESCRIPTOR)} (e.g. 'megadescriptor:T-224')")
+    repo = f"BVRA/MegaDescriptor-{variant}"
+    spec = f"megadescriptor:{variant}"
+    path = resolve_hub_weights(weights, repo, f"MegaDescriptor-{variant}", spec)
+    hub = _hub_preprocessing(path.parent)
+    model = load_vit(MEGADESCRIPTOR[variant], path, size)
+    mean = tuple(float(v) for v in hub.get("mean", _MEGA_NORMALISATION))
+    std = tuple(float(v) for v in hub.get("std", _MEGA_NORMALISATION))
+    model.preprocessing = replace(model.preprocessing, mean=mean, std=std)
+    model.name = spec
+    model.metadata.update({
+        "hf_repo": repo, "architecture": MEGADESCRIPTOR[variant],
+        "normalisation_source": "config.json" if "mean" in hub else "default 0.5 (no config.json)",
+    })
+    return model

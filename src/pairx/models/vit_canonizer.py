@@ -72,11 +72,16 @@ class AttentionMix(nn.Module):
 
 
 class TokenMean(nn.Module):
-    """Mean over the token axis, ``(B, N, C) -> (B, C)`` (rule ``Norm``)."""
+    """Mean over the token axes, ``(B, N, C) -> (B, C)`` (``dims=(1,)``) or
+    ``(B, h, w, C) -> (B, C)`` (``dims=(1, 2)``); rule ``Norm``."""
+
+    def __init__(self, dims: tuple[int, ...] = (1,)) -> None:
+        super().__init__()
+        self.dims = dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Average of the tokens."""
-        return x.mean(dim=1)
+        return x.mean(dim=self.dims)
 
 
 def _scaled(ls: nn.Module, y: torch.Tensor) -> torch.Tensor:
