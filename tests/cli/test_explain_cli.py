@@ -250,3 +250,24 @@ def test_precision_option(model_dir: Path, images: tuple[Path, Path], tmp_path: 
         main([*args, "--precision", "float16"])
     assert info.value.code == 2
     assert "--precision must be float32 or bfloat16" in capsys.readouterr().err
+
+
+def test_attention_rule_option(model_dir: Path, images: tuple[Path, Path], tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    vit = load_model("timm:vit_tiny_patch16_224", size=64)
+    weights = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.net.state_dict().items()}, str(weights))
+    out, js = tmp_path / "vit.png", tmp_path / "vit.json"
+    result = CliRunner().invoke(app, [
+        "explain", str(images[0]), str(images[1]), "-m", "timm:vit_tiny_patch16_224", "-w",
+        str(weights), "--size", "64", "--layer", "blocks.5", "--attention-rule", "attnlrp",
+        "--n-pixel-maps", "1", "-o", str(out), "--json", str(js)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert json.loads(js.read_text())["options"]["family"] == "timm_vit_attnlrp"
+    assert list(tmp_path.glob("vit*.png"))
+    with pytest.raises(SystemExit) as info:
+        main(["explain", str(images[0]), str(images[1]), "-m", str(model_dir), "-o",
+              str(tmp_path / "c.png"), "--allow-untrained", "--attention-rule", "attnlrp"])
+    assert info.value.code == 2
+    assert "needs a transformer" in capsys.readouterr().err

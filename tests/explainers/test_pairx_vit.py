@@ -16,6 +16,7 @@ import timm
 import torch
 from PIL import Image
 
+from pairx.core.errors import LayerError
 from pairx.explainers.lrp import lrp_mode, similarity_relevance
 from pairx.explainers.matching import feature_descriptors, mutual_nearest_neighbours
 from pairx.explainers.pairx import PairX as _PairX
@@ -115,9 +116,19 @@ def test_model_is_untouched_after_explaining(model: ReIDModel,
     with torch.no_grad():
         before = model.net(x)
     state = {k: v.clone() for k, v in model.net.state_dict().items()}
-    PairX(model, [LAYER, "blocks.2"], n_pixel_maps=1).explain_layers(*images)
+    PairX(model, [LAYER, "blocks.0"], n_pixel_maps=1).explain_layers(*images)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.net.modules())
     assert "forward" not in vars(model.net.blocks[0]) and "pool" not in vars(model.net)
     assert all(torch.equal(model.net.state_dict()[k], v) for k, v in state.items())
     with torch.no_grad():
         assert torch.equal(model.net(x), before)
+
+
+def test_layers_after_the_class_token_is_read_are_refused(
+        model: ReIDModel, images: tuple[np.ndarray, np.ndarray]) -> None:
+    for layer in ("blocks.2", "blocks.2.mlp.fc1", "norm"):
+        with pytest.raises(LayerError, match="class token"):
+            PairX(model, [layer])
+    # the last block's input side still reaches the class token through attention
+    r = PairX(model, ["blocks.2.norm1"], n_pixel_maps=0).explain_layers(*images)["blocks.2.norm1"]
+    assert r.relevance_a.max() > 0

@@ -153,6 +153,12 @@ def explain_command(
         typer.Option(help="float32 (exact) or bfloat16 (faster where the hardware has it; "
                           "see docs/speed.md for how far it agrees)."),
     ] = "float32",
+    attention_rule: Annotated[
+        str,
+        typer.Option(help="Transformers (ViT, Swin): cp (attention weights held constant, "
+                          "default) or attnlrp (AttnLRP's softmax and bilinear rules); see "
+                          "docs/transformers.md."),
+    ] = "cp",
 ) -> None:
     """Explain why MODEL finds IMAGE_A and IMAGE_B similar, as a PAIR-X picture.
 
@@ -177,6 +183,10 @@ def explain_command(
         raise InputError(f"--precision must be float32 or bfloat16; got {precision!r}")
     if precision != "float32" and method != "pairx":
         raise InputError("--precision belongs to --method pairx")
+    if attention_rule not in ("cp", "attnlrp"):
+        raise InputError(f"--attention-rule must be cp or attnlrp; got {attention_rule!r}")
+    if attention_rule != "cp" and method != "pairx":
+        raise InputError("--attention-rule belongs to --method pairx")
     from pairx.explainers import get
 
     get(method)  # an unknown method or a missing extra fails here, before the model is loaded
@@ -198,8 +208,15 @@ def explain_command(
         typer.echo(f"done in {time.perf_counter() - start:.1f} s")
         return
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
+    family = None
+    if attention_rule == "attnlrp":
+        if net.family not in ("timm_vit", "timm_swin"):
+            raise InputError("--attention-rule attnlrp needs a transformer (timm:vit_*, "
+                             f"timm:swin_*, megadescriptor); {model} is not one")
+        family = f"{net.family}_attnlrp"
     engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
-                   allow_untrained=allow_untrained, calibration=calibration, precision=precision)
+                   allow_untrained=allow_untrained, calibration=calibration, precision=precision,
+                   family=family)
     pairs = [(str(image_a), str(b)) for b in image_b]
     all_results = engine.explain_layers_pairs(pairs, progress=len(pairs) > 1)
     sims = [next(iter(r.values())).similarity for r in all_results]

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pairx.core.errors import InputError, ModelError
+from pairx.core.errors import InputError, LayerError, ModelError
 from pairx.core.explainer import ImageInput, PairExplainer, PreparedImage
 from pairx.core.results import Matches, PairExplanation
 from pairx.explainers.gradient_lrp import (
@@ -228,6 +228,12 @@ class PairX(PairExplainer):
                          calibration=calibration)
         for name in self.layers:
             get_layer(self.model, name)
+            if token_grid(self.model) is not None:
+                from pairx.models.token_models import unused_patch_tokens
+
+                why = unused_patch_tokens(self.model, name)
+                if why:
+                    raise LayerError(why)
         self.n_matches = int(n_matches)
         self.n_pixel_maps = int(n_pixel_maps)
         self.family = family
@@ -248,6 +254,8 @@ class PairX(PairExplainer):
             out.update(match_filter=self.match_filter, ransac_threshold=self.ransac_threshold)
         if self.precision != "float32":
             out["precision"] = self.precision
+        if self.family is not None:  # an explicit canonizer family, e.g. an attention rule
+            out["family"] = self.family
         return out
 
     def _lrp_model(self) -> ReIDModel:

@@ -674,10 +674,20 @@ register_family(FamilySpec(
 ))
 
 
-def _timm_vit() -> Canonizer:
+def _vit(attention_rule: str = "cp") -> Canonizer:
     from pairx.models.vit_canonizer import TimmViT
 
-    return ComposedCanonizer([TimmViT()])
+    return TimmViT(attention_rule)
+
+
+def _swin(attention_rule: str = "cp") -> Canonizer:
+    from pairx.models.swin_canonizer import TimmSwin
+
+    return TimmSwin(attention_rule)
+
+
+def _timm_vit() -> Canonizer:
+    return ComposedCanonizer([_vit()])
 
 
 register_family(FamilySpec(
@@ -689,9 +699,7 @@ register_family(FamilySpec(
 
 
 def _timm_swin() -> Canonizer:
-    from pairx.models.swin_canonizer import TimmSwin
-
-    return ComposedCanonizer([TimmSwin()])
+    return ComposedCanonizer([_swin()])
 
 
 register_family(FamilySpec(
@@ -699,6 +707,20 @@ register_family(FamilySpec(
     _contains("timm.models.swin_transformer.SwinTransformer"),
     _timm_swin,
     "timm Swin Transformer, e.g. MegaDescriptor (CP-LRP on window attention)",
+))
+
+
+def _never(net: nn.Module) -> bool:
+    return False
+
+
+register_family(FamilySpec(
+    "timm_vit_attnlrp", _never, lambda: ComposedCanonizer([_vit(attention_rule="attnlrp")]),
+    "timm Vision Transformer with the AttnLRP attention rule (chosen explicitly, never detected)",
+))
+register_family(FamilySpec(
+    "timm_swin_attnlrp", _never, lambda: ComposedCanonizer([_swin(attention_rule="attnlrp")]),
+    "timm Swin Transformer with the AttnLRP attention rule (chosen explicitly, never detected)",
 ))
 register_family(FamilySpec(
     "generic",

@@ -19,7 +19,7 @@ from zennit.layer import Sum
 
 from pairx.core.errors import CanonizerError
 from pairx.models.canonizers import Canonizer, DetachedLayerNorm
-from pairx.models.vit_canonizer import TokenMean
+from pairx.models.vit_canonizer import TokenMean, attention_mix, check_attention_rule
 
 __all__ = ["TimmSwin", "WindowAttentionMix"]
 
@@ -80,7 +80,17 @@ def _swin_block_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 class TimmSwin(Canonizer):
-    """timm ``SwinTransformer``: the CP-LRP rules of the module docstring."""
+    """timm ``SwinTransformer``: the CP-LRP rules of the module docstring.
+
+    Parameters
+    ----------
+    attention_rule
+        ``"cp"`` (default) or ``"attnlrp"`` (:mod:`pairx.models.attnlrp`).
+    """
+
+    def __init__(self, attention_rule: str = "cp") -> None:
+        super().__init__()
+        self.attention_rule = check_attention_rule(attention_rule)
 
     @property
     def handled_types(self) -> tuple[type, ...]:  # type: ignore[override]
@@ -109,7 +119,8 @@ class TimmSwin(Canonizer):
                     if type(module.attn) is not WindowAttention:
                         raise CanonizerError(
                             f"LRP for Swin attention {type(module.attn).__name__} is not supported")
-                    self.add_child(module.attn, "pairx_mix", WindowAttentionMix(module.attn))
+                    self.add_child(module.attn, "pairx_mix", attention_mix(
+                        module.attn, self.attention_rule, WindowAttentionMix))
                     self.override_forward(module.attn, _window_attention_forward)
                     self.add_child(module, "pairx_sum1", Sum())
                     self.add_child(module, "pairx_sum2", Sum())

@@ -18,7 +18,8 @@ from torch import nn
 
 from pairx.core.errors import ModelError
 
-__all__ = ["MEGADESCRIPTOR", "is_token_architecture", "load_megadescriptor", "load_vit"]
+__all__ = ["MEGADESCRIPTOR", "is_token_architecture", "load_megadescriptor", "load_vit",
+           "unused_patch_tokens"]
 
 _TOKEN_MODULES = {"timm.models.vision_transformer": "timm_vit",
                   "timm.models.swin_transformer": "timm_swin"}
@@ -201,3 +202,30 @@ def load_megadescriptor(variant: str, weights: str | Path | None,
         "normalisation_source": "config.json" if "mean" in hub else "default 0.5 (no config.json)",
     })
     return model
+
+
+def unused_patch_tokens(model: Any, layer: str) -> str | None:
+    """Why the patch tokens at ``layer`` cannot reach a ViT's embedding, or ``None``.
+
+    With class-token pooling, the patch tokens after the last block's attention (the last
+    block's output, its MLP, the final norms) are not used by the embedding: their relevance is
+    zero and PAIR-X would match on nothing.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+
+    net = getattr(model, "net", model)
+    for prefix, module in net.named_modules():
+        if not isinstance(module, VisionTransformer) or module.attn_pool is not None:
+            continue
+        if module.global_pool != "token":
+            return None
+        p = f"{prefix}." if prefix else ""
+        n = len(module.blocks)
+        last = f"{p}blocks.{n - 1}"
+        inside = layer.startswith(last + ".") and not layer.startswith(
+            (f"{last}.norm1", f"{last}.attn.qkv"))
+        if layer == last or inside or layer in (f"{p}norm", f"{p}fc_norm"):
+            return (f"layer {layer!r}: the model pools its class token, so after the last "
+                    "block's attention the patch tokens no longer reach the embedding (their "
+                    f"relevance is zero); explain at an earlier block, e.g. {p}blocks.{n - 2}")
+    return None

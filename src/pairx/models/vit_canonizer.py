@@ -18,7 +18,8 @@ default of AttnLRP, Achtibat et al., ICML 2024):
 Not covered (refused with a :class:`~pairx.core.errors.CanonizerError`): attention pooling
 (``global_pool='map'``), max pooling, gated attention, ``dynamic_img_size`` and block types
 other than timm's ``Block``. The AttnLRP rule for softmax and the query-key product (the
-non-default option of AttnLRP) is not implemented.
+rule of AttnLRP proper) is the option ``attention_rule="attnlrp"``
+(:mod:`pairx.models.attnlrp`; families ``timm_vit_attnlrp`` and ``timm_swin_attnlrp``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from zennit.layer import Sum
 from pairx.core.errors import CanonizerError
 from pairx.models.canonizers import Canonizer, DetachedLayerNorm, signal_pass
 
-__all__ = ["AttentionMix", "TimmViT", "TokenMean"]
+__all__ = ["ATTENTION_RULES", "AttentionMix", "TimmViT", "TokenMean", "attention_mix",
+           "check_attention_rule"]
 
 _POOLS = ("token", "avg")
 
@@ -82,6 +84,29 @@ class TokenMean(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Average of the tokens."""
         return x.mean(dim=self.dims)
+
+
+ATTENTION_RULES = ("cp", "attnlrp")
+"""Attention rules of the transformer canonizers: CP-LRP (default) and AttnLRP."""
+
+
+def check_attention_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`ATTENTION_RULES`, else a :class:`CanonizerError`."""
+    if rule not in ATTENTION_RULES:
+        raise CanonizerError(f"attention rule must be one of {', '.join(ATTENTION_RULES)}; "
+                             f"got {rule!r}")
+    return rule
+
+
+def attention_mix(attention: nn.Module, rule: str, cp: type[nn.Module] | None = None
+                  ) -> nn.Module:
+    """The module that replaces an attention's core under ``rule`` (``cp``: ``cp(attention)``,
+    default :class:`AttentionMix`; ``attnlrp``: :class:`~pairx.models.attnlrp.AttnLRPMix`)."""
+    if rule == "attnlrp":
+        from pairx.models.attnlrp import AttnLRPMix
+
+        return AttnLRPMix(attention)
+    return (cp or AttentionMix)(attention)
 
 
 def _scaled(ls: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -148,7 +173,18 @@ def _pool(self: Any, x: torch.Tensor, pool_type: str | None = None) -> torch.Ten
 
 
 class TimmViT(Canonizer):
-    """timm ``VisionTransformer``: the CP-LRP rules of the module docstring."""
+    """timm ``VisionTransformer``: the CP-LRP rules of the module docstring.
+
+    Parameters
+    ----------
+    attention_rule
+        ``"cp"`` (default): attention weights as constants (:class:`AttentionMix`);
+        ``"attnlrp"``: AttnLRP's softmax and bilinear rules (:mod:`pairx.models.attnlrp`).
+    """
+
+    def __init__(self, attention_rule: str = "cp") -> None:
+        super().__init__()
+        self.attention_rule = check_attention_rule(attention_rule)
 
     @property
     def handled_types(self) -> tuple[type, ...]:  # type: ignore[override]
@@ -173,7 +209,7 @@ class TimmViT(Canonizer):
             self.add_child(vit, "pairx_mean", TokenMean())
             for block in _blocks(vit):
                 attn: nn.Module = block.attn
-                self.add_child(attn, "pairx_mix", AttentionMix(attn))
+                self.add_child(attn, "pairx_mix", attention_mix(attn, self.attention_rule))
                 self.override_forward(attn, _attention_forward)
                 self.add_child(block, "pairx_sum1", Sum())
                 self.add_child(block, "pairx_sum2", Sum())
