@@ -127,7 +127,7 @@ def test_model_is_untouched_after_explaining(model: ReIDModel,
 def test_layers_after_the_class_token_is_read_are_refused(
         model: ReIDModel, images: tuple[np.ndarray, np.ndarray]) -> None:
     for layer in ("blocks.2", "blocks.2.mlp.fc1", "norm"):
-        with pytest.raises(LayerError, match="class token"):
+        with pytest.raises(LayerError, match="pools its class"):
             PairX(model, [layer])
     # the last block's input side still reaches the class token through attention
     r = PairX(model, ["blocks.2.norm1"], n_pixel_maps=0).explain_layers(*images)["blocks.2.norm1"]

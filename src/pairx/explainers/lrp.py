@@ -37,7 +37,7 @@ from pairx.models.edits import frozen_eval
 from pairx.models.graph_modules import graph_layer_map
 from pairx.models.layers import capture_layers, require_spatial_output
 from pairx.models.swin_canonizer import WindowAttentionMix
-from pairx.models.vit_canonizer import AttentionMix, TokenMean
+from pairx.models.vit_canonizer import AggregationMix, AttentionMix, TokenMean
 
 __all__ = [
     "RULE_TYPES",
@@ -70,7 +70,8 @@ def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlu
     layer_map = [
         ((Power,), Pass()),
         ((GeMMean,), Norm(stabilizer=1e-30)),
-        ((DetachedLayerNorm, AttentionMix, WindowAttentionMix), Epsilon(epsilon=epsilon)),
+        ((DetachedLayerNorm, AttentionMix, WindowAttentionMix, AggregationMix),
+         Epsilon(epsilon=epsilon)),
         ((TokenMean,), Norm(stabilizer=stabilizer)),
         (_extra_activations(), Pass()),
         *graph_layer_map(epsilon, stabilizer),

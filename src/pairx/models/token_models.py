@@ -207,9 +207,9 @@ def load_megadescriptor(variant: str, weights: str | Path | None,
 def unused_patch_tokens(model: Any, layer: str) -> str | None:
     """Why the patch tokens at ``layer`` cannot reach a ViT's embedding, or ``None``.
 
-    With class-token pooling, the patch tokens after the last block's attention (the last
-    block's output, its MLP, the final norms) are not used by the embedding: their relevance is
-    zero and PAIR-X would match on nothing.
+    With class-token pooling (or PAW-ViT's aggregation of its part tokens), the patch tokens
+    after the last block's attention (the last block's output, its MLP, the final norms) are
+    not used by the embedding: their relevance is zero and PAIR-X would match on nothing.
     """
     from timm.models.vision_transformer import VisionTransformer
 
@@ -217,7 +217,7 @@ def unused_patch_tokens(model: Any, layer: str) -> str | None:
     for prefix, module in net.named_modules():
         if not isinstance(module, VisionTransformer) or module.attn_pool is not None:
             continue
-        if module.global_pool != "token":
+        if module.global_pool != "token" and not getattr(net, "pools_prefix_tokens", False):
             return None
         p = f"{prefix}." if prefix else ""
         n = len(module.blocks)
@@ -225,7 +225,8 @@ def unused_patch_tokens(model: Any, layer: str) -> str | None:
         inside = layer.startswith(last + ".") and not layer.startswith(
             (f"{last}.norm1", f"{last}.attn.qkv"))
         if layer == last or inside or layer in (f"{p}norm", f"{p}fc_norm"):
-            return (f"layer {layer!r}: the model pools its class token, so after the last "
-                    "block's attention the patch tokens no longer reach the embedding (their "
-                    f"relevance is zero); explain at an earlier block, e.g. {p}blocks.{n - 2}")
+            return (f"layer {layer!r}: the model pools its class (or part) tokens, so after "
+                    "the last block's attention the patch tokens no longer reach the embedding "
+                    f"(their relevance is zero); explain at an earlier block, e.g. "
+                    f"{p}blocks.{n - 2}")
     return None

@@ -33,8 +33,8 @@ from zennit.layer import Sum
 from pairx.core.errors import CanonizerError
 from pairx.models.canonizers import Canonizer, DetachedLayerNorm, signal_pass
 
-__all__ = ["ATTENTION_RULES", "AttentionMix", "TimmViT", "TokenMean", "attention_mix",
-           "check_attention_rule"]
+__all__ = ["ATTENTION_RULES", "AggregationMix", "AttentionMix", "TimmViT", "TokenMean",
+           "attention_mix", "check_attention_rule"]
 
 _POOLS = ("token", "avg")
 
@@ -71,6 +71,27 @@ class AttentionMix(nn.Module):
             weights = weights.softmax(dim=-1)
         out = weights @ v
         return out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
+
+
+class AggregationMix(nn.Module):
+    """PAW-ViT's aggregation attention from the parts' ``kv`` projection, weights detached
+    (CP-LRP; rule ``Epsilon``): ``(B, K, 2C) -> (B, C)``."""
+
+    def __init__(self, aggregation: nn.Module) -> None:
+        super().__init__()
+        owner: tuple[Any] = (aggregation,)
+        self._owner = owner  # a tuple: not registered as a submodule
+
+    def forward(self, kv: torch.Tensor) -> torch.Tensor:
+        """Linear in the ``v`` half of ``kv``."""
+        mixed: torch.Tensor = self._owner[0].attend(kv, detach=True)[0]
+        return mixed
+
+
+def _aggregation_forward(self: Any, parts: torch.Tensor) -> torch.Tensor:
+    mixed = self.pairx_mix(self.kv(self.norm_k(parts)))
+    out: torch.Tensor = self.norm(self.mlp(self.norm_v(self.proj(mixed))))
+    return out
 
 
 class TokenMean(nn.Module):
@@ -191,9 +212,12 @@ class TimmViT(Canonizer):
         from timm.layers import LayerScale
         from timm.models.vision_transformer import VisionTransformer
 
+        from pairx.models.paw_vit import PartAggregation
+
         # their own parameters: class/register tokens and position embedding (constants),
-        # layer scales (constant multipliers, relevance passed by signal_pass)
-        return (VisionTransformer, LayerScale)
+        # layer scales (constant multipliers, relevance passed by signal_pass), PAW-ViT's
+        # aggregation query (a constant)
+        return (VisionTransformer, LayerScale, PartAggregation)
 
     def edit(self, net: nn.Module) -> None:
         from timm.layers.attention import Attention
@@ -214,6 +238,14 @@ class TimmViT(Canonizer):
                 self.add_child(block, "pairx_sum1", Sum())
                 self.add_child(block, "pairx_sum2", Sum())
                 self.override_forward(block, _block_forward)
+        from pairx.models.paw_vit import PartAggregation
+
+        for module in list(net.modules()):
+            if isinstance(module, PartAggregation):
+                if self.attention_rule != "cp":
+                    raise CanonizerError("PAW-ViT's aggregation block has the CP-LRP rule only")
+                self.add_child(module, "pairx_mix", AggregationMix(module))
+                self.override_forward(module, _aggregation_forward)
         for parent in list(net.modules()):  # after AttentionMix took the original q/k norms
             for name, child in list(parent._modules.items()):
                 if isinstance(child, nn.LayerNorm):

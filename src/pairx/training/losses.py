@@ -192,6 +192,7 @@ def batch_hard_triplet_loss(
     margin: float = 0.3,
     normalize: bool = True,
     views: torch.Tensor | None = None,
+    distance: str = "euclidean",
 ) -> torch.Tensor:
     """Batch-hard triplet loss (Hermans et al. 2017).
 
@@ -213,6 +214,9 @@ def batch_hard_triplet_loss(
         Optional ``(B,)`` integer view of each sample (e.g. the flank: left/right). When
         given, positives must share label *and* view (two flanks of one animal carry different
         patterns and need not be close); negatives are still all other labels.
+    distance
+        ``"euclidean"`` (default; of normalised embeddings with ``normalize``) or
+        ``"cosine"``: ``1 - cos`` (PAW-ViT's choice).
 
     Returns
     -------
@@ -220,7 +224,13 @@ def batch_hard_triplet_loss(
         Scalar loss (0 when no anchor has both a positive and a negative).
     """
     _check_batch(embeddings, labels)
-    dist = pairwise_distances(embeddings, normalize=normalize)
+    if distance == "cosine":
+        unit = F.normalize(embeddings, dim=1)
+        dist = 1.0 - unit @ unit.T
+    elif distance == "euclidean":
+        dist = pairwise_distances(embeddings, normalize=normalize)
+    else:
+        raise InputError(f"distance must be 'euclidean' or 'cosine'; got {distance!r}")
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
     pos_mask, neg_mask = same & ~eye, ~same
