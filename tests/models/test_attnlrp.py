@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import timm
 import torch
 from tests.explainers.test_gradient_lrp import _both_engines, _close
 from tests.models.test_swin import tiny_swin
-from tests.models.test_vit import _structure, tiny_vit
+from tests.models.test_vit import assert_canonizer_exact, tiny_vit
 
 from pairx.core.errors import CanonizerError
 from pairx.explainers.pairx import PairX
@@ -111,13 +110,7 @@ def test_attnlrp_family_engines_agree_and_differ_from_cp(family: str, kind: str)
                         else (tiny_swin(seed=4), 64, "layers.0.blocks.1"))
     model = ReIDModel(net, Preprocessing(size=(side, side)), family=family)
     x = torch.randn(2, 3, side, side)
-    with torch.no_grad():
-        before = net(x)
-    structure = _structure(net)
-    with canonizer_for(model).applied(net), torch.no_grad():
-        torch.testing.assert_close(net(x), before, atol=1e-5 * float(before.abs().max()),
-                                   rtol=0)
-    assert _structure(net) == structure
+    before = assert_canonizer_exact(model, x)
     positions = torch.tensor([[[0, 0], [1, 2]], [[2, 1], [3, 3]]])
     seed = torch.rand(before.shape, generator=torch.Generator().manual_seed(1))
     res = _both_engines(model, x, layer, positions, seed)
@@ -143,10 +136,7 @@ def test_attnlrp_in_pairx_and_refusals() -> None:
         with canonizer_for(tiny_vit(qk_norm=True), "timm_vit_attnlrp").applied(
                 tiny_vit(qk_norm=True)):
             pass
-    timm_vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8,
-                                 num_classes=0)
     from pairx.models.vit_canonizer import TimmViT
 
     with pytest.raises(CanonizerError, match="attention rule"):
         TimmViT("fancy")
-    assert timm_vit is not None

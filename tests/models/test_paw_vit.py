@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from tests.explainers.test_gradient_lrp import _both_engines, _close
-from tests.models.test_vit import _structure
+from tests.models.test_vit import assert_canonizer_exact
 
 from pairx.core.errors import LayerError
 from pairx.explainers.pairx import PairX
 from pairx.models.adapter import Preprocessing, ReIDModel
-from pairx.models.canonizers import canonizer_for, detect_family
+from pairx.models.canonizers import detect_family
 from pairx.models.layer_choice import block_layers
 from pairx.models.paw_vit import PAWViT
 
@@ -73,13 +73,7 @@ def test_lrp_on_the_paw_vit_embedder() -> None:
     net = model.embedder
     assert detect_family(net) == "timm_vit"
     x = torch.randn(2, 3, SIDE, SIDE)
-    with torch.no_grad():
-        before = net(x)
-    structure = _structure(net)
-    with canonizer_for(net).applied(net), torch.no_grad():
-        torch.testing.assert_close(net(x), before, atol=1e-5 * float(before.abs().max()),
-                                   rtol=0)
-    assert _structure(net) == structure
+    before = assert_canonizer_exact(net, x)
     reid = ReIDModel(net, Preprocessing(size=(SIDE, SIDE)), name="paw-test")
     assert block_layers(reid) == [f"backbone.blocks.{i}" for i in range(3)]
     seed = torch.rand(before.shape, generator=torch.Generator().manual_seed(3))

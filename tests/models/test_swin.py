@@ -10,14 +10,14 @@ import pytest
 import timm
 import torch
 from tests.explainers.test_gradient_lrp import _both_engines, _close
-from tests.models.test_vit import _structure, _zero_biases
+from tests.models.test_vit import _zero_biases, assert_canonizer_exact
 from torch import nn
 
 from pairx.core.errors import LayerError, ModelError
 from pairx.explainers.lrp import input_relevance, lrp_mode, similarity_relevance
 from pairx.explainers.pairx import PairX
 from pairx.models.adapter import Preprocessing, ReIDModel
-from pairx.models.canonizers import canonizer_for, detect_family
+from pairx.models.canonizers import detect_family
 from pairx.models.layer_choice import block_layers
 from pairx.models.layers import capture_layers, require_spatial_output
 from pairx.models.loaders import load_model
@@ -37,19 +37,7 @@ def tiny_swin(seed: int = 0, side: int = SIDE) -> nn.Module:
 def test_canonized_output_unchanged_and_undone_bit_exactly() -> None:
     net = tiny_swin()
     assert detect_family(net) == "timm_swin"
-    x = torch.randn(2, 3, SIDE, SIDE)
-    with torch.no_grad():
-        before = net(x)
-    state = {k: v.clone() for k, v in net.state_dict().items()}
-    structure = _structure(net)
-    with canonizer_for(net).applied(net), torch.no_grad():
-        assert _structure(net) != structure
-        during = net(x)
-    torch.testing.assert_close(during, before, atol=1e-5 * float(before.abs().max()), rtol=0)
-    assert _structure(net) == structure
-    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
-    with torch.no_grad():
-        assert torch.equal(net(x), before)
+    assert_canonizer_exact(net, torch.randn(2, 3, SIDE, SIDE))
 
 
 def test_bias_free_swin_conserves_relevance() -> None:
