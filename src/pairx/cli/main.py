@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pairx.cli.baselines",
     "pairx.cli.zhu",
     "pairx.cli.amd",
+    "pairx.cli.parts",
     "pairx.cli.evaluate",
     "pairx.cli.batch",
     "pairx.cli.calibrate",

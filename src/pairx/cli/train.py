@@ -111,11 +111,48 @@ def train_command(
         float | None,
         typer.Option(help="Training-time budget: the LR schedule ends and training stops then."),
     ] = None,
+    arch: Annotated[
+        str,
+        typer.Option(help="reidnet (timm CNN + GeM + BN neck), paw-vit (part tokens, "
+                          "segmentation distillation; synthetic data) or vit (the plain ViT "
+                          "baseline)."),
+    ] = "reidnet",
+    patch: Annotated[int, typer.Option(help="paw-vit/vit: patch size.")] = 16,
+    vit_dim: Annotated[int, typer.Option(help="paw-vit/vit: token width.")] = 192,
+    vit_depth: Annotated[int, typer.Option(help="paw-vit/vit: transformer blocks.")] = 6,
+    vit_heads: Annotated[int, typer.Option(help="paw-vit/vit: attention heads.")] = 3,
+    seg_weight: Annotated[
+        float, typer.Option(help="paw-vit: segmentation distillation weight (0: ablation).")
+    ] = 1.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet,
-    optionally a dense correspondence term on synthetic ground truth)."""
+    optionally a dense correspondence term on synthetic ground truth), or PAW-ViT / its plain
+    ViT baseline (--arch paw-vit|vit)."""
     from pairx.training.loop import TrainConfig, train
+
+    if arch in ("paw-vit", "vit"):
+        if init is not None or dense_weight or max_minutes is not None or head_init != "random":
+            raise InputError("--init, --dense-weight, --max-minutes and --head-init belong to "
+                             "--arch reidnet")
+        from pairx.training.paw import PAWTrainConfig, train_paw
+
+        paw = PAWTrainConfig(
+            data=str(data), arch=arch, size=size, patch=patch, embed_dim=vit_dim,
+            depth=vit_depth, heads=vit_heads, epochs=epochs, batch_p=batch_p, batch_k=batch_k,
+            lr=lr, seg_weight=seg_weight, triplet_weight=0.5 * triplet_weight, seed=seed,
+            species=[s.strip() for s in species.split(",") if s.strip()] if species else None,
+            evaluate=evaluate)
+        got = train_paw(paw, out, resume=resume, progress=not quiet, threads=threads,
+                        device=check_device(device))
+        typer.echo(json.dumps({
+            "model": str(got["model_path"]), "epochs": len(got["history"]),
+            "final_loss": got["history"][-1]["total"] if got["history"] else None,
+            "train_seconds": round(sum(h["seconds"] for h in got["history"]), 1),
+            "retrieval": _clean(got["retrieval"])}, indent=2))
+        return
+    if arch != "reidnet":
+        raise InputError(f"--arch must be reidnet, paw-vit or vit; got {arch!r}")
 
     try:
         kwargs = json.loads(timm_kwargs) if timm_kwargs else {}

@@ -139,7 +139,8 @@ def _config_of(path: Path) -> dict[str, Any]:
                 "pairx train / export_model)"
             )
         cfg = json.loads(text)
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), str):
+    if not isinstance(cfg, dict) or not (isinstance(cfg.get("backbone"), str)
+                                         or cfg.get("arch") in ("paw-vit", "vit")):
         raise ModelError(f"the config of {path} must be a JSON object with a 'backbone' name")
     return cfg
 
@@ -172,6 +173,11 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> Re
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
     cfg = _config_of(p)
+    if cfg.get("arch") in ("paw-vit", "vit"):  # pairx train --arch paw-vit|vit
+        from pairx.models.token_models import load_token_export
+
+        model: ReIDModel = load_token_export(p, cfg, device=device)
+        return model
     kwargs = {
         k: tuple(v) if isinstance(v, list) else v for k, v in (cfg.get("timm_kwargs") or {}).items()
     }

@@ -54,9 +54,8 @@ SPEC_FORMS = (
     "'default'",
     "'timm:NAME' (e.g. 'timm:resnet50', with weights=FILE)",
     "'torchvision:resnet18|resnet34|resnet50|resnet101' (optional weights=FILE)",
-    "'miewid' (weights=FILE or Hugging Face cache folder)",
-    "'megadescriptor[:L-384|L-224|B-224|S-224|T-224]' (weights=FILE or Hugging Face cache "
-    "folder)",
+    "'miewid' (weights=FILE or HF cache folder)",
+    "'megadescriptor[:VARIANT]'",
     "'onnx:PATH' (an ONNX embedder)",
     "a path to a pairx model file or folder",
 )
@@ -368,6 +367,11 @@ def _load_checkpoint(path: Path, size: tuple[int, int] | None) -> ReIDModel:
             '{"backbone": "resnet18", "size": [224, 224]}, or use a spec like '
             f"'timm:NAME' with weights={weight_file}"
         )
+    if cfg.get("arch") in ("paw-vit", "vit") and isinstance(cfg.get("geometry"), dict):
+        from pairx.models.token_models import load_token_export
+
+        model: ReIDModel = load_token_export(weight_file, cfg)
+        return model
     backbone_name = cfg.get("backbone") or cfg.get("arch") or cfg.get("model_name")
     if not isinstance(backbone_name, str):
         raise ModelError(f"the model config of {weight_file} has no 'backbone' (a timm name)")

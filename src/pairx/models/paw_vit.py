@@ -24,15 +24,46 @@ aggregation block); the decoder, BNNeck, classifier and orientation heads are no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PARTS", "AttentionToMask", "PAWOutputs", "PAWViT", "PAWViTEmbedder", "PartAggregation"]
+__all__ = ["PARTS", "AttentionToMask", "PAWOutputs", "PAWViT", "PAWViTEmbedder", "PartAggregation",
+           "ViTBaseline", "build_embedder", "load_part_decoder", "predict_part_masks"]
 
 PARTS = ("head", "body", "tail", "front_legs", "hind_legs")
 """The synthetic benchmark's part masks (``GroundTruth.part_mask`` labels 1-5; 0 = background)."""
+
+
+def _vit(img_size: int, patch_size: int, embed_dim: int, depth: int, heads: int,
+         mlp_ratio: float, drop_path_rate: float, *, prefix: int = 0) -> nn.Module:
+    """A timm ViT: class-token pooling (``prefix=0``), or ``prefix`` register tokens in place of
+    the class token and no pooling (PAW-ViT's part and background tokens)."""
+    import timm
+
+    extra: dict[str, Any] = ({"class_token": False, "reg_tokens": prefix, "global_pool": ""}
+                             if prefix else {})
+    net: nn.Module = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=img_size, patch_size=patch_size,
+        embed_dim=embed_dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio, num_classes=0,
+        drop_path_rate=drop_path_rate, **extra)
+    return net
+
+
+def build_embedder(arch: str, *, img_size: int, patch_size: int, embed_dim: int, depth: int,
+                   heads: int, mlp_ratio: float = 4.0, parts: int = 5) -> nn.Module:
+    """The inference network of ``arch`` (``"paw-vit"`` or ``"vit"``), randomly initialised,
+    for loading an export."""
+    if arch == "paw-vit":
+        backbone = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio, 0.0,
+                        prefix=parts + 1)
+        return PAWViTEmbedder(backbone, PartAggregation(embed_dim, heads, mlp_ratio), parts)
+    if arch == "vit":
+        return _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio, 0.0)
+    raise ValueError(f"unknown token architecture {arch!r}")
 
 
 class PartAggregation(nn.Module):
@@ -184,13 +215,8 @@ class PAWViT(nn.Module):
                  mlp_ratio: float = 4.0, mask_size: tuple[int, int] | None = None,
                  drop_path_rate: float = 0.1) -> None:
         super().__init__()
-        import timm
-
-        backbone = timm.create_model(
-            "vit_tiny_patch16_224", pretrained=False, img_size=img_size, patch_size=patch_size,
-            embed_dim=embed_dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
-            class_token=False, reg_tokens=parts + 1, global_pool="", num_classes=0,
-            drop_path_rate=drop_path_rate)
+        backbone = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio,
+                        drop_path_rate, prefix=parts + 1)
         self.parts = parts
         size = getattr(backbone.get_submodule("patch_embed"), "grid_size")  # noqa: B009
         self.grid: tuple[int, int] = (int(size[0]), int(size[1]))
@@ -224,3 +250,57 @@ class PAWViT(nn.Module):
     def predict_masks(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, K + 1, H_m, W_m)`` ATM masks (``pairx parts``)."""
         return self.forward_train(x).masks
+
+
+class ViTBaseline(nn.Module):
+    """The plain ViT of the same size (the paper's baseline): class token, BNNeck and an
+    identity classifier for training; :attr:`embedder` (the timm ViT, class-token pooling) is
+    the inference network.
+    """
+
+    def __init__(self, identities: int, *, img_size: int = 224, patch_size: int = 16,
+                 embed_dim: int = 192, depth: int = 6, heads: int = 3, mlp_ratio: float = 4.0,
+                 drop_path_rate: float = 0.1) -> None:
+        super().__init__()
+        self.embedder = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio,
+                             drop_path_rate)
+        self.bnneck = nn.BatchNorm1d(embed_dim)
+        self.bnneck.bias.requires_grad_(False)
+        self.classifier = nn.Linear(embed_dim, identities)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W) -> (B, C)`` class-token descriptor."""
+        out: torch.Tensor = self.embedder(x)
+        return out
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Descriptor and identity logits."""
+        embedding = self.embedder(x)
+        return embedding, self.classifier(self.bnneck(embedding))
+
+
+def load_part_decoder(model_path: str | Path, embed_dim: int, heads: int) -> AttentionToMask:
+    """The ATM decoder saved beside a PAW-ViT export (``parts_decoder.safetensors``)."""
+    from safetensors.torch import load_file
+
+    from pairx.core.errors import ModelError
+
+    path = Path(model_path).with_name("parts_decoder.safetensors")
+    if not path.is_file():
+        raise ModelError(f"no part-mask decoder beside {model_path} (expected {path.name}, "
+                         "written by pairx train --arch paw-vit)")
+    atm = AttentionToMask(embed_dim, heads)
+    atm.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return atm.eval()
+
+
+@torch.no_grad()
+def predict_part_masks(embedder: PAWViTEmbedder, decoder: AttentionToMask,
+                       x: torch.Tensor) -> torch.Tensor:
+    """``(B, K + 1, H, W)`` ATM masks of ``(B, 3, H, W)`` inputs at input resolution (parts in
+    :data:`PARTS` order, background last)."""
+    tokens = embedder.tokens(x)
+    prefix = embedder.parts + 1
+    size = getattr(embedder.backbone.get_submodule("patch_embed"), "grid_size")  # noqa: B009
+    masks = decoder(tokens[:, :prefix], tokens[:, prefix:], (int(size[0]), int(size[1])))
+    return F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -18,8 +18,8 @@ from torch import nn
 
 from pairx.core.errors import ModelError
 
-__all__ = ["MEGADESCRIPTOR", "is_token_architecture", "load_megadescriptor", "load_vit",
-           "unused_patch_tokens"]
+__all__ = ["MEGADESCRIPTOR", "TOKEN_ARCHS", "is_token_architecture", "load_megadescriptor",
+           "load_token_export", "load_vit", "unused_patch_tokens"]
 
 _TOKEN_MODULES = {"timm.models.vision_transformer": "timm_vit",
                   "timm.models.swin_transformer": "timm_swin"}
@@ -230,3 +230,44 @@ def unused_patch_tokens(model: Any, layer: str) -> str | None:
                     f"(their relevance is zero); explain at an earlier block, e.g. "
                     f"{p}blocks.{n - 2}")
     return None
+
+
+TOKEN_ARCHS = ("paw-vit", "vit")
+"""Architectures of ``pairx train --arch`` exports read by :func:`load_token_export`."""
+
+
+def load_token_export(path: str | Path, cfg: dict[str, Any] | None = None, *,
+                      device: str | torch.device = "cpu") -> Any:
+    """A PAW-ViT or plain-ViT export of ``pairx train --arch`` (``model.safetensors`` with its
+    config in the ``.json`` beside it or in the file's metadata).
+
+    Returns
+    -------
+    ReIDModel
+        Family ``"timm_vit"``; ``metadata`` holds the config (``layers``: recommended layer).
+    """
+    from safetensors.torch import load_file
+
+    from pairx.models.adapter import Preprocessing, ReIDModel
+    from pairx.models.default import _config_of
+    from pairx.models.loaders import load_checked
+    from pairx.models.paw_vit import build_embedder
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"model file not found: {p}")
+    cfg = dict(cfg) if cfg is not None else _config_of(p)
+    arch = cfg.get("arch")
+    geometry = cfg.get("geometry")
+    if arch not in TOKEN_ARCHS or not isinstance(geometry, dict):
+        raise ModelError(f"{p} is not a PAW-ViT / ViT export (its config has arch={arch!r})")
+    net = build_embedder(str(arch), **geometry)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(p)).items()}
+    load_checked(net, state, f"{p} ({arch})")
+    net.to(device).eval()
+    size, mean, std = cfg["size"], cfg["mean"], cfg["std"]
+    pre = Preprocessing(size=(int(size[0]), int(size[1])),
+                        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+                        std=(float(std[0]), float(std[1]), float(std[2])))
+    return ReIDModel(net=net, preprocessing=pre, name=str(cfg.get("name", p.stem)),
+                     family="timm_vit", metadata={"weights": str(p), **cfg})

@@ -1,0 +1,133 @@
+"""PAW-ViT against its plain-ViT baseline on held-out synthetic individuals.
+
+Measures, on the test split of a ``pairx synth`` dataset:
+
+* part masks (PAW-ViT's ATM decoder, argmax over the tokens, at input resolution, against the
+  true part masks): foreground IoU, body IoU, mIoU over {background, head, body, front legs,
+  hind legs} (the tail is left out, as in the issue), summed over the split;
+* orientation: per-token accuracy on the visible parts;
+* retrieval: rank-1 and mAP of both models (cosine);
+* background reliance: the cosine between an image's embedding and that of the same animal
+  pasted on another test image's background (pixels where the true part mask is 0), for both.
+
+    python benchmarks/bench_paw.py --data DATA --paw RUN_PAW [--vit RUN_VIT] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from pairx.data.datasets import load_dataset
+from pairx.data.synthetic import load_ground_truth
+from pairx.models.loaders import load_model
+from pairx.models.paw_vit import PAWViT
+from pairx.training.retrieval import evaluate_retrieval
+
+MIOU_LABELS = (0, 1, 2, 4, 5)  # background, head, body, front legs, hind legs
+
+
+def _full_model(run: Path) -> tuple[PAWViT, dict[str, Any]]:
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    cfg = ckpt["train_config"]
+    identities = int(ckpt["model"]["classifier.weight"].shape[0])
+    net = PAWViT(identities, img_size=cfg["size"], patch_size=cfg["patch"],
+                 embed_dim=cfg["embed_dim"], depth=cfg["depth"], heads=cfg["heads"])
+    net.load_state_dict(ckpt["model"])
+    return net.eval(), cfg
+
+
+def _true_labels(root: Path, image_id: str, size: int) -> np.ndarray:
+    mask = load_ground_truth(root, image_id).part_mask
+    return np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
+
+
+@torch.no_grad()
+def masks_and_orientation(run: Path, data: Path) -> dict[str, float]:
+    net, cfg = _full_model(run)
+    model = load_model(str(run / "model.safetensors"))
+    test = load_dataset(data).subset(split="test")
+    inter, union = np.zeros(6), np.zeros(6)
+    fg_i = fg_u = 0
+    correct = total = 0
+    for s in test:
+        x = model.to_input(s.path)
+        out = net.forward_train(x)
+        masks = F.interpolate(out.masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        k = masks.shape[1] - 1
+        pred = masks[0].argmax(dim=0).numpy()
+        pred = np.where(pred == k, 0, pred + 1)  # channel k is the background
+        true = _true_labels(data, s.image_id, cfg["size"])
+        for label in range(6):
+            a, b = pred == label, true == label
+            inter[label] += np.logical_and(a, b).sum()
+            union[label] += np.logical_or(a, b).sum()
+        fg_i += np.logical_and(pred > 0, true > 0).sum()
+        fg_u += np.logical_or(pred > 0, true > 0).sum()
+        visible = [i for i in range(k) if (true == i + 1).any()]
+        right = int(s.orientation == "right")
+        guess = (out.orientation[0] > 0).long().numpy()
+        correct += sum(int(guess[i] == right) for i in visible)
+        total += len(visible)
+    iou = inter / np.maximum(union, 1)
+    return {"foreground_iou": float(fg_i / max(fg_u, 1)), "body_iou": float(iou[2]),
+            "miou": float(np.mean([iou[i] for i in MIOU_LABELS])),
+            "orientation_accuracy": float(correct / max(total, 1)), "n_images": len(test)}
+
+
+@torch.no_grad()
+def background_reliance(run: Path, data: Path, seed: int = 0) -> float:
+    model = load_model(str(run / "model.safetensors"))
+    test = list(load_dataset(data).subset(split="test"))
+    rng = np.random.default_rng(seed)
+    size = model.preprocessing.size[0]
+    cosines = []
+    for s in test:
+        other = test[int(rng.integers(len(test)))]
+        if other.identity == s.identity:
+            continue
+        rgb = model.preprocessing.resize(s.path)
+        bg = model.preprocessing.resize(other.path)
+        animal = _true_labels(data, s.image_id, size) > 0
+        pasted = np.where(animal[..., None], rgb, bg).astype(np.uint8)
+        e = model.embed(torch.cat([model.to_input(rgb), model.to_input(pasted)]))
+        cosines.append(float(F.cosine_similarity(e[:1], e[1:])[0]))
+    return float(np.mean(cosines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--paw", type=Path, required=True)
+    parser.add_argument("--vit", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    report: dict[str, Any] = {"paw-vit": masks_and_orientation(args.paw, args.data)}
+    dataset = load_dataset(args.data)
+    for name, run in (("paw-vit", args.paw), ("vit", args.vit)):
+        if run is None:
+            continue
+        model = load_model(str(run / "model.safetensors"))
+        scores = evaluate_retrieval(model, dataset, progress=False)
+        report.setdefault(name, {}).update(
+            retrieval={k: dict(v) for k, v in scores.items()},
+            background_cosine=background_reliance(run, args.data))
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
