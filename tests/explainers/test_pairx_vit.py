@@ -129,6 +129,9 @@ def test_layers_after_the_class_token_is_read_are_refused(
     for layer in ("blocks.2", "blocks.2.mlp.fc1", "norm"):
         with pytest.raises(LayerError, match="pools its class"):
             PairX(model, [layer])
+    from pairx.models.layer_choice import block_layers
+
+    assert block_layers(model) == ["blocks.0", "blocks.1"]  # `pairx layers` leaves it out
     # the last block's input side still reaches the class token through attention
     r = PairX(model, ["blocks.2.norm1"], n_pixel_maps=0).explain_layers(*images)["blocks.2.norm1"]
     assert r.relevance_a.max() > 0

@@ -35,7 +35,7 @@ def test_tiny_paw_run_exports_and_loads(data: Path, tmp_path: Path) -> None:
         got["history"][0])
     model = load_model(str(path))
     assert model.family == "timm_vit" and model.metadata["arch"] == "paw-vit"
-    assert model.metadata["layers"] == ["backbone.blocks.1"]
+    assert model.metadata["layers"] == ["backbone.blocks.0"]  # not the last block: refused
     keys = set(load_file(str(path)))
     assert not any(k.startswith(("atm", "bnneck", "classifier", "orientation")) for k in keys)
     assert (tmp_path / "run" / "parts_decoder.safetensors").is_file()

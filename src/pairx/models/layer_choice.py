@@ -43,8 +43,11 @@ def block_layers(model: ReIDModel) -> list[str]:
     infos = [i for i in candidate_layers(model) if min(i.grid) >= 2]
     net = model.net
     if token_grid(net) is not None:
+        from pairx.models.token_models import unused_patch_tokens
+
         blocks = {id(b) for m in net.modules() for b in _children(getattr(m, "blocks", None))}
-        return [i.name for i in infos if id(net.get_submodule(i.name)) in blocks]
+        return [i.name for i in infos if id(net.get_submodule(i.name)) in blocks
+                and unused_patch_tokens(model, i.name) is None]
     if not isinstance(net, fx.GraphModule):
         return [i.name for i in infos if is_block(net.get_submodule(i.name))]
     ends: set[str] = set()

@@ -173,7 +173,7 @@ def export_token_model(model: nn.Module, config: PAWTrainConfig, out: Path,
                         "heads": config.heads},
            "size": [config.size, config.size], "mean": list(MEAN), "std": list(STD),
            "layers": [("backbone." if config.arch == "paw-vit" else "")
-                      + f"blocks.{max(0, config.depth // 2)}"], **extra}
+                      + f"blocks.{max(0, config.depth - 2)}"], **extra}
     save_file(half(embedder), str(path), metadata={"format": "pt",
                                                    "pairx_config": json.dumps(cfg)})
     path.with_suffix(".json").write_text(json.dumps(cfg, indent=2) + "\n")
