@@ -11,7 +11,7 @@ from pairx.viz.maps import _overlay
 
 __all__ = ["PART_COLOURS", "render_parts"]
 
-PART_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+PART_COLOURS = ((230, 25, 75), (60, 180, 75), (205, 170, 0), (0, 130, 200), (245, 130, 48),
                 (145, 30, 180), (70, 240, 240), (240, 50, 230))
 """Colours of the parts in the argmax map (background: the greyed image)."""
 
