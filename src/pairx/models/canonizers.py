@@ -328,6 +328,17 @@ class Canonizer:
         """Give ``module`` an instance-level ``forward`` (removed by :meth:`remove`)."""
         self.set_attr(module, "forward", types.MethodType(forward, module))
 
+    def detach_layer_norms(self, net: nn.Module) -> None:
+        """Swap every ``nn.LayerNorm`` of ``net`` for a :class:`DetachedLayerNorm` (timm's
+        ``LayerNorm2d`` normalises dimension 1, any other over the last)."""
+        from timm.layers import LayerNorm2d
+
+        for parent in list(net.modules()):
+            for name, child in list(parent._modules.items()):
+                if isinstance(child, nn.LayerNorm):
+                    dim = 1 if isinstance(child, LayerNorm2d) else -1
+                    self.swap(parent, name, DetachedLayerNorm(child, dim))
+
 
 class ComposedCanonizer(Canonizer):
     """Apply several canonizers in order (removed in reverse order)."""
@@ -510,14 +521,9 @@ class TimmConvNeXt(Canonizer):
         return (ConvNeXtBlock,)
 
     def edit(self, net: nn.Module) -> None:
-        from timm.layers import LayerNorm2d
         from timm.models.convnext import ConvNeXtBlock
 
-        for parent in list(net.modules()):
-            for name, child in list(parent._modules.items()):
-                if isinstance(child, nn.LayerNorm):
-                    dim = 1 if isinstance(child, LayerNorm2d) else -1
-                    self.swap(parent, name, DetachedLayerNorm(child, dim))
+        self.detach_layer_norms(net)
         for module in list(net.modules()):
             if isinstance(module, ConvNeXtBlock):
                 self.add_child(module, "pairx_sum", Sum())

@@ -18,7 +18,7 @@ from torch import nn
 from zennit.layer import Sum
 
 from pairx.core.errors import CanonizerError
-from pairx.models.canonizers import Canonizer, DetachedLayerNorm
+from pairx.models.canonizers import Canonizer
 from pairx.models.vit_canonizer import TokenMean, attention_mix, check_attention_rule
 
 __all__ = ["TimmSwin", "WindowAttentionMix"]
@@ -125,7 +125,4 @@ class TimmSwin(Canonizer):
                     self.add_child(module, "pairx_sum1", Sum())
                     self.add_child(module, "pairx_sum2", Sum())
                     self.override_forward(module, _swin_block_forward)
-        for parent in list(net.modules()):
-            for name, child in list(parent._modules.items()):
-                if isinstance(child, nn.LayerNorm):
-                    self.swap(parent, name, DetachedLayerNorm(child, -1))
+        self.detach_layer_norms(net)

@@ -31,7 +31,7 @@ from torch import nn
 from zennit.layer import Sum
 
 from pairx.core.errors import CanonizerError
-from pairx.models.canonizers import Canonizer, DetachedLayerNorm, signal_pass
+from pairx.models.canonizers import Canonizer, signal_pass
 
 __all__ = ["ATTENTION_RULES", "AggregationMix", "AttentionMix", "TimmViT", "TokenMean",
            "attention_mix", "check_attention_rule"]
@@ -246,10 +246,7 @@ class TimmViT(Canonizer):
                     raise CanonizerError("PAW-ViT's aggregation block has the CP-LRP rule only")
                 self.add_child(module, "pairx_mix", AggregationMix(module))
                 self.override_forward(module, _aggregation_forward)
-        for parent in list(net.modules()):  # after AttentionMix took the original q/k norms
-            for name, child in list(parent._modules.items()):
-                if isinstance(child, nn.LayerNorm):
-                    self.swap(parent, name, DetachedLayerNorm(child, -1))
+        self.detach_layer_norms(net)  # after the attention mixes took the original q/k norms
 
     @staticmethod
     def _check(vit: nn.Module, block_type: type, attention_type: type) -> None:
