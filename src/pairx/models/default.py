@@ -23,6 +23,7 @@ from torch import nn
 from pairx.core.errors import ModelError
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.architectures import ReIDNet
+from pairx.models.token_models import TOKEN_ARCHS
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -140,9 +141,22 @@ def _config_of(path: Path) -> dict[str, Any]:
             )
         cfg = json.loads(text)
     if not isinstance(cfg, dict) or not (isinstance(cfg.get("backbone"), str)
-                                         or cfg.get("arch") in ("paw-vit", "vit")):
+                                         or cfg.get("arch") in TOKEN_ARCHS):
         raise ModelError(f"the config of {path} must be a JSON object with a 'backbone' name")
     return cfg
+
+
+def preprocessing_of(cfg: Mapping[str, Any]) -> Preprocessing:
+    """The :class:`Preprocessing` an export's config records (``size``, ``mean``, ``std``,
+    ``resize``; ImageNet statistics and 224 px where absent)."""
+    size = cfg.get("size", [224, 224])
+    mean, std = cfg.get("mean", [0.485, 0.456, 0.406]), cfg.get("std", [0.229, 0.224, 0.225])
+    return Preprocessing(
+        size=(int(size[0]), int(size[1])),
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+        resize_mode=str(cfg.get("resize", "stretch")),
+    )
 
 
 def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> ReIDModel:
@@ -173,7 +187,7 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> Re
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
     cfg = _config_of(p)
-    if cfg.get("arch") in ("paw-vit", "vit"):  # pairx train --arch paw-vit|vit
+    if cfg.get("arch") in TOKEN_ARCHS:  # pairx train --arch paw-vit|vit
         from pairx.models.token_models import load_token_export
 
         model: ReIDModel = load_token_export(p, cfg, device=device)
@@ -192,17 +206,9 @@ def load_exported(path: str | Path, *, device: str | torch.device = "cpu") -> Re
             f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
     net = net.float().to(device).eval()
-    size = cfg.get("size", [224, 224])
-    mean, std = cfg.get("mean", [0.485, 0.456, 0.406]), cfg.get("std", [0.229, 0.224, 0.225])
-    pre = Preprocessing(
-        size=(int(size[0]), int(size[1])),
-        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
-        std=(float(std[0]), float(std[1]), float(std[2])),
-        resize_mode=str(cfg.get("resize", "stretch")),
-    )
     return ReIDModel(
         net=net,
-        preprocessing=pre,
+        preprocessing=preprocessing_of(cfg),
         name=str(cfg.get("name", p.stem)),
         family=timm_family(net.backbone),
         metadata={"weights": str(p), **cfg, **calibration_beside(p)},

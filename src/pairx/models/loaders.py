@@ -367,9 +367,9 @@ def _load_checkpoint(path: Path, size: tuple[int, int] | None) -> ReIDModel:
             '{"backbone": "resnet18", "size": [224, 224]}, or use a spec like '
             f"'timm:NAME' with weights={weight_file}"
         )
-    if cfg.get("arch") in ("paw-vit", "vit") and isinstance(cfg.get("geometry"), dict):
-        from pairx.models.token_models import load_token_export
+    from pairx.models.token_models import TOKEN_ARCHS, load_token_export
 
+    if cfg.get("arch") in TOKEN_ARCHS and isinstance(cfg.get("geometry"), dict):
         model: ReIDModel = load_token_export(weight_file, cfg)
         return model
     backbone_name = cfg.get("backbone") or cfg.get("arch") or cfg.get("model_name")

@@ -44,7 +44,7 @@ def is_token_architecture(name: str) -> bool:
     Raises
     ------
     ModelError
-        A transformer architecture pairx cannot explain yet (Swin, hybrids, EVA).
+        A transformer architecture pairx cannot explain yet (Swin V2, hybrids, EVA).
     """
     module = _entry_module(name)
     if module in _UNSUPPORTED:
@@ -248,8 +248,8 @@ def load_token_export(path: str | Path, cfg: dict[str, Any] | None = None, *,
     """
     from safetensors.torch import load_file
 
-    from pairx.models.adapter import Preprocessing, ReIDModel
-    from pairx.models.default import _config_of
+    from pairx.models.adapter import ReIDModel
+    from pairx.models.default import _config_of, preprocessing_of
     from pairx.models.loaders import load_checked
     from pairx.models.paw_vit import build_embedder
 
@@ -265,9 +265,6 @@ def load_token_export(path: str | Path, cfg: dict[str, Any] | None = None, *,
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(p)).items()}
     load_checked(net, state, f"{p} ({arch})")
     net.to(device).eval()
-    size, mean, std = cfg["size"], cfg["mean"], cfg["std"]
-    pre = Preprocessing(size=(int(size[0]), int(size[1])),
-                        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
-                        std=(float(std[0]), float(std[1]), float(std[2])))
-    return ReIDModel(net=net, preprocessing=pre, name=str(cfg.get("name", p.stem)),
-                     family="timm_vit", metadata={"weights": str(p), **cfg})
+    return ReIDModel(net=net, preprocessing=preprocessing_of(cfg),
+                     name=str(cfg.get("name", p.stem)), family="timm_vit",
+                     metadata={"weights": str(p), **cfg})

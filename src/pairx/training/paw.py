@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from pairx.core.errors import DatasetError, InputError
 from pairx.data.datasets import Sample, load_dataset
 from pairx.models.paw_vit import PAWViT, ViTBaseline
+from pairx.models.token_models import TOKEN_ARCHS
 from pairx.training.data import AugmentConfig, augment_with_warp, load_images, normalize
 from pairx.training.loop import _device, _lr_lambda, _save_atomic
 from pairx.training.losses import batch_hard_triplet_loss
@@ -44,7 +45,7 @@ from pairx.training.sampler import PKSampler
 
 __all__ = ["ARCHS", "PAWTrainConfig", "train_paw"]
 
-ARCHS = ("paw-vit", "vit")
+ARCHS = TOKEN_ARCHS
 MEAN = STD = (0.5, 0.5, 0.5)  # the paper's normalisation
 CHECKPOINT, EXPORT, DECODER = "checkpoint.pt", "model.safetensors", "parts_decoder.safetensors"
 
