@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pairx.core.errors import InputError, ModelError
+from pairx.core.errors import ModelError
 
 __all__ = ["register"]
 
@@ -21,21 +21,19 @@ def parts_command(
     """Draw the part masks PAW-ViT's ATM decoder predicts for IMAGE (argmax and per part)."""
     from PIL import Image
 
+    from pairx.cli.common import check_output_file
+    from pairx.cli.train import load_any_model
     from pairx.models.paw_vit import PARTS, load_part_decoder, predict_part_masks
-    from pairx.models.token_models import load_token_export
     from pairx.viz.parts import render_parts
 
-    if out.suffix.lower() != ".png":
-        raise InputError(f"--out must end in .png; got {out}")
-    path = Path(model)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    reid = load_token_export(path)
+    check_output_file(out, (".png",), "--out")
+    reid = load_any_model(model)
     if reid.metadata.get("arch") != "paw-vit":
         raise ModelError(f"{model} is not a PAW-ViT model (arch {reid.metadata.get('arch')!r})")
     geometry = reid.metadata["geometry"]
     assert isinstance(geometry, dict)
-    decoder = load_part_decoder(path, int(geometry["embed_dim"]), int(geometry["heads"]))
+    decoder = load_part_decoder(str(reid.metadata["weights"]), int(geometry["embed_dim"]),
+                                int(geometry["heads"]))
     x = reid.to_input(image)
     masks = predict_part_masks(reid.net, decoder, x)[0].numpy()
     rgb = reid.preprocessing.resize(image)

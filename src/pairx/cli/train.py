@@ -129,9 +129,11 @@ def train_command(
     """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet,
     optionally a dense correspondence term on synthetic ground truth), or PAW-ViT / its plain
     ViT baseline (--arch paw-vit|vit)."""
+    from pairx.models.token_models import TOKEN_ARCHS
     from pairx.training.loop import TrainConfig, train
 
-    if arch in ("paw-vit", "vit"):
+    species_list = [s.strip() for s in species.split(",") if s.strip()] if species else None
+    if arch in TOKEN_ARCHS:
         if init is not None or dense_weight or max_minutes is not None or head_init != "random":
             raise InputError("--init, --dense-weight, --max-minutes and --head-init belong to "
                              "--arch reidnet")
@@ -141,7 +143,7 @@ def train_command(
             data=str(data), arch=arch, size=size, patch=patch, embed_dim=vit_dim,
             depth=vit_depth, heads=vit_heads, epochs=epochs, batch_p=batch_p, batch_k=batch_k,
             lr=lr, seg_weight=seg_weight, triplet_weight=0.5 * triplet_weight, seed=seed,
-            species=[s.strip() for s in species.split(",") if s.strip()] if species else None,
+            species=species_list,
             evaluate=evaluate)
         got = train_paw(paw, out, resume=resume, progress=not quiet, threads=threads,
                         device=check_device(device))
@@ -170,7 +172,7 @@ def train_command(
         batch_k=batch_k,
         lr=lr,
         seed=seed,
-        species=[s.strip() for s in species.split(",") if s.strip()] if species else None,
+        species=species_list,
         arcface_weight=arcface_weight,
         triplet_weight=triplet_weight,
         arcface_margin=arcface_margin,
