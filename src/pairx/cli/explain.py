@@ -210,10 +210,13 @@ def explain_command(
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
     family = None
     if attention_rule == "attnlrp":
-        if net.family not in ("timm_vit", "timm_swin"):
+        from pairx.models.canonizers import detect_family
+
+        family = net.family or detect_family(net.net)
+        if family not in ("timm_vit", "timm_swin"):
             raise InputError("--attention-rule attnlrp needs a transformer (timm:vit_*, "
                              f"timm:swin_*, megadescriptor); {model} is not one")
-        family = f"{net.family}_attnlrp"
+        family = f"{family}_attnlrp"
     engine = PairX(net, layers, n_matches=n_matches, n_pixel_maps=n_pixel_maps,
                    allow_untrained=allow_untrained, calibration=calibration, precision=precision,
                    family=family)

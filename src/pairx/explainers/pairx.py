@@ -206,8 +206,8 @@ class PairX(PairExplainer):
             raise InputError(f"pixel_method must be one of {', '.join(PIXEL_METHODS)}; got "
                              f"{pixel_method!r}")
         self.pixel_method = pixel_method
-        self._pixel_method = ("dense" if pixel_method == "auto" and token_grid(model) is not None
-                              else pixel_method)
+        tokens = token_grid(model) is not None
+        self._pixel_method = "dense" if pixel_method == "auto" and tokens else pixel_method
         if match_filter not in (None, "ransac"):
             raise InputError(f"match_filter must be None or 'ransac'; got {match_filter!r}")
         self.match_filter = match_filter
@@ -228,7 +228,7 @@ class PairX(PairExplainer):
                          calibration=calibration)
         for name in self.layers:
             get_layer(self.model, name)
-            if token_grid(self.model) is not None:
+            if tokens:
                 from pairx.models.token_models import unused_patch_tokens
 
                 why = unused_patch_tokens(self.model, name)
