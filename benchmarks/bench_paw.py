@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from pairx.data.datasets import load_dataset
-from pairx.data.synthetic import load_ground_truth
+from pairx.data.datasets import Sample, load_dataset
 from pairx.models.loaders import load_model
 from pairx.models.paw_vit import PAWViT
+from pairx.training.paw import _part_labels
 from pairx.training.retrieval import evaluate_retrieval
 
 MIOU_LABELS = (0, 1, 2, 4, 5)  # background, head, body, front legs, hind legs
@@ -45,9 +44,8 @@ def _full_model(run: Path) -> tuple[PAWViT, dict[str, Any]]:
     return net.eval(), cfg
 
 
-def _true_labels(root: Path, image_id: str, size: int) -> np.ndarray:
-    mask = load_ground_truth(root, image_id).part_mask
-    return np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
+def _true_labels(root: Path, sample: Sample, size: int) -> np.ndarray:
+    return _part_labels(root, [sample], size, progress=False)[0].numpy()
 
 
 @torch.no_grad()
@@ -65,7 +63,7 @@ def masks_and_orientation(run: Path, data: Path) -> dict[str, float]:
         k = masks.shape[1] - 1
         pred = masks[0].argmax(dim=0).numpy()
         pred = np.where(pred == k, 0, pred + 1)  # channel k is the background
-        true = _true_labels(data, s.image_id, cfg["size"])
+        true = _true_labels(data, s, cfg["size"])
         for label in range(6):
             a, b = pred == label, true == label
             inter[label] += np.logical_and(a, b).sum()
@@ -96,7 +94,7 @@ def background_reliance(run: Path, data: Path, seed: int = 0) -> float:
             continue
         rgb = model.preprocessing.resize(s.path)
         bg = model.preprocessing.resize(other.path)
-        animal = _true_labels(data, s.image_id, size) > 0
+        animal = _true_labels(data, s, size) > 0
         pasted = np.where(animal[..., None], rgb, bg).astype(np.uint8)
         e = model.embed(torch.cat([model.to_input(rgb), model.to_input(pasted)]))
         cosines.append(float(F.cosine_similarity(e[:1], e[1:])[0]))
