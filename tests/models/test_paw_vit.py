@@ -90,3 +90,101 @@ def test_lrp_on_the_paw_vit_embedder() -> None:
     r = PairX(reid, ["backbone.blocks.1"], n_pixel_maps=1, allow_untrained=True).explain_layers(
         a, np.roll(a, 8, axis=1))["backbone.blocks.1"]
     assert r.relevance_a.shape == (8, 8) and len(r.matches) > 0
+
+
+def small_hybrid(seed: int = 0, *, paw: bool = True) -> torch.nn.Module:
+    """A PAW-ViT (or plain ViT) whose patch embedding is the default model's stages to layer3."""
+    from pairx.models.paw_vit import ViTBaseline
+
+    torch.manual_seed(seed)
+    kw = {"img_size": SIDE, "embed_dim": 48, "depth": 3, "heads": 3, "drop_path_rate": 0.0,
+          "stem": "default"}
+    net = PAWViT(identities=7, **kw).embedder if paw else ViTBaseline(7, **kw).embedder
+    return net.eval()
+
+
+def test_hybrid_stem_is_the_default_models_first_stages() -> None:
+    from pairx.models.loaders import load_model
+    from pairx.models.paw_vit import HybridStem
+
+    default = load_model("default").net
+    seen: list[torch.Tensor] = []
+    handle = default.get_submodule("backbone.layer3").register_forward_hook(
+        lambda _m, _i, out: seen.append(out))
+    x = torch.randn(2, 3, SIDE, SIDE)
+    try:
+        with torch.no_grad():
+            default(x)
+    finally:
+        handle.remove()
+    stem = HybridStem("layer3").eval()
+    assert stem.stride == 16 and HybridStem("layer2", pretrained=False).stride == 8
+    with torch.no_grad():
+        torch.testing.assert_close(stem(x), seen[0], atol=0, rtol=0)
+    vit = small_hybrid().get_submodule("backbone")
+    assert tuple(vit.patch_embed.grid_size) == (SIDE // 16, SIDE // 16)
+
+
+def _bias_free(net: torch.nn.Module) -> torch.nn.Module:
+    """Biases, BatchNorm shifts and running means zeroed: LRP is then exactly conservative."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.LayerNorm)) and (
+                    m.bias is not None):
+                m.bias.zero_()
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.zero_()
+                m.running_mean.zero_()
+    return net
+
+
+@pytest.mark.parametrize("paw", [True, False], ids=["paw-vit", "vit"])
+def test_lrp_on_a_hybrid_vit(paw: bool) -> None:
+    net = small_hybrid(4, paw=paw)
+    assert detect_family(net) == "timm_vit"  # not timm_resnet, although it holds ResNet blocks
+    x = torch.randn(2, 3, SIDE, SIDE)
+    before = assert_canonizer_exact(net, x)
+    reid = ReIDModel(net, Preprocessing(size=(SIDE, SIDE)), name="hybrid-test")
+    seed = torch.rand(before.shape, generator=torch.Generator().manual_seed(5))
+    layer = "backbone.blocks.1" if paw else "blocks.1"
+    res = _both_engines(reid, x, layer, torch.tensor([[[0, 0], [3, 2]], [[1, 1], [2, 3]]]), seed)
+    assert float(res["zennit"]["x"].abs().max()) > 0
+    for key in ("layer", "x", "pix"):
+        _close(res["gradient"][key], res["zennit"][key], 1e-4)
+
+
+@pytest.mark.parametrize("last", ["layer3", "layer2"])
+def test_bias_free_hybrid_vit_conserves_relevance(last: str) -> None:
+    import timm
+    from tests.models.test_vit import conservation_ratio
+    from timm.layers import HybridEmbed
+
+    from pairx.models.paw_vit import HybridStem
+
+    # token-average pooling, no class token: every relevance reaches the image (class and
+    # part tokens are constants that keep a share)
+    stem = HybridStem(last)
+    torch.manual_seed(6)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=SIDE,
+                            patch_size=1, embed_dim=48, depth=2, num_heads=3, num_classes=0,
+                            class_token=False, global_pool="avg",
+                            embed_layer=lambda **kw: HybridEmbed(stem, **kw)).eval()
+    # fails (about 1 % lost) if the 1 x 1 projection keeps ZPlus: see PointwiseProjection
+    ratio, _ = conservation_ratio(_bias_free(vit), torch.randn(2, 3, SIDE, SIDE))
+    assert torch.all((ratio - 1).abs() < 1e-4), ratio
+
+
+def test_foreign_hybrid_embeddings_are_refused() -> None:
+    import timm
+    from timm.layers import HybridEmbed
+
+    from pairx.core.errors import CanonizerError
+    from pairx.models.canonizers import canonizer_for
+
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, stride=4), torch.nn.ReLU())
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=1,
+                            embed_dim=24, depth=1, num_heads=2, num_classes=0,
+                            embed_layer=lambda **kw: HybridEmbed(cnn, **kw))
+    with pytest.raises(CanonizerError, match="HybridStem"):
+        with canonizer_for(vit).applied(vit):
+            pass

@@ -93,3 +93,36 @@ def test_cli_train_and_parts(data: Path, tmp_path: Path) -> None:
     assert Image.open(out).size[0] > 500
     result = CliRunner().invoke(app, [*args[:4], "--arch", "paw-vit", "--init", "x.pt"])
     assert result.exit_code != 0
+
+
+def test_hybrid_stem_run(data: Path, tmp_path: Path) -> None:
+    from pairx.models.paw_vit import PAWViT
+    from pairx.training.paw import _param_groups
+
+    config = PAWTrainConfig(data=str(data), stem="default", stem_lr=0.25,
+                            **{**TINY, "size": 32, "epochs": 1})
+    got = train_paw(config, tmp_path / "h", progress=False)
+    model = load_model(str(got["model_path"]))
+    meta = model.metadata
+    assert meta["geometry"]["stem"] == "default" and meta["geometry"]["patch_size"] == 16
+    assert list(model.preprocessing.mean) == [0.485, 0.456, 0.406]  # the stem's normalisation
+    keys = set(load_file(str(got["model_path"])))
+    assert any(".patch_embed.backbone.layer3." in k for k in keys)
+    ckpt = torch.load(tmp_path / "h" / "checkpoint.pt", weights_only=True)
+    net = PAWViT(4, img_size=32, embed_dim=24, depth=2, heads=2, stem="default").eval()
+    groups = _param_groups(net, config)
+    assert [g["lr"] for g in groups] == [config.lr, config.lr * 0.25]
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(
+        p.numel() for p in net.parameters())
+    net.load_state_dict(ckpt["model"])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.net(x), net(x), atol=2e-2, rtol=2e-2)
+    with pytest.raises(InputError, match="multiple of the stem"):
+        train_paw(PAWTrainConfig(data=str(data), stem="default", **{**TINY, "size": 40}),
+                  tmp_path / "s")
+    with pytest.raises(InputError, match="--stem must be one of"):
+        train_paw(PAWTrainConfig(data=str(data), stem="resnet", **TINY), tmp_path / "t")
+    result = CliRunner().invoke(app, ["train", str(data), "-o", str(tmp_path / "u"), "--stem",
+                                      "default"])
+    assert result.exit_code != 0 and "--stem belongs to" in str(result.exception)

@@ -124,6 +124,15 @@ def train_command(
     seg_weight: Annotated[
         float, typer.Option(help="paw-vit: segmentation distillation weight (0: ablation).")
     ] = 1.0,
+    stem: Annotated[
+        str | None,
+        typer.Option(help="paw-vit/vit: hybrid patch embedding, 'default' (the default model's "
+                          "stages to layer3, stride 16, from its weights) or 'default:layer2' "
+                          "(stride 8); --patch is then unused."),
+    ] = None,
+    stem_lr: Annotated[
+        float, typer.Option(help="paw-vit/vit: learning-rate factor of the hybrid stem.")
+    ] = 0.1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet,
@@ -143,8 +152,7 @@ def train_command(
             data=str(data), arch=arch, size=size, patch=patch, embed_dim=vit_dim,
             depth=vit_depth, heads=vit_heads, epochs=epochs, batch_p=batch_p, batch_k=batch_k,
             lr=lr, seg_weight=seg_weight, triplet_weight=0.5 * triplet_weight, seed=seed,
-            species=species_list,
-            evaluate=evaluate)
+            species=species_list, stem=stem, stem_lr=stem_lr, evaluate=evaluate)
         got = train_paw(paw, out, resume=resume, progress=not quiet, threads=threads,
                         device=check_device(device))
         typer.echo(json.dumps({
@@ -155,6 +163,8 @@ def train_command(
         return
     if arch != "reidnet":
         raise InputError(f"--arch must be reidnet, paw-vit or vit; got {arch!r}")
+    if stem is not None:
+        raise InputError("--stem belongs to --arch paw-vit or vit")
 
     try:
         kwargs = json.loads(timm_kwargs) if timm_kwargs else {}

@@ -37,7 +37,7 @@ from pairx.models.edits import frozen_eval
 from pairx.models.graph_modules import graph_layer_map
 from pairx.models.layers import capture_layers, require_spatial_output
 from pairx.models.swin_canonizer import WindowAttentionMix
-from pairx.models.vit_canonizer import AggregationMix, AttentionMix, TokenMean
+from pairx.models.vit_canonizer import AggregationMix, AttentionMix, PointwiseProjection, TokenMean
 
 __all__ = [
     "RULE_TYPES",
@@ -52,7 +52,8 @@ __all__ = [
     "similarity_relevance",
 ]
 
-RULE_TYPES: tuple[type, ...] = (Convolution, nn.Linear, BatchNorm, DetachedLayerNorm, Power)
+RULE_TYPES: tuple[type, ...] = (Convolution, nn.Linear, BatchNorm, DetachedLayerNorm, Power,
+                                PointwiseProjection)
 """Module types with parameters that the composite gives an LRP rule."""
 
 
@@ -70,7 +71,8 @@ def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlu
     layer_map = [
         ((Power,), Pass()),
         ((GeMMean,), Norm(stabilizer=1e-30)),
-        ((DetachedLayerNorm, AttentionMix, WindowAttentionMix, AggregationMix),
+        ((DetachedLayerNorm, AttentionMix, WindowAttentionMix, AggregationMix,
+          PointwiseProjection),
          Epsilon(epsilon=epsilon)),
         ((TokenMean,), Norm(stabilizer=stabilizer)),
         (_extra_activations(), Pass()),

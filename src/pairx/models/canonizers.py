@@ -654,6 +654,46 @@ def _generic() -> Canonizer:
     return ComposedCanonizer([MergeBatchNorm()])
 
 
+# Transformers are detected first: a hybrid ViT also contains timm ResNet blocks.
+def _vit(attention_rule: str = "cp") -> Canonizer:
+    from pairx.models.vit_canonizer import TimmViT
+
+    # a hybrid ViT's CNN patch embedding (pairx.models.paw_vit.HybridStem, timm ResNet stages)
+    # takes the timm ResNet canonizers first; on a plain ViT they find nothing to edit
+    return ComposedCanonizer([MergeBatchNorm(), SignalOnlyGates(), TimmResNetResiduals(),
+                              TimmViT(attention_rule)])
+
+
+def _swin(attention_rule: str = "cp") -> Canonizer:
+    from pairx.models.swin_canonizer import TimmSwin
+
+    return TimmSwin(attention_rule)
+
+
+def _timm_vit() -> Canonizer:
+    return _vit()
+
+
+register_family(FamilySpec(
+    "timm_vit",
+    _contains("timm.models.vision_transformer.VisionTransformer"),
+    _timm_vit,
+    "timm Vision Transformer (CP-LRP: attention with q and k detached)",
+))
+
+
+def _timm_swin() -> Canonizer:
+    return ComposedCanonizer([_swin()])
+
+
+register_family(FamilySpec(
+    "timm_swin",
+    _contains("timm.models.swin_transformer.SwinTransformer"),
+    _timm_swin,
+    "timm Swin Transformer, e.g. MegaDescriptor (CP-LRP on window attention)",
+))
+
+
 register_family(FamilySpec(
     "torchvision_resnet",
     _contains("torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck"),
@@ -680,48 +720,12 @@ register_family(FamilySpec(
 ))
 
 
-def _vit(attention_rule: str = "cp") -> Canonizer:
-    from pairx.models.vit_canonizer import TimmViT
-
-    return TimmViT(attention_rule)
-
-
-def _swin(attention_rule: str = "cp") -> Canonizer:
-    from pairx.models.swin_canonizer import TimmSwin
-
-    return TimmSwin(attention_rule)
-
-
-def _timm_vit() -> Canonizer:
-    return ComposedCanonizer([_vit()])
-
-
-register_family(FamilySpec(
-    "timm_vit",
-    _contains("timm.models.vision_transformer.VisionTransformer"),
-    _timm_vit,
-    "timm Vision Transformer (CP-LRP: attention with q and k detached)",
-))
-
-
-def _timm_swin() -> Canonizer:
-    return ComposedCanonizer([_swin()])
-
-
-register_family(FamilySpec(
-    "timm_swin",
-    _contains("timm.models.swin_transformer.SwinTransformer"),
-    _timm_swin,
-    "timm Swin Transformer, e.g. MegaDescriptor (CP-LRP on window attention)",
-))
-
-
 def _never(net: nn.Module) -> bool:
     return False
 
 
 register_family(FamilySpec(
-    "timm_vit_attnlrp", _never, lambda: ComposedCanonizer([_vit(attention_rule="attnlrp")]),
+    "timm_vit_attnlrp", _never, lambda: _vit(attention_rule="attnlrp"),
     "timm Vision Transformer with the AttnLRP attention rule (chosen explicitly, never detected)",
 ))
 register_family(FamilySpec(

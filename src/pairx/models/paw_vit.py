@@ -17,13 +17,20 @@ aggregation block (``../shared/papers/paw-vit.txt``, section 3).
   classifier, and per-part orientation heads on the BNNeck'd part tokens (the authors' code
   shares one BNNeck between both).
 
+**Hybrid stem** (``stem="default"``, our addition for 2 CPU cores): the patch embedding is the
+shipped default model's convolutional stages up to ``layer3`` (stride 16, or ``layer2``,
+stride 8), started from its trained weights as a stand-in for the ImageNet initialisation we
+cannot download, followed by a 1 x 1 projection to the token width (timm's ``HybridEmbed``).
+
 Inference uses :attr:`PAWViT.embedder` alone (:class:`PAWViTEmbedder`: backbone and
 aggregation block); the decoder, BNNeck, classifier and orientation heads are not in it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +38,81 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PARTS", "AttentionToMask", "PAWOutputs", "PAWViT", "PAWViTEmbedder", "PartAggregation",
-           "ViTBaseline", "build_embedder", "load_part_decoder", "predict_part_masks"]
+__all__ = ["PARTS", "STEMS", "AttentionToMask", "HybridStem", "PAWOutputs", "PAWViT",
+           "PAWViTEmbedder", "PartAggregation", "ViTBaseline", "build_embedder",
+           "load_part_decoder", "predict_part_masks", "stem_of", "stem_stride"]
 
 PARTS = ("head", "body", "tail", "front_legs", "hind_legs")
 """The synthetic benchmark's part masks (``GroundTruth.part_mask`` labels 1-5; 0 = background)."""
 
 
+STEMS = {"default": "layer3", "default:layer2": "layer2"}
+"""Hybrid stems: the default model's stages up to the named stage (stride 16 / 8)."""
+
+_STAGES = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def stem_stride(stem: str) -> int:
+    """Pixels per token of the hybrid stem ``stem`` (a key of :data:`STEMS`)."""
+    return 2 ** (_STAGES.index(STEMS[stem]) - 2)  # the stem and max pool: 4; layer2.. halve
+
+
+class HybridStem(nn.Sequential):
+    """The default model's convolutional stages (timm ResNet stem, ``layer1`` .. ``last``) as a
+    ViT patch embedding's backbone: ``(B, 3, H, W) -> (B, C_s, H / s, W / s)``.
+
+    Parameters
+    ----------
+    last
+        Last stage kept (``"layer3"``: stride 16, 128 channels; ``"layer2"``: stride 8, 64).
+    pretrained
+        Start from the shipped default model's weights (else random, for loading an export).
+    """
+
+    def __init__(self, last: str = "layer3", *, pretrained: bool = True) -> None:
+        import timm
+
+        from pairx.models.default import WEIGHTS_DIR, load_default
+
+        if last not in _STAGES[4:]:
+            raise ValueError(f"unknown stem stage {last!r}; expected one of {_STAGES[4:]}")
+        if pretrained:
+            resnet = load_default().net.get_submodule("backbone")
+        else:
+            import json
+
+            cfg = json.loads((WEIGHTS_DIR / "default.json").read_text())
+            resnet = timm.create_model(cfg["backbone"], pretrained=False, num_classes=0,
+                                       **cfg["timm_kwargs"])
+        keep = _STAGES[: _STAGES.index(last) + 1]
+        super().__init__(OrderedDict((n, resnet.get_submodule(n)) for n in keep))
+        self.stride = 2 ** (_STAGES.index(last) - 2)
+
+
+def stem_of(stem: str | None, *, pretrained: bool) -> HybridStem | None:
+    """The :class:`HybridStem` named ``stem`` (a key of :data:`STEMS`), or ``None``."""
+    if stem is None:
+        return None
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; expected one of {', '.join(STEMS)}")
+    return HybridStem(STEMS[stem], pretrained=pretrained)
+
+
 def _vit(img_size: int, patch_size: int, embed_dim: int, depth: int, heads: int,
-         mlp_ratio: float, drop_path_rate: float, *, prefix: int = 0) -> nn.Module:
+         mlp_ratio: float, drop_path_rate: float, *, prefix: int = 0,
+         stem: HybridStem | None = None) -> nn.Module:
     """A timm ViT: class-token pooling (``prefix=0``), or ``prefix`` register tokens in place of
-    the class token and no pooling (PAW-ViT's part and background tokens)."""
+    the class token and no pooling (PAW-ViT's part and background tokens); with ``stem`` the
+    patch embedding is that CNN followed by a 1 x 1 projection (``patch_size`` is ignored)."""
     import timm
 
     extra: dict[str, Any] = ({"class_token": False, "reg_tokens": prefix, "global_pool": ""}
                              if prefix else {})
+    if stem is not None:
+        from timm.layers import HybridEmbed
+
+        extra["embed_layer"] = partial(HybridEmbed, backbone=stem)
+        patch_size = 1
     net: nn.Module = timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=img_size, patch_size=patch_size,
         embed_dim=embed_dim, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio, num_classes=0,
@@ -54,15 +121,17 @@ def _vit(img_size: int, patch_size: int, embed_dim: int, depth: int, heads: int,
 
 
 def build_embedder(arch: str, *, img_size: int, patch_size: int, embed_dim: int, depth: int,
-                   heads: int, mlp_ratio: float = 4.0, parts: int = 5) -> nn.Module:
+                   heads: int, mlp_ratio: float = 4.0, parts: int = 5,
+                   stem: str | None = None) -> nn.Module:
     """The inference network of ``arch`` (``"paw-vit"`` or ``"vit"``), randomly initialised,
     for loading an export."""
+    cnn = stem_of(stem, pretrained=False)
     if arch == "paw-vit":
         backbone = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio, 0.0,
-                        prefix=parts + 1)
+                        prefix=parts + 1, stem=cnn)
         return PAWViTEmbedder(backbone, PartAggregation(embed_dim, heads, mlp_ratio), parts)
     if arch == "vit":
-        return _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio, 0.0)
+        return _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio, 0.0, stem=cnn)
     raise ValueError(f"unknown token architecture {arch!r}")
 
 
@@ -208,15 +277,18 @@ class PAWViT(nn.Module):
         ``(H_m, W_m)`` of the predicted masks (default: a quarter of the image, ``f = 4``).
     drop_path_rate
         Stochastic depth of the blocks.
+    stem
+        ``None`` (linear patch embedding) or a hybrid stem of :data:`STEMS`, started from the
+        default model's weights.
     """
 
     def __init__(self, identities: int, *, parts: int = 5, img_size: int = 224,
                  patch_size: int = 16, embed_dim: int = 192, depth: int = 6, heads: int = 3,
                  mlp_ratio: float = 4.0, mask_size: tuple[int, int] | None = None,
-                 drop_path_rate: float = 0.1) -> None:
+                 drop_path_rate: float = 0.1, stem: str | None = None) -> None:
         super().__init__()
         backbone = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio,
-                        drop_path_rate, prefix=parts + 1)
+                        drop_path_rate, prefix=parts + 1, stem=stem_of(stem, pretrained=True))
         self.parts = parts
         size = getattr(backbone.get_submodule("patch_embed"), "grid_size")  # noqa: B009
         self.grid: tuple[int, int] = (int(size[0]), int(size[1]))
@@ -260,10 +332,10 @@ class ViTBaseline(nn.Module):
 
     def __init__(self, identities: int, *, img_size: int = 224, patch_size: int = 16,
                  embed_dim: int = 192, depth: int = 6, heads: int = 3, mlp_ratio: float = 4.0,
-                 drop_path_rate: float = 0.1) -> None:
+                 drop_path_rate: float = 0.1, stem: str | None = None) -> None:
         super().__init__()
         self.embedder = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio,
-                             drop_path_rate)
+                             drop_path_rate, stem=stem_of(stem, pretrained=True))
         self.bnneck = nn.BatchNorm1d(embed_dim)
         self.bnneck.bias.requires_grad_(False)
         self.classifier = nn.Linear(embed_dim, identities)

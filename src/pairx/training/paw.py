@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
 from pairx.data.datasets import Sample, load_dataset
-from pairx.models.paw_vit import PAWViT, ViTBaseline
+from pairx.models.paw_vit import STEMS, PAWViT, ViTBaseline, stem_stride
 from pairx.models.token_models import TOKEN_ARCHS
 from pairx.training.data import AugmentConfig, augment_with_warp, load_images, normalize
 from pairx.training.loop import _device, _lr_lambda, _save_atomic
@@ -47,6 +47,7 @@ __all__ = ["ARCHS", "PAWTrainConfig", "train_paw"]
 
 ARCHS = TOKEN_ARCHS
 MEAN = STD = (0.5, 0.5, 0.5)  # the paper's normalisation
+DEFAULT_MEAN, DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the hybrid stem's
 CHECKPOINT, EXPORT, DECODER = "checkpoint.pt", "model.safetensors", "parts_decoder.safetensors"
 
 
@@ -68,6 +69,11 @@ class PAWTrainConfig:
     seg_weight, triplet_weight
         ``lambda`` and ``alpha`` of Eq. 5 (0 for ``seg_weight``: the ablation without
         distillation).
+    stem, stem_lr
+        Hybrid patch embedding (a key of :data:`pairx.models.paw_vit.STEMS`, e.g.
+        ``"default"``: the default model's stages to ``layer3``, started from its weights; the
+        token grid is then ``size / 16`` and ``patch`` is not used) and its learning-rate
+        factor; ``None``: the ViT's linear patch embedding.
     seed, species
         Seed of weights, batches and augmentation; species to train on (``None``: all).
     evaluate
@@ -89,19 +95,34 @@ class PAWTrainConfig:
     warmup_epochs: float = 3.0
     seg_weight: float = 1.0
     triplet_weight: float = 0.5
+    stem: str | None = None
+    stem_lr: float = 0.1
     seed: int = 0
     species: list[str] | None = None
     evaluate: bool = True
     augment: dict[str, Any] = field(default_factory=lambda: asdict(
         AugmentConfig(erase_p=0.0, rotate=15.0)))
 
+    @property
+    def stride(self) -> int:
+        """Pixels per token: the patch, or the hybrid stem's stride."""
+        return stem_stride(self.stem) if self.stem else self.patch
+
+    @property
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)``: the paper's 0.5 (linear patch embedding) or the stem's own."""
+        return (DEFAULT_MEAN, DEFAULT_STD) if self.stem else (MEAN, STD)
+
     def validate(self) -> None:
         """Raise :class:`InputError` for impossible settings."""
         if self.arch not in ARCHS:
             raise InputError(f"--arch must be one of {', '.join(ARCHS)}; got {self.arch!r}")
-        if self.size % self.patch or self.size < 2 * self.patch:
-            raise InputError(f"--size {self.size} must be a multiple of the patch "
-                             f"({self.patch}) and at least two patches")
+        if self.stem is not None and self.stem not in STEMS:
+            raise InputError(f"--stem must be one of {', '.join(STEMS)}; got {self.stem!r}")
+        if self.size % self.stride or self.size < 2 * self.stride:
+            what = "the stem's stride" if self.stem else "the patch"
+            raise InputError(f"--size {self.size} must be a multiple of {what} "
+                             f"({self.stride}) and at least two patches")
         if self.embed_dim % self.heads:
             raise InputError(f"embed_dim {self.embed_dim} must be divisible by heads {self.heads}")
         if self.epochs < 1 or self.batch_p < 2 or self.batch_k < 2:
@@ -137,9 +158,22 @@ def _warp_labels(labels: torch.Tensor, theta: torch.Tensor, out: tuple[int, int]
 def _build(config: PAWTrainConfig, identities: int) -> PAWViT | ViTBaseline:
     if config.arch == "paw-vit":
         return PAWViT(identities, img_size=config.size, patch_size=config.patch,
-                      embed_dim=config.embed_dim, depth=config.depth, heads=config.heads)
+                      embed_dim=config.embed_dim, depth=config.depth, heads=config.heads,
+                      stem=config.stem)
     return ViTBaseline(identities, img_size=config.size, patch_size=config.patch,
-                       embed_dim=config.embed_dim, depth=config.depth, heads=config.heads)
+                       embed_dim=config.embed_dim, depth=config.depth, heads=config.heads,
+                       stem=config.stem)
+
+
+def _param_groups(model: nn.Module, config: PAWTrainConfig) -> list[dict[str, Any]]:
+    """One group, or the hybrid stem's parameters at ``lr * stem_lr`` and the rest at ``lr``."""
+    stem = [p for n, p in model.named_parameters() if ".patch_embed.backbone." in f".{n}"]
+    ids = {id(p) for p in stem}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": config.lr}]
+    if stem:
+        groups.append({"params": stem, "lr": config.lr * config.stem_lr})
+    return groups
 
 
 def _losses(model: PAWViT | ViTBaseline, config: PAWTrainConfig, x: torch.Tensor, y: torch.Tensor,
@@ -168,11 +202,14 @@ def export_token_model(model: nn.Module, config: PAWTrainConfig, out: Path,
 
     embedder: nn.Module = model.embedder  # type: ignore[assignment]
     path = out / EXPORT
-    cfg = {"name": out.name or f"pairx-{config.arch}", "arch": config.arch,
-           "geometry": {"img_size": config.size, "patch_size": config.patch,
-                        "embed_dim": config.embed_dim, "depth": config.depth,
-                        "heads": config.heads},
-           "size": [config.size, config.size], "mean": list(MEAN), "std": list(STD),
+    mean, std = config.normalisation
+    geometry: dict[str, Any] = {"img_size": config.size, "patch_size": config.stride,
+                                "embed_dim": config.embed_dim, "depth": config.depth,
+                                "heads": config.heads}
+    if config.stem:
+        geometry["stem"] = config.stem
+    cfg = {"name": out.name or f"pairx-{config.arch}", "arch": config.arch, "geometry": geometry,
+           "size": [config.size, config.size], "mean": list(mean), "std": list(std),
            "layers": [("backbone." if config.arch == "paw-vit" else "")
                       + f"blocks.{max(0, config.depth - 2)}"], **extra}
     save_file(half(embedder), str(path), metadata={"format": "pt",
@@ -216,7 +253,7 @@ def train_paw(config: PAWTrainConfig, run_dir: str | Path, *, resume: bool = Fal
     model = _build(config, len(identities))
     dev = _device(device)
     model.to(dev)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr,
                                   weight_decay=config.weight_decay)
     sampler = PKSampler(labels.tolist(), config.batch_p, config.batch_k, seed=config.seed)
     steps = len(sampler)
@@ -259,7 +296,8 @@ def train_paw(config: PAWTrainConfig, run_dir: str | Path, *, resume: bool = Fal
             pixels, theta = augment_with_warp(images[index].to(dev), aug, generator)
             target = (None if parts is None
                       else _warp_labels(parts[index].to(dev), theta, mask_size))
-            terms = _losses(model, config, normalize(pixels, MEAN, STD), labels[index].to(dev),
+            terms = _losses(model, config, normalize(pixels, *config.normalisation),
+                            labels[index].to(dev),
                             right[index].to(dev), target)
             if not torch.isfinite(terms["total"]):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}; lower --lr")
