@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from tests.explainers.test_gradient_lrp import _both_engines, _close
 from tests.models.test_vit import assert_canonizer_exact
 
-from pairx.core.errors import LayerError
+from pairx.core.errors import LayerError, ModelError
 from pairx.explainers.pairx import PairX
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.canonizers import detect_family
@@ -188,3 +190,37 @@ def test_foreign_hybrid_embeddings_are_refused() -> None:
     with pytest.raises(CanonizerError, match="HybridStem"):
         with canonizer_for(vit).applied(vit):
             pass
+
+
+def test_the_shipped_paw_vit(tmp_path: Path) -> None:
+    """``load_model("paw-vit")``: small, offline, the card's small check reproduced (rank-1 within
+    0.1 on a regenerated set), its part masks drawn by ``pairx parts --model paw-vit``."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pairx.cli.main import app
+    from pairx.data.synthetic import generate
+    from pairx.models.default import WEIGHTS_DIR
+    from pairx.models.loaders import load_model
+    from pairx.training.retrieval import evaluate_retrieval
+
+    files = sorted(WEIGHTS_DIR.glob("paw_vit*"))
+    assert {f.name for f in files} >= {"paw_vit.safetensors", "paw_vit.json",
+                                       "paw_vit.parts_decoder.safetensors"}
+    assert sum(f.stat().st_size for f in files) <= 30 * 2**20
+    model = load_model("paw-vit")
+    assert model.name == "paw-vit" and model.family == "timm_vit"
+    assert model.metadata["domain"] == "pairx-synth" and model.metadata["geometry"]["stem"]
+    check = json.loads((WEIGHTS_DIR / "paw_vit.json").read_text())["small_check"]
+    dataset = generate(tmp_path / "data", seed=check["seed"], individuals=check["individuals"],
+                       sightings=check["sightings"], species=tuple(check["species"]),
+                       size=check["image_size"], progress=False)
+    scores = evaluate_retrieval(model, dataset, split=None, progress=False)
+    assert scores["all"]["rank1"] == pytest.approx(check["retrieval"]["all"]["rank1"], abs=0.1)
+    image = next((dataset.root / "images").rglob("*.jpg"))
+    result = CliRunner().invoke(app, ["parts", str(image), "--model", "paw-vit", "-o",
+                                      str(tmp_path / "parts.png")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    with pytest.raises(ModelError, match="ships its own weights"):
+        load_model("paw-vit", weights=str(image))

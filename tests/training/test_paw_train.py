@@ -106,6 +106,10 @@ def test_hybrid_stem_run(data: Path, tmp_path: Path) -> None:
     meta = model.metadata
     assert meta["geometry"]["stem"] == "default" and meta["geometry"]["patch_size"] == 16
     assert list(model.preprocessing.mean) == [0.485, 0.456, 0.406]  # the stem's normalisation
+    assert "calibration_file" not in meta
+    calibration = got["model_path"].with_name("model.calibration.json")
+    calibration.write_text("{}")  # found where pairx calibrate writes it
+    assert load_model(str(got["model_path"])).metadata["calibration_file"] == str(calibration)
     keys = set(load_file(str(got["model_path"])))
     assert any(".patch_embed.backbone.layer3." in k for k in keys)
     ckpt = torch.load(tmp_path / "h" / "checkpoint.pt", weights_only=True)

@@ -56,6 +56,7 @@ SPEC_FORMS = (
     "'torchvision:resnet18|resnet34|resnet50|resnet101' (optional weights=FILE)",
     "'miewid' (weights=FILE or HF cache folder)",
     "'megadescriptor[:VARIANT]'",
+    "'paw-vit' (shipped PAW-ViT)",
     "'onnx:PATH' (an ONNX embedder)",
     "a path to a pairx model file or folder",
 )
@@ -501,6 +502,13 @@ def load_model(
         raise ModelError(f"{text} is an ONNX file; load it as 'onnx:{text}'")
     if text == "default":
         return _load_default(weights, device)
+    if text == "paw-vit":
+        if weights is not None:
+            raise ModelError("the 'paw-vit' model ships its own weights; pass the path of a "
+                             "PAW-ViT run instead")
+        from pairx.models.token_models import load_shipped_paw_vit
+
+        return load_shipped_paw_vit(device)
     if text.startswith("timm:"):
         model = _load_timm(text[len("timm:") :], weights, hw)
     elif text.startswith("torchvision:"):

@@ -352,12 +352,16 @@ class ViTBaseline(nn.Module):
 
 
 def load_part_decoder(model_path: str | Path, embed_dim: int, heads: int) -> AttentionToMask:
-    """The ATM decoder saved beside a PAW-ViT export (``parts_decoder.safetensors``)."""
+    """The ATM decoder saved beside a PAW-ViT export (``parts_decoder.safetensors`` in a run
+    folder, ``NAME.parts_decoder.safetensors`` beside a shipped ``NAME.safetensors``)."""
     from safetensors.torch import load_file
 
     from pairx.core.errors import ModelError
 
-    path = Path(model_path).with_name("parts_decoder.safetensors")
+    model = Path(model_path)
+    path = model.with_name(f"{model.stem}.parts_decoder.safetensors")
+    if not path.is_file():
+        path = model.with_name("parts_decoder.safetensors")
     if not path.is_file():
         raise ModelError(f"no part-mask decoder beside {model_path} (expected {path.name}, "
                          "written by pairx train --arch paw-vit)")

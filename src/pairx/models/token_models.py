@@ -250,7 +250,7 @@ def load_token_export(path: str | Path, cfg: dict[str, Any] | None = None, *,
 
     from pairx.models.adapter import ReIDModel
     from pairx.models.default import _config_of, preprocessing_of
-    from pairx.models.loaders import load_checked
+    from pairx.models.loaders import calibration_beside, load_checked
     from pairx.models.paw_vit import build_embedder
 
     p = Path(path)
@@ -267,4 +267,18 @@ def load_token_export(path: str | Path, cfg: dict[str, Any] | None = None, *,
     net.to(device).eval()
     return ReIDModel(net=net, preprocessing=preprocessing_of(cfg),
                      name=str(cfg.get("name", p.stem)), family="timm_vit",
-                     metadata={"weights": str(p), **cfg})
+                     metadata={"weights": str(p), **cfg, **calibration_beside(p)})
+
+
+def load_shipped_paw_vit(device: str | torch.device = "cpu") -> Any:
+    """The PAW-ViT shipped with pairx (``pairx/weights/paw_vit.safetensors``; see
+    ``pairx/weights/PAW_VIT_MODEL_CARD.md`` for its training and figures)."""
+    from pairx.models.default import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / "paw_vit.safetensors"
+    if not path.is_file():
+        raise ModelError(f"the shipped PAW-ViT's weights are missing ({path}); reinstall pairx, "
+                         "or train one with 'pairx train DATA --arch paw-vit' and load it by path")
+    model = load_token_export(path, device=device)
+    model.name = "paw-vit"
+    return model
