@@ -212,6 +212,7 @@ def test_the_shipped_paw_vit(tmp_path: Path) -> None:
     model = load_model("paw-vit")
     assert model.name == "paw-vit" and model.family == "timm_vit"
     assert model.metadata["domain"] == "pairx-synth" and model.metadata["geometry"]["stem"]
+    assert model.metadata["calibration_file"] == str(WEIGHTS_DIR / "paw_vit.calibration.json")
     check = json.loads((WEIGHTS_DIR / "paw_vit.json").read_text())["small_check"]
     dataset = generate(tmp_path / "data", seed=check["seed"], individuals=check["individuals"],
                        sightings=check["sightings"], species=tuple(check["species"]),
