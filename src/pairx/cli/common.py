@@ -35,7 +35,7 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="Model: default, timm:NAME, torchvision:resnet50, miewid, megadescriptor, "
-        "onnx:FILE, or a model file/folder.",
+        "paw-vit, onnx:FILE, or a model file/folder.",
         metavar="SPEC",
     ),
 ]

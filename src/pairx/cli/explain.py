@@ -292,7 +292,7 @@ def layers_command(
         str,
         typer.Argument(
             help="Model: default, timm:NAME, torchvision:resnet50, miewid, megadescriptor, "
-            "onnx:FILE, or a model file/folder.",
+            "paw-vit, onnx:FILE, or a model file/folder.",
             metavar="MODEL",
         ),
     ] = "default",
