@@ -22,10 +22,10 @@ projection to tokens becomes a :class:`PointwiseProjection` with ``Epsilon``, no
 
 Not covered (refused with a :class:`~pairx.core.errors.CanonizerError`): attention pooling
 (``global_pool='map'``), max pooling, gated attention, ``dynamic_img_size``, other hybrid
-patch embeddings and block types
-other than timm's ``Block``. The AttnLRP rule for softmax and the query-key product (the
-rule of AttnLRP proper) is the option ``attention_rule="attnlrp"``
-(:mod:`pairx.models.attnlrp`; families ``timm_vit_attnlrp`` and ``timm_swin_attnlrp``).
+patch embeddings and block types other than timm's ``Block``. The AttnLRP rule for softmax
+and the query-key product (the rule of AttnLRP proper) is the option
+``attention_rule="attnlrp"`` (:mod:`pairx.models.attnlrp`; families ``timm_vit_attnlrp`` and
+``timm_swin_attnlrp``).
 """
 
 from __future__ import annotations

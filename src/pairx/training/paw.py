@@ -20,6 +20,7 @@ to ``parts_decoder.safetensors`` beside it, for ``pairx parts``.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,7 +48,6 @@ __all__ = ["ARCHS", "PAWTrainConfig", "train_paw"]
 
 ARCHS = TOKEN_ARCHS
 MEAN = STD = (0.5, 0.5, 0.5)  # the paper's normalisation
-DEFAULT_MEAN, DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the hybrid stem's
 CHECKPOINT, EXPORT, DECODER = "checkpoint.pt", "model.safetensors", "parts_decoder.safetensors"
 
 
@@ -111,7 +111,7 @@ class PAWTrainConfig:
     @property
     def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """``(mean, std)``: the paper's 0.5 (linear patch embedding) or the stem's own."""
-        return (DEFAULT_MEAN, DEFAULT_STD) if self.stem else (MEAN, STD)
+        return _stem_normalisation() if self.stem else (MEAN, STD)
 
     def validate(self) -> None:
         """Raise :class:`InputError` for impossible settings."""
@@ -127,6 +127,15 @@ class PAWTrainConfig:
             raise InputError(f"embed_dim {self.embed_dim} must be divisible by heads {self.heads}")
         if self.epochs < 1 or self.batch_p < 2 or self.batch_k < 2:
             raise InputError("--epochs >= 1, --batch-p >= 2 and --batch-k >= 2 are required")
+
+
+@functools.cache
+def _stem_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The default model's input normalisation (its stages are the hybrid stem)."""
+    from pairx.models.default import WEIGHTS_DIR
+
+    cfg = json.loads((WEIGHTS_DIR / "default.json").read_text())
+    return tuple(cfg["mean"]), tuple(cfg["std"])
 
 
 def _part_labels(root: Path, samples: list[Sample], size: int, progress: bool) -> torch.Tensor:
