@@ -52,9 +52,13 @@ STEMS = {"default": "layer3", "default:layer2": "layer2"}
 _STAGES = ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
+def _stage_stride(last: str) -> int:
+    return 2 ** (_STAGES.index(last) - 2)  # the stem and max pool: 4; layer2.. halve
+
+
 def stem_stride(stem: str) -> int:
     """Pixels per token of the hybrid stem ``stem`` (a key of :data:`STEMS`)."""
-    return 2 ** (_STAGES.index(STEMS[stem]) - 2)  # the stem and max pool: 4; layer2.. halve
+    return _stage_stride(STEMS[stem])
 
 
 class HybridStem(nn.Sequential):
@@ -72,21 +76,19 @@ class HybridStem(nn.Sequential):
     def __init__(self, last: str = "layer3", *, pretrained: bool = True) -> None:
         import timm
 
-        from pairx.models.default import WEIGHTS_DIR, load_default
+        from pairx.models.default import WEIGHTS_DIR, _config_of, load_default
 
         if last not in _STAGES[4:]:
             raise ValueError(f"unknown stem stage {last!r}; expected one of {_STAGES[4:]}")
         if pretrained:
             resnet = load_default().net.get_submodule("backbone")
         else:
-            import json
-
-            cfg = json.loads((WEIGHTS_DIR / "default.json").read_text())
+            cfg = _config_of(WEIGHTS_DIR / "default.safetensors")
             resnet = timm.create_model(cfg["backbone"], pretrained=False, num_classes=0,
                                        **cfg["timm_kwargs"])
         keep = _STAGES[: _STAGES.index(last) + 1]
         super().__init__(OrderedDict((n, resnet.get_submodule(n)) for n in keep))
-        self.stride = 2 ** (_STAGES.index(last) - 2)
+        self.stride = _stage_stride(last)
 
 
 def stem_of(stem: str | None, *, pretrained: bool) -> HybridStem | None:

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
-from pairx.data.datasets import load_dataset
+from pairx.data.datasets import ReIDDataset, Sample, load_dataset
 from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from pairx.models.architectures import ReIDNet
 from pairx.models.default import DEFAULT_LAYERS, export_model, load_exported
@@ -271,6 +271,49 @@ def _device(name: str) -> torch.device:
     return dev
 
 
+def check_run_folder(ckpt_path: Path, resume: bool) -> None:
+    """Refuse to overwrite a run's checkpoint without ``resume``, or to resume without one."""
+    if ckpt_path.exists() and not resume:
+        raise InputError(f"{ckpt_path} exists: pass resume=True (--resume) or use a new run folder")
+    if resume and not ckpt_path.is_file():
+        raise InputError(f"cannot resume: no checkpoint at {ckpt_path}")
+
+
+def training_samples(data: str, species: list[str] | None, batch_p: int
+                     ) -> tuple[ReIDDataset, list[Sample], torch.Tensor, list[str]]:
+    """The training split of ``data`` (optionally some species only) for PK batches.
+
+    Returns
+    -------
+    tuple
+        The dataset, its training samples, their ``(N,)`` int64 identity labels (indices into
+        the sorted identities) and the sorted identities.
+
+    Raises
+    ------
+    DatasetError
+        An unknown species, no training samples, or fewer identities than ``batch_p``.
+    """
+    dataset = load_dataset(data)
+    samples = [s for s in dataset if s.split in ("train", "")]
+    if species is not None:
+        unknown = set(species) - set(dataset.species)
+        if unknown:
+            raise DatasetError(f"species {sorted(unknown)} not in {data} ({dataset.species})")
+        samples = [s for s in samples if s.species in species]
+    if not samples:
+        raise DatasetError(f"{data} has no training samples (split 'train')")
+    identities = sorted({s.identity for s in samples})
+    if len(identities) < batch_p:
+        raise DatasetError(
+            f"{data} has {len(identities)} training identities, fewer than "
+            f"batch-p = {batch_p}; lower --batch-p or generate more individuals"
+        )
+    label_of = {ident: i for i, ident in enumerate(identities)}
+    labels = torch.tensor([label_of[s.identity] for s in samples], dtype=torch.long)
+    return dataset, samples, labels, identities
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -319,32 +362,12 @@ def train(
     config.validate()
     out = Path(run_dir)
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise InputError(f"{ckpt_path} exists: pass resume=True (--resume) or use a new run folder")
-    if resume and not ckpt_path.is_file():
-        raise InputError(f"cannot resume: no checkpoint at {ckpt_path}")
+    check_run_folder(ckpt_path, resume)
     if threads is not None:
         torch.set_num_threads(threads)
 
-    dataset = load_dataset(config.data)
-    samples = [s for s in dataset if s.split in ("train", "")]
-    if config.species is not None:
-        unknown = set(config.species) - set(dataset.species)
-        if unknown:
-            raise DatasetError(
-                f"species {sorted(unknown)} not in {config.data} ({dataset.species})"
-            )
-        samples = [s for s in samples if s.species in config.species]
-    if not samples:
-        raise DatasetError(f"{config.data} has no training samples (split 'train')")
-    identities = sorted({s.identity for s in samples})
-    if len(identities) < config.batch_p:
-        raise DatasetError(
-            f"{config.data} has {len(identities)} training identities, fewer than "
-            f"batch-p = {config.batch_p}; lower --batch-p or generate more individuals"
-        )
-    label_of = {ident: i for i, ident in enumerate(identities)}
-    labels = torch.tensor([label_of[s.identity] for s in samples], dtype=torch.long)
+    dataset, samples, labels, identities = training_samples(config.data, config.species,
+                                                             config.batch_p)
     view_names = sorted({s.orientation for s in samples})
     views = torch.tensor([view_names.index(s.orientation) for s in samples], dtype=torch.long)
 

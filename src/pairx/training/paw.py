@@ -35,11 +35,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
-from pairx.data.datasets import Sample, load_dataset
-from pairx.models.paw_vit import STEMS, PAWViT, ViTBaseline, stem_stride
+from pairx.data.datasets import Sample
+from pairx.models.paw_vit import STEMS, HybridStem, PAWViT, ViTBaseline, stem_stride
 from pairx.models.token_models import TOKEN_ARCHS
 from pairx.training.data import AugmentConfig, augment_with_warp, load_images, normalize
-from pairx.training.loop import _device, _lr_lambda, _save_atomic
+from pairx.training.loop import (
+    _device,
+    _lr_lambda,
+    _save_atomic,
+    check_run_folder,
+    training_samples,
+)
 from pairx.training.losses import batch_hard_triplet_loss
 from pairx.training.paw_losses import identity_loss, paw_loss
 from pairx.training.sampler import PKSampler
@@ -132,9 +138,9 @@ class PAWTrainConfig:
 @functools.cache
 def _stem_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The default model's input normalisation (its stages are the hybrid stem)."""
-    from pairx.models.default import WEIGHTS_DIR
+    from pairx.models.default import WEIGHTS_DIR, _config_of
 
-    cfg = json.loads((WEIGHTS_DIR / "default.json").read_text())
+    cfg = _config_of(WEIGHTS_DIR / "default.safetensors")
     return tuple(cfg["mean"]), tuple(cfg["std"])
 
 
@@ -176,7 +182,7 @@ def _build(config: PAWTrainConfig, identities: int) -> PAWViT | ViTBaseline:
 
 def _param_groups(model: nn.Module, config: PAWTrainConfig) -> list[dict[str, Any]]:
     """One group, or the hybrid stem's parameters at ``lr * stem_lr`` and the rest at ``lr``."""
-    stem = [p for n, p in model.named_parameters() if ".patch_embed.backbone." in f".{n}"]
+    stem = [p for m in model.modules() if isinstance(m, HybridStem) for p in m.parameters()]
     ids = {id(p) for p in stem}
     rest = [p for p in model.parameters() if id(p) not in ids]
     groups: list[dict[str, Any]] = [{"params": rest, "lr": config.lr}]
@@ -242,21 +248,11 @@ def train_paw(config: PAWTrainConfig, run_dir: str | Path, *, resume: bool = Fal
     config.validate()
     out = Path(run_dir)
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise InputError(f"{ckpt_path} exists: pass --resume or use a new run folder")
-    if resume and not ckpt_path.is_file():
-        raise InputError(f"cannot resume: no checkpoint at {ckpt_path}")
+    check_run_folder(ckpt_path, resume)
     if threads is not None:
         torch.set_num_threads(threads)
-    dataset = load_dataset(config.data)
-    samples = [s for s in dataset if s.split in ("train", "")
-               and (config.species is None or s.species in config.species)]
-    identities = sorted({s.identity for s in samples})
-    if len(identities) < config.batch_p:
-        raise DatasetError(f"{config.data} has {len(identities)} training identities, fewer "
-                           f"than --batch-p {config.batch_p}")
-    label_of = {ident: i for i, ident in enumerate(identities)}
-    labels = torch.tensor([label_of[s.identity] for s in samples])
+    dataset, samples, labels, identities = training_samples(config.data, config.species,
+                                                             config.batch_p)
     right = torch.tensor([int(s.orientation == "right") for s in samples])
     torch.manual_seed(config.seed)
     model = _build(config, len(identities))
