@@ -44,7 +44,7 @@ def is_token_architecture(name: str) -> bool:
     Raises
     ------
     ModelError
-        A transformer architecture pairx cannot explain yet (Swin V2, hybrids, EVA).
+        A transformer architecture pairx cannot explain yet (Swin V2, timm hybrids, EVA).
     """
     module = _entry_module(name)
     if module in _UNSUPPORTED:
