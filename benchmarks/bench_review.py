@@ -14,7 +14,8 @@ Everything is measured in this run on this machine (no stored numbers):
 4. against a live ``pairx serve`` (worker warm, cache cold): time from asking for one
    candidate's explanation to its interactive data being served; time until all 10
    candidates of a query are done; with ``--browser`` also from pressing ``e`` in Chromium to
-   the first match marker on screen;
+   the first match marker on screen; the same for AMD's attributes (the project's shipped
+   interpreter), from asking to the data served and, in Chromium, to the first attribute row;
 5. cached explanation files served (median of 200 GETs) and revalidated (``304``);
 6. queue and review page latency (p50/p95 of 100 GETs each) while the worker is busy.
 """
@@ -155,16 +156,16 @@ def bench_live(project: Path, browser: bool) -> dict[str, Any]:
             time.sleep(0.1)
         time.sleep(8)  # the worker loads torch and the model before its first job
 
-        def first_and_all(query: int, single: bool) -> tuple[float, float]:
+        def first_and_all(query: int, single: bool, view: str = layer) -> tuple[float, float]:
             cands = [r[0] for r in conn.execute(
                 "SELECT candidate FROM candidates WHERE query = ? ORDER BY rank", (query,))]
             t0 = time.perf_counter()
             client.post("/api/explain", headers=h, json={
-                "query": query, "layer": layer, "prefetch": False,
+                "query": query, "layer": view, "prefetch": False,
                 "candidates": [cands[0]] if single else []})
             first = None
             while True:
-                st = client.get(f"/api/explain/{query}", params={"layer": layer}).json()
+                st = client.get(f"/api/explain/{query}", params={"layer": view}).json()
                 key = st["results"].get(str(cands[0]))
                 if key and first is None:
                     client.get(f"/expl/{key}.json")
@@ -177,6 +178,12 @@ def bench_live(project: Path, browser: bool) -> dict[str, Any]:
             first_and_all(q, True)[0] for q in queries[1:4])
         first, full = first_and_all(queries[4], False)
         out["whole_list_first_s"], out["whole_list_10_s"] = first, full
+        from pairx.app.amd import AMD_VIEW
+
+        out["amd_first_candidate_visible_s"] = statistics.median(
+            first_and_all(q, True, AMD_VIEW)[0] for q in queries[1:4])
+        first, full = first_and_all(queries[4], False, AMD_VIEW)
+        out["amd_whole_list_first_s"], out["amd_whole_list_10_s"] = first, full
         st = client.get(f"/api/explain/{queries[4]}", params={"layer": layer}).json()
         key = next(iter(st["results"].values()))
         for ext in ("json", "jpg"):
@@ -207,13 +214,15 @@ def bench_live(project: Path, browser: bool) -> dict[str, Any]:
         out["worker_still_busy_after_page_timing"] = client.get(
             f"/api/explain/{queries[-1]}", params={"layer": layer}).json()["open"]
         if browser:
-            out["browser_e_to_first_marker_s"] = _browser_first(server.url)
+            out["browser_e_to_first_marker_s"], out["browser_e_to_first_attribute_s"] = \
+                _browser_first(server.url)
     finally:
         server.kill()
     return out
 
 
-def _browser_first(url: str) -> float:
+def _browser_first(url: str) -> tuple[float, float]:
+    """Seconds from pressing ``e`` to the first PAIR-X match marker and the first AMD row."""
     from playwright.sync_api import sync_playwright
 
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -227,10 +236,12 @@ def _browser_first(url: str) -> float:
         page.keyboard.press("ArrowDown")
         t0 = time.perf_counter()
         page.keyboard.press("e")
+        page.wait_for_selector("#attr-list li", timeout=60_000)
+        attribute = time.perf_counter() - t0
         page.wait_for_selector(".mark:not(.hidden)", timeout=60_000)
         seconds = time.perf_counter() - t0
         b.close()
-    return seconds
+    return seconds, attribute
 
 
 def main() -> None:

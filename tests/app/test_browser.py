@@ -146,3 +146,41 @@ def test_blind_mode_in_the_browser(browser_page: tuple[Any, LiveServer, list]) -
     page.goto(server.url + "/")
     assert "top similarity" not in page.inner_text("body")
     assert not problems, problems
+
+
+def test_amd_attributes_beside_pairx(browser_page: tuple[Any, LiveServer, list],
+                                     fresh_project: Path, tmp_path: Path) -> None:
+    page, server, problems = browser_page
+    page.goto(server.url + "/q/0")
+    page.wait_for_selector(".cand.selected")
+    page.keyboard.press("e")  # PAIR-X and AMD for the selected candidate
+    page.wait_for_selector("#attr-list li", timeout=120_000)
+    assert page.locator("#attr-list li").count() == 5  # the top 5 until asked for all
+    assert "distance" in page.inner_text("#attr-summary")
+    shares = [float(t.rstrip("%")) for t in page.locator("#attr-list .pct").all_inner_texts()]
+    assert shares == sorted(shares, reverse=True) and 0 < shares[0] <= 100
+    assert page.locator("#panel-a .attn:not(.hidden)").count() == 0
+    page.click("#attr-list li[data-k='0']")  # its attention over both photographs
+    assert page.locator("#panel-a .attn:not(.hidden)").count() == 1
+    assert page.locator("#panel-b .attn:not(.hidden)").count() == 1
+    assert page.locator("#panel-a .heat:not(.hidden)").count() == 0
+    page.click("#attr-more")
+    assert page.locator("#attr-list li").count() == 10
+    page.keyboard.press("a")  # the next attribute
+    assert page.get_attribute("#attr-list li.active", "data-k") == "1"
+    page.wait_for_selector(".mark:not(.hidden)", timeout=120_000)  # PAIR-X arrives beside it
+    assert page.locator("#panel-a .attn:not(.hidden)").count() == 1
+    page.hover("#panel-a .mark[data-k='0']")  # a match's pixels take over while hovered
+    assert page.locator("#panel-a .attn:not(.hidden)").count() == 0
+    assert page.locator("#panel-a .mask:not(.hidden)").count() == 1
+    page.mouse.move(5, 5)
+    shot = tmp_path / "amd.png"
+    page.screenshot(path=str(shot), full_page=True)
+    _not_blank(shot)
+    shutil.copy(shot, fresh_project / "amd.png")
+    page.keyboard.press("b")  # blind mode (shuffled: another candidate may be selected)
+    page.wait_for_selector(".badge.blind")
+    page.keyboard.press("e")
+    page.wait_for_selector("#attr-list li", timeout=120_000)
+    assert "distance" not in page.inner_text("#attr-summary")
+    assert not problems, problems

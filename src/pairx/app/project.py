@@ -5,7 +5,7 @@ A project is a folder::
 
     PROJ/project.json     what the project reviews: data folder, model, layers, k, splits
     PROJ/review.sqlite    images, embeddings, candidates, decision events, jobs (store.py)
-    PROJ/cache/           PAIR-X explanations under content keys (cache.py)
+    PROJ/cache/           PAIR-X and AMD explanations under content keys (cache.py)
 
 Candidates are exact: cosine similarities of unit embeddings, computed blockwise in numpy over
 the whole gallery (no approximate search, so a true match is never missed because an index
@@ -99,6 +99,19 @@ class Project:
         return list(self.settings["layers"])
 
     @property
+    def interpreter(self) -> dict[str, Any] | None:
+        """The AMD interpreter the app offers (``spec``, ``digest``, ``attributes``) or ``None``."""
+        found = self.settings.get("interpreter")
+        return dict(found) if found else None
+
+    @property
+    def views(self) -> list[str]:
+        """What the worker explains: the PAIR-X layers, then AMD where there is an interpreter."""
+        from pairx.app.amd import AMD_VIEW
+
+        return self.layers + ([AMD_VIEW] if self.interpreter else [])
+
+    @property
     def model_digest(self) -> str:
         return str(self.settings["model_digest"])
 
@@ -119,6 +132,7 @@ class InitSummary:
     gallery: int = 0
     seconds_embedding: float = 0.0
     seconds_search: float = 0.0
+    interpreter: dict[str, Any] | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -180,6 +194,7 @@ def init_project(
     progress: bool = True,
     load: Callable[..., Any] | None = None,
     model_options: dict[str, Any] | None = None,
+    interpreter: str | None = None,
 ) -> InitSummary:
     """Create or update the review project at ``root`` (see the module docstring).
 
@@ -207,6 +222,10 @@ def init_project(
     model_options
         Further :func:`pairx.load_model` arguments (``size``, ``mean``, ``std`` of an ``onnx:``
         model), kept in the project for the app's worker.
+    interpreter
+        The AMD interpreter shown beside PAIR-X, as :func:`pairx.app.amd.resolve_interpreter`
+        takes it; ``None`` (``"auto"``): the project's previous one for the same weights, else
+        the shipped one where it fits the model.
 
     Raises
     ------
@@ -249,6 +268,11 @@ def init_project(
 
     for name in chosen:
         get_layer(net, name)
+    from pairx.app.amd import resolve_interpreter
+
+    keep = (interpreter in (None, "auto") and previous is not None and "interpreter" in previous
+            and previous["model_digest"] == digest)
+    amd = previous["interpreter"] if keep and previous else resolve_interpreter(interpreter, net)
     root.mkdir(parents=True, exist_ok=True)
     (root / "cache").mkdir(exist_ok=True)
     settings = {
@@ -259,11 +283,12 @@ def init_project(
         "queries": queries, "gallery": gallery, "pairx": __version__,
         "cache_limit_mb": (previous or {}).get("cache_limit_mb", 2048),
         "pairx_options": (previous or {}).get("pairx_options", dict(PAIRX_OPTIONS)),
+        "interpreter": amd,
     }
     conn = connect(root / "review.sqlite", create=True)
     _write_settings(root, settings)  # first, so that an interrupted run is resumed
     extra = _optional_columns(dataset.root)
-    summary = InitSummary(images=len(dataset), embedded=0, reused=0)
+    summary = InitSummary(images=len(dataset), embedded=0, reused=0, interpreter=amd)
     with transaction(conn):
         for s in dataset:
             sha = _file_hash(s.path)

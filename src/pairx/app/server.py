@@ -2,7 +2,8 @@
 
 :func:`create_app` builds the application for one project; :func:`serve` runs it with uvicorn
 and the background explanation worker (:mod:`pairx.app.worker`). Pages: ``/`` (the queue),
-``/q/{position}`` (one query's review). The browser talks JSON to ``/api/...`` (decisions,
+``/q/{position}`` (one query's review: PAIR-X and, where the project has an interpreter, AMD's
+attributes beside it). The browser talks JSON to ``/api/...`` (decisions,
 undo, explanation jobs and their progress) and reads images by database id (``/img/{id}``)
 and cached explanations by content key (``/expl/{key}.jpg|json``, immutable, ETag).
 """
@@ -13,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pairx.app.amd import AMD_VIEW
 from pairx.app.cache import ExplanationCache
 from pairx.app.project import Project
 from pairx.app.security import (
@@ -223,6 +225,7 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
             return not_found("no query at this position")
         error = db().execute("SELECT value FROM meta WHERE key = 'worker_error'").fetchone()
         return page(request, "review.html", r=data, layers=proj.layers,
+                    amd=proj.interpreter, amd_view=AMD_VIEW,
                     worker_error=error[0] if error else "")
 
     @app.get("/identity/{image}", response_class=HTMLResponse)
@@ -324,8 +327,10 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
             wanted = [int(c) for c in b.get("candidates") or []] or [
                 r[0] for r in conn.execute(
                     "SELECT candidate FROM candidates WHERE query = ? ORDER BY rank", (query,))]
-            if q is None or layer not in proj.layers:
-                raise ValueError(f"unknown query or layer {layer!r}")
+            if q is None or layer not in proj.views:
+                raise ValueError(f"unknown query or layer {layer!r}" + (
+                    "" if layer != AMD_VIEW else " (this project has no AMD interpreter: "
+                    "re-run 'pairx review init' with --interpreter)"))
             rows = {r["id"]: r for r in conn.execute(
                 "SELECT i.* FROM candidates c JOIN images i ON i.id = c.candidate "
                 "WHERE c.query = ?", (query,))}

@@ -2,13 +2,14 @@
 
 The server never runs PAIR-X itself: it appends a *job* (one query, one layer, the candidates
 to explain) to the ``jobs`` table and a worker process, which holds the :class:`pairx.PairX`
-engine, takes the most urgent pending job. One job is one
+engine, takes the most urgent pending job. One PAIR-X job is one
 :meth:`pairx.PairX.explain_layers_pairs` call over the query's candidates, so the query's LRP
-graph is built once for all of them; its ``on_result`` callback writes each candidate's
-figure, interactive data and metrics to the cache the moment it is done and bumps the job's
-progress, which the page polls. Requests are deduplicated (a candidate already cached, or
-already in an open job, is not queued again) and a job left ``running`` by a killed worker is
-put back to ``pending`` when the next worker starts.
+graph is built once for all of them; its ``on_result`` callback writes each candidate's figure,
+interactive data and metrics to the cache the moment it is done and bumps the job's progress,
+which the page polls. An AMD job (layer :data:`pairx.app.amd.AMD_VIEW`) runs the project's
+interpreter (:class:`pairx.AMDExplainer`) on each pair and stores the same way. Requests are
+deduplicated (a candidate already cached, or already in an open job, is not queued again) and a
+job left ``running`` by a killed worker is put back to ``pending`` when the next worker starts.
 
 The worker dies with the server: on Linux the kernel sends it ``SIGKILL`` when its parent dies
 (``PR_SET_PDEATHSIG``), and on every platform it exits when its parent process id changes.
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pairx import __version__
+from pairx.app.amd import AMD_VIEW
 from pairx.app.cache import ExplanationCache, content_key
 from pairx.app.project import Project, crop
 from pairx.app.store import transaction
@@ -56,10 +58,12 @@ def image_hash(row: sqlite3.Row) -> str:
 
 
 def cache_key(project: Project, layer: str, a: sqlite3.Row, b: sqlite3.Row) -> str:
-    """The content key of the explanation of images ``a`` (query) and ``b`` at ``layer``."""
+    """The content key of the explanation of images ``a`` (query) and ``b`` at ``layer`` (a
+    PAIR-X layer, or :data:`~pairx.app.amd.AMD_VIEW` with the interpreter's digest)."""
+    options = (project.interpreter or {}) if layer == AMD_VIEW else \
+        project.settings["pairx_options"]
     return content_key(version=__version__, model_digest=project.model_digest, layer=layer,
-                       options=project.settings["pairx_options"], image_a=image_hash(a),
-                       image_b=image_hash(b))
+                       options=options, image_a=image_hash(a), image_b=image_hash(b))
 
 
 def enqueue(conn: sqlite3.Connection, project: Project, query: int, layer: str,
@@ -69,7 +73,7 @@ def enqueue(conn: sqlite3.Connection, project: Project, query: int, layer: str,
     ``None`` when nothing is left to do (every candidate cached or already in an open job).
     An open job of the same query and layer is raised to ``priority`` if that is higher.
     """
-    if layer not in project.layers:
+    if layer not in project.views:
         raise KeyError(layer)
     with transaction(conn):
         done = {r[0] for r in conn.execute(
@@ -146,6 +150,8 @@ class _Engine:
                 f"--replace-model")
         self.options = dict(s["pairx_options"])
         self.explainers: dict[str, Any] = {}
+        self.project = project
+        self.labels: dict[str, Any] = {}
 
     def explainer(self, layer: str) -> Any:
         import pairx
@@ -153,6 +159,21 @@ class _Engine:
         if layer not in self.explainers:
             self.explainers[layer] = pairx.PairX(self.model, [layer], **self.options)
         return self.explainers[layer]
+
+    def amd(self) -> Any:
+        """The project's :class:`pairx.AMDExplainer` with the dataset's attribute labels."""
+        if AMD_VIEW not in self.explainers:
+            from pairx.app.amd import project_labels
+            from pairx.explainers.amd import AMDExplainer, load_interpreter
+
+            spec = self.project.interpreter
+            if spec is None:
+                raise RuntimeError("this project has no AMD interpreter; re-run 'pairx review "
+                                   "init' with --interpreter default or a 'pairx amd train' run")
+            interp = load_interpreter(spec["spec"], self.model)
+            self.labels = project_labels(self.project.settings["data"], interp.attributes)
+            self.explainers[AMD_VIEW] = AMDExplainer(interp)
+        return self.explainers[AMD_VIEW]
 
 
 def _image(row: sqlite3.Row) -> Any:
@@ -166,6 +187,7 @@ def _image(row: sqlite3.Row) -> Any:
 
 def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache,
              engine: _Engine, job: sqlite3.Row) -> None:
+    from pairx.app.amd import attribute_data, attribute_jpeg
     from pairx.app.bundle import explanation_metrics, figure_jpeg, interactive_data
 
     layer = job["layer"]
@@ -189,11 +211,15 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
         expl = result[layer]
         cand = todo[i]
         key = cache_key(project, layer, query, cand)
-        data = interactive_data(expl)
+        if layer == AMD_VIEW:
+            data, jpeg = attribute_data(expl), attribute_jpeg(expl)
+            metrics = {"distance": expl.distance, "reconstructed": expl.reconstructed}
+        else:
+            data, jpeg = interactive_data(expl), figure_jpeg(expl)
+            metrics = explanation_metrics(expl)
         data["key"] = key
-        cache.write(key, "jpg", figure_jpeg(expl))
+        cache.write(key, "jpg", jpeg)
         cache.write(key, "json", json.dumps(data).encode())
-        metrics = explanation_metrics(expl)
         seconds = time.perf_counter() - started[0]
         started[0] = time.perf_counter()
         with transaction(conn):
@@ -210,8 +236,17 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
         if urgent is not None and i + 1 < len(todo):
             raise _Preempted
 
-    engine.explainer(layer).explain_layers_pairs(pairs, keys=keys, progress=False,
-                                                 on_result=store)
+    if layer == AMD_VIEW:
+        from pairx.explainers.amd import with_labels
+
+        amd = engine.amd()
+        label = engine.labels.get
+        for i, r in enumerate(todo):
+            expl = amd.explain_attributes(*pairs[i])
+            store(i, {layer: with_labels(expl, label(query["image_id"]), label(r["image_id"]))})
+    else:
+        engine.explainer(layer).explain_layers_pairs(pairs, keys=keys, progress=False,
+                                                     on_result=store)
     cache.evict()
 
 

@@ -46,6 +46,10 @@ def init_command(
     replace_model: Annotated[bool, typer.Option(
         "--replace-model", help="Accept a model whose weights differ from the project's.")
     ] = False,
+    interpreter: Annotated[str, typer.Option(
+        help="AMD interpreter shown beside PAIR-X: 'auto' (the project's, else the shipped one "
+             "where it fits the model), 'default', a 'pairx amd train' run folder, or 'none'.")
+    ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Create or update PROJ: embed every image of DIR once, store each query's exact top-k.
@@ -65,13 +69,18 @@ def init_command(
     s = init_project(proj, data=data, model=model, weights=weights, layers=layer or None, k=k,
                      queries=queries, gallery=gallery, replace_model=replace_model,
                      progress=not quiet, load=load,
-                     model_options=preprocessing_options(size, mean, std))
+                     model_options=preprocessing_options(size, mean, std),
+                     interpreter=interpreter)
     for problem in s.problems:
         typer.secho(f"pairx: warning: skipped {problem}", err=True, fg=typer.colors.YELLOW)
     rate = f" ({s.images_per_second:.1f} images/s)" if s.embedded else ""
     typer.echo(f"{proj}: {s.images} images, {s.embedded} embedded{rate}, {s.reused} reused; "
                f"{s.queries} queries x top-{k} of {s.gallery} gallery images "
                f"(exact search {s.seconds_search:.2f} s)")
+    amd = s.interpreter
+    typer.echo("AMD attributes beside PAIR-X: " + (
+        f"interpreter {amd['spec']} ({len(amd['attributes'])} attributes)" if amd else
+        "none (no interpreter for this model; train one with 'pairx amd train')"))
     typer.echo(f"open it with: pairx serve {proj}")
 
 

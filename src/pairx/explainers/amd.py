@@ -31,8 +31,8 @@ from pairx.explainers.amd_net import AMDNet
 from pairx.models.adapter import ReIDModel
 from pairx.models.provenance import weight_digest
 
-__all__ = ["AMDExplainer", "AttributeExplanation", "Interpreter", "load_interpreter",
-           "reweighted_distance", "save_interpreter", "with_labels"]
+__all__ = ["AMDExplainer", "AttributeExplanation", "Interpreter", "interpreter_files",
+           "load_interpreter", "reweighted_distance", "save_interpreter", "with_labels"]
 
 INTERPRETER_FORMAT = 1
 
@@ -150,7 +150,8 @@ def save_interpreter(
     return out
 
 
-def _files(spec: str | Path) -> tuple[Path, Path]:
+def interpreter_files(spec: str | Path) -> tuple[Path, Path]:
+    """The weights and metadata files of an interpreter spec (see :func:`load_interpreter`)."""
     if str(spec) == "default":
         root = resources.files("pairx") / "weights"
         return (Path(str(root / "amd_default.safetensors")),
@@ -185,7 +186,7 @@ def load_interpreter(
     """
     from pairx.models.loaders import load_model
 
-    weights, meta_path = _files(spec)
+    weights, meta_path = interpreter_files(spec)
     if not weights.is_file() or not meta_path.is_file():
         raise ModelError(
             f"no interpreter at {spec} (looked for {weights} and {meta_path.name}): give "

@@ -1,4 +1,4 @@
-// pairx review: keyboard-first decisions and the interactive PAIR-X viewer.
+// pairx review: keyboard-first decisions, the interactive PAIR-X viewer and AMD's attributes.
 // Plain JS, no build step; everything the server renders works without it except the viewer.
 "use strict";
 
@@ -52,7 +52,12 @@
     const S = {
       sel: firstUndecided(0), layer: $("#layer").value, results: {}, data: null, key: "",
       zoom: 1, tx: 0, ty: 0, rot: 0, flip: false, active: null, pinned: false, polling: null,
+      progress: {}, // view -> its last status (PAIR-X layer, AMD)
     };
+    // AMD beside PAIR-X, where the project has an interpreter: its own view in the job queue
+    const amdView = $("#attributes") ? $("#attributes").dataset.view : null;
+    const A = { results: {}, data: null, key: "", active: null, all: false };
+    const TOP_ATTRIBUTES = 5; // rows shown until "all attributes" is pressed
     const panels = { a: $("#panel-a"), b: $("#panel-b") };
     const flash = (text) => { $("#flash").textContent = text; };
 
@@ -71,8 +76,9 @@
       $$(".cand").forEach((el) => el.classList.toggle("selected", +el.dataset.index === S.sel));
       const el = $("#cand-" + S.sel);
       if (el) el.scrollIntoView({ block: "nearest" });
-      S.active = null; S.pinned = false; S.rot = 0; S.flip = false;
+      S.active = null; S.pinned = false; S.rot = 0; S.flip = false; A.active = null;
       show();
+      showAmd();
     }
     function paintDecisions(decisions) {
       cands.forEach((c) => { c.decision = decisions[String(c.id)] || ""; });
@@ -110,39 +116,55 @@
     }
 
     // ---- explanations ----
+    const views = () => (amdView ? [S.layer, amdView] : [S.layer]);
     async function explain(all) {
       const ids = all ? [] : [cands[S.sel].id];
       try {
-        const st = await post("/api/explain", { query: R.query.id, layer: S.layer, candidates: ids });
-        progress(st);
+        // the later request is the more urgent one. One candidate: AMD first (a fraction of a
+        // second, done before PAIR-X starts). The whole list: PAIR-X first, then AMD, which
+        // overtakes it after PAIR-X's first candidate, so both views show something at once
+        const order = all ? views() : views().reverse();
+        for (const view of order) {
+          progress(await post("/api/explain", { query: R.query.id, layer: view, candidates: ids }));
+        }
         poll();
       } catch (err) { flash("cannot explain: " + err.message); }
     }
+    const status = (view) => fetch("/api/explain/" + R.query.id + "?layer=" + encodeURIComponent(view))
+      .then((r) => (r.ok ? r.json() : null));
     function poll() {
       if (S.polling) return;
       S.polling = setInterval(async () => {
-        const resp = await fetch("/api/explain/" + R.query.id + "?layer=" + encodeURIComponent(S.layer));
-        if (!resp.ok) return;
-        const st = await resp.json();
-        progress(st);
-        if (!st.open) { clearInterval(S.polling); S.polling = null; }
+        const all = await Promise.all(views().map(status));
+        all.forEach((st) => st && progress(st));
+        if (all.every((st) => st && !st.open)) { clearInterval(S.polling); S.polling = null; }
       }, 300);
     }
     function progress(st) {
-      if (st.layer !== S.layer) return;
-      S.results = st.results || {};
-      $$(".cand").forEach((el) => {
-        $(".expl-state", el).textContent = S.results[el.dataset.id] ? "· explained" : "";
-      });
-      let text = "";
-      if (st.error) text = "explanation failed: " + st.error;
-      if (st.open) {
-        text = "explaining " + st.done + "/" + st.total +
-          (st.eta_s != null ? " · ETA " + Math.max(0, st.eta_s).toFixed(0) + " s" : " · waiting for the worker");
+      if (st.layer !== S.layer && st.layer !== amdView) return;
+      S.progress[st.layer] = st;
+      if (st.layer === amdView) {
+        A.results = st.results || {};
+      } else {
+        S.results = st.results || {};
       }
+      $$(".cand").forEach((el) => {
+        const done = [S.results[el.dataset.id] ? "explained" : "", A.results[el.dataset.id] ? "attributes" : ""];
+        $(".expl-state", el).textContent = done.filter(Boolean).map((t) => "· " + t).join(" ");
+      });
+      const text = views().map((view) => {
+        const p = S.progress[view], what = view === amdView ? "attributes " : "explaining ";
+        if (!p) return "";
+        if (p.open) {
+          return what + p.done + "/" + p.total +
+            (p.eta_s != null ? " · ETA " + Math.max(0, p.eta_s).toFixed(0) + " s" : " · waiting for the worker");
+        }
+        return p.error ? (view === amdView ? "AMD" : "explanation") + " failed: " + p.error : "";
+      }).filter(Boolean).join(" · ");
       $("#explain-progress").textContent = text;
       const c = cands[S.sel];
       if (c && S.results[String(c.id)] && S.key !== S.results[String(c.id)]) show();
+      if (c && A.results[String(c.id)] && A.key !== A.results[String(c.id)]) showAmd();
     }
     async function show() {
       const c = cands[S.sel];
@@ -170,6 +192,74 @@
       if (d) $(".heat", p).src = d.heatmap; else $(".heat", p).removeAttribute("src");
       p.dataset.h = d ? d.size[0] : "";
       p.dataset.w = d ? d.size[1] : "";
+    }
+
+    // ---- AMD: the distance split into attributes, each one's attention on demand ----
+    async function showAmd() {
+      if (!amdView) return;
+      const c = cands[S.sel];
+      if (!c) return;
+      const key = A.results[String(c.id)] || "";
+      A.key = key; A.data = null;
+      attributes(c);
+      if (key) {
+        const resp = await fetch("/expl/" + key + ".json");
+        if (resp.ok && A.key === key) { A.data = await resp.json(); A.data.candidate = c.id; }
+      }
+      attributes(c);
+      draw();
+    }
+    const yesNo = (v) => (v === null || v === undefined ? "?" : v ? "yes" : "no");
+    function attributes(c) {
+      const d = A.data, list = $("#attr-list"), link = $("#amd-figure-link");
+      list.textContent = "";
+      link.classList.toggle("hidden", !d);
+      const more = $("#attr-more");
+      more.classList.toggle("hidden", !d || d.attributes.length <= TOP_ATTRIBUTES);
+      if (!d) {
+        $("#attr-summary").textContent = A.key ? "loading…" : "no attribute explanation yet: press e (this candidate) or E (all)";
+        return;
+      }
+      link.href = "/expl/" + A.key + ".jpg";
+      const top = d.attributes.slice(0, 3).map((t) => t.name.replace(/_/g, " ")).join(", ");
+      $("#attr-summary").textContent = (R.blind ? "" : "distance " + d.distance.toFixed(3) +
+        " ≈ sum of attribute distances " + d.reconstructed.toFixed(3) + " · ") +
+        "most of it: " + top + " · click one (or press a) for its attention";
+      const widest = Math.max(...d.attributes.map((t) => t.contribution), 1e-9);
+      more.textContent = A.all ? "top " + TOP_ATTRIBUTES + " only" : "all " + d.attributes.length + " attributes";
+      d.attributes.forEach((t, k) => {
+        if (!A.all && k >= TOP_ATTRIBUTES) return;
+        const li = document.createElement("li"), name = document.createElement("span");
+        const bar = document.createElement("span"), fill = document.createElement("span");
+        const pct = document.createElement("span"), labels = document.createElement("span");
+        li.dataset.k = String(k);
+        li.classList.toggle("active", A.active === k);
+        name.className = "name"; name.textContent = t.name.replace(/_/g, " "); name.title = t.name;
+        bar.className = "bar"; fill.style.width = (100 * t.contribution / widest).toFixed(1) + "%"; bar.appendChild(fill);
+        pct.className = "pct"; pct.textContent = (100 * t.contribution).toFixed(1) + "%";
+        labels.className = "labels";
+        const known = t.label_a !== null && t.label_b !== null;
+        labels.classList.toggle("differ", known && t.label_a !== t.label_b);
+        labels.textContent = "q " + yesNo(t.label_a) + " · c " + yesNo(t.label_b);
+        li.title = t.name + ": " + (100 * t.contribution).toFixed(1) + "% of the attribute distances" +
+          (R.blind ? "" : " (d_k " + t.distance.toFixed(3) + ")") + "; dataset labels where known: query (q) " + yesNo(t.label_a) + ", candidate (c) " + yesNo(t.label_b);
+        li.append(name, bar, pct, labels);
+        li.addEventListener("click", () => attend(A.active === k ? null : k));
+        list.appendChild(li);
+      });
+      d.warnings.forEach((w) => { const li = document.createElement("li"); li.className = "warn"; li.textContent = w; list.appendChild(li); });
+    }
+    function attend(k) {
+      A.active = k;
+      if (k !== null && k >= TOP_ATTRIBUTES && !A.all) { A.all = true; attributes(cands[S.sel]); }
+      $$("#attr-list li").forEach((li) => li.classList.toggle("active", li.dataset.k === String(k)));
+      draw();
+    }
+    function nextAttribute() {
+      if (!A.data) { flash("no attribute explanation for this candidate yet (e)"); return; }
+      const n = A.data.attributes.length, k = A.active === null ? 0 : A.active + 1;
+      attend(k < n ? k : null);
+      flash(A.active === null ? "attention off" : "attention of " + A.data.attributes[A.active].name.replace(/_/g, " "));
     }
     function facts(c) {
       const q = R.query, d = S.data, el = $("#facts");
@@ -238,7 +328,11 @@
         stage.style.width = m.w + "px"; stage.style.height = m.h + "px";
         stage.style.transform = "matrix(" + [m.a, m.b, m.c, m.d, m.e, m.f].join(",") + ")";
         $(".photo", p).style.filter = "brightness(" + $("#brightness").value + "%) contrast(" + $("#contrast").value + "%)";
-        $(".heat", p).classList.toggle("hidden", !(d && $("#heatmap").checked && S.active === null));
+        const attn = $(".attn", p), att = S.active === null && A.data && A.active !== null &&
+          A.data.attributes[A.active]["map_" + side];
+        attn.classList.toggle("hidden", !att);
+        if (att && attn.getAttribute("src") !== att) attn.src = att;
+        $(".heat", p).classList.toggle("hidden", !(d && $("#heatmap").checked && S.active === null && !att));
         const mask = $(".mask", p), traced = d && S.active !== null && d[side].pixels[S.active];
         mask.classList.toggle("hidden", !traced);
         if (traced && mask.getAttribute("src") !== traced) mask.src = traced;
@@ -315,6 +409,7 @@
     $("#explain-one").addEventListener("click", () => explain(false));
     $("#explain-all").addEventListener("click", () => explain(true));
     $("#undo").addEventListener("click", undo);
+    if (amdView) $("#attr-more").addEventListener("click", () => { A.all = !A.all; attributes(cands[S.sel]); });
     $$("button.d").forEach((b) => b.addEventListener("click", () => decide(b.dataset.decision)));
     $$(".cand").forEach((el) => el.addEventListener("click", () => select(+el.dataset.index)));
     window.addEventListener("resize", draw);
@@ -329,13 +424,17 @@
         ArrowLeft: () => { const a = $("#prev"); if (a) location.href = a.href; },
         e: () => explain(false), E: () => explain(true),
         h: () => { $("#heatmap").checked = !$("#heatmap").checked; draw(); },
+        a: () => { if (amdView) nextAttribute(); },
         "+": () => zoomBy(1.25), "=": () => zoomBy(1.25), "-": () => zoomBy(0.8), "0": reset,
         r: rotate, f: flip, "[": () => lines(-5), "]": () => lines(5),
       };
       if (keys[ev.key]) { ev.preventDefault(); keys[ev.key](); }
     });
 
-    fetch("/api/explain/" + R.query.id + "?layer=" + encodeURIComponent(S.layer))
-      .then((r) => r.json()).then((st) => { progress(st); if (st.open) poll(); select(S.sel); });
+    Promise.all(views().map(status)).then((all) => {
+      all.forEach((st) => st && progress(st));
+      if (all.some((st) => st && st.open)) poll();
+      select(S.sel);
+    });
   }
 })();

@@ -1,0 +1,160 @@
+"""AMD beside PAIR-X in the review app: which attributes make the query and a candidate differ.
+
+A project may carry an AMD interpreter (:func:`resolve_interpreter`, at ``pairx review init``:
+by default the shipped interpreter when it was trained for the project's model weights). Its
+explanations are a *view* of their own, :data:`AMD_VIEW`, next to the PAIR-X layers: the same
+job queue, worker, cache and progress polling, under a content key that names the
+interpreter's weight digest. The page shows the distance, the attributes ranked by their
+contribution ``r^k = d^k / sum_j d^j``, each image's label where the dataset has one, and an
+attribute's attention maps over both photographs on demand (:func:`attribute_data`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pairx.core.errors import DatasetError, InputError, ModelError
+
+__all__ = ["AMD_VIEW", "attribute_data", "attribute_jpeg", "project_labels",
+           "resolve_interpreter"]
+
+AMD_VIEW = "@amd"
+"""The ``layer`` of AMD jobs and explanations (no module path starts with ``@``)."""
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_interpreter(spec: str | None, model: Any) -> dict[str, Any] | None:
+    """The interpreter a project offers: ``{"spec", "digest", "attributes"}`` or ``None``.
+
+    Parameters
+    ----------
+    spec
+        ``"auto"`` (the shipped ``"default"`` where it was trained for ``model``'s weights,
+        else none), ``"none"``, ``"default"``, or a run folder of ``pairx amd train``.
+        ``None`` means ``"auto"``.
+    model
+        The project's model (the interpreter must have been trained for its weights).
+
+    Raises
+    ------
+    ModelError
+        An explicitly named interpreter that is missing or belongs to other weights.
+    """
+    from pairx.explainers.amd import interpreter_files, load_interpreter
+
+    spec = spec or "auto"
+    if spec == "none":
+        return None
+    if spec == "auto":
+        try:
+            load_interpreter("default", model)
+        except ModelError:
+            return None
+        spec = "default"
+    if spec != "default":
+        spec = str(Path(spec).expanduser().resolve())
+    interp = load_interpreter(spec, model)
+    weights, _ = interpreter_files(spec)
+    return {"spec": spec, "digest": _file_digest(weights), "attributes": list(interp.attributes)}
+
+
+def project_labels(data: str | Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``(M,)`` bool labels by image id from the project's dataset (``attr_*`` columns of
+    ``metadata.csv`` or the synthetic ground truth); empty where it has none of ``names``."""
+    from pairx.data.attributes import load_attributes
+    from pairx.data.datasets import load_dataset
+
+    try:
+        table = load_attributes(load_dataset(data, check_files=False)).select(names)
+    except (DatasetError, InputError):
+        return {}
+    return {i: table.values[n].astype(bool) for n, i in enumerate(table.image_ids)}
+
+
+def _side(expl: Any, side: str) -> tuple[dict[str, Any], np.ndarray]:
+    from pairx.app.bundle import _display_size
+
+    frame = getattr(expl, f"frame_{side}")
+    maps = np.asarray(getattr(expl, f"attention_{side}"), np.float32)
+    if frame is None:
+        import cv2
+
+        h, w = getattr(expl, f"image_{side}").shape[:2]
+        size = _display_size((h, w))
+        shown = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                          for m in maps])
+        return {"size": [h, w]}, shown
+    original = tuple(frame.original_size)
+    return ({"size": [int(original[0]), int(original[1])]},
+            np.asarray(frame.map_to_original(maps, _display_size(original))))
+
+
+def attribute_data(expl: Any) -> dict[str, Any]:
+    """The page's data of one AMD explanation.
+
+    Parameters
+    ----------
+    expl
+        An :class:`pairx.explainers.amd.AttributeExplanation`.
+
+    Returns
+    -------
+    dict
+        ``view`` (:data:`AMD_VIEW`), ``distance``, ``reconstructed``, ``similarity``,
+        ``warnings``, ``a``/``b`` with ``size`` ``[h, w]`` (original pixels), and
+        ``attributes``: one entry per attribute, by decreasing contribution, with ``name``,
+        ``distance`` (``d^k``), ``contribution`` (``r^k``), ``label_a``/``label_b`` (bool or
+        ``None``) and ``map_a``/``map_b``: its attention on each photograph as a transparent
+        ``inferno`` PNG data URI, both on one scale (min to max over A and B, as the figure).
+    """
+    from pairx.app.bundle import _data_uri
+    from pairx.viz.colors import apply_colormap
+
+    info_a, shown_a = _side(expl, "a")
+    info_b, shown_b = _side(expl, "b")
+    r = expl.contributions
+    rows = []
+    for k in expl.ranking():
+        ma, mb = shown_a[k], shown_b[k]
+        lo = float(min(expl.attention_a[k].min(), expl.attention_b[k].min()))
+        hi = float(max(expl.attention_a[k].max(), expl.attention_b[k].max()))
+        span = hi - lo if hi > lo else 1.0
+        uris = []
+        for m in (ma, mb):
+            v = np.clip((m - lo) / span, 0.0, 1.0)
+            alpha = np.round(v ** 0.8 * 210).astype(np.uint8)
+            uris.append(_data_uri(np.dstack([apply_colormap(v, "inferno"), alpha])))
+        la, lb = expl.labels_a, expl.labels_b
+        rows.append({"name": expl.attributes[k], "distance": float(expl.attribute_distances[k]),
+                     "contribution": float(r[k]),
+                     "label_a": None if la is None else bool(la[k]),
+                     "label_b": None if lb is None else bool(lb[k]),
+                     "map_a": uris[0], "map_b": uris[1]})
+    return {"view": AMD_VIEW, "distance": float(expl.distance),
+            "reconstructed": float(expl.reconstructed), "similarity": float(expl.similarity),
+            "warnings": list(expl.warnings), "a": info_a, "b": info_b, "attributes": rows}
+
+
+def attribute_jpeg(expl: Any, quality: int = 90) -> bytes:
+    """The explanation's Figure-4 picture (:func:`pairx.viz.attributes.render_attributes`, top
+    3 attributes) as JPEG bytes."""
+    import io
+
+    from PIL import Image
+
+    from pairx.viz.attributes import render_attributes
+
+    buf = io.BytesIO()
+    Image.fromarray(render_attributes(expl)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
