@@ -120,11 +120,9 @@
     async function explain(all) {
       const ids = all ? [] : [cands[S.sel].id];
       try {
-        // the later request is the more urgent one. One candidate: AMD first (a fraction of a
-        // second, done before PAIR-X starts). The whole list: PAIR-X first, then AMD, which
-        // overtakes it after PAIR-X's first candidate, so both views show something at once
-        const order = all ? views() : views().reverse();
-        for (const view of order) {
+        // PAIR-X first, then AMD: the later request is the more urgent one, so the worker takes
+        // the fast attribute job at its next candidate boundary and PAIR-X resumes after it
+        for (const view of views()) {
           progress(await post("/api/explain", { query: R.query.id, layer: view, candidates: ids }));
         }
         poll();
