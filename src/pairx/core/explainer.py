@@ -24,7 +24,7 @@ import os
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -65,6 +65,10 @@ class PreparedImage:
         ``(1, D)`` embedding, filled on first use.
     key
         Cache key (path or explicit key), if any.
+    activations
+        Intermediate activations an explainer keeps with the image for later pairs, by a tag
+        of that explainer and its settings (PAIR-X: the output at its lowest layer, ``(C, h,
+        w)``, which does not depend on the partner image).
     """
 
     x: torch.Tensor
@@ -73,6 +77,7 @@ class PreparedImage:
     photo: np.ndarray | None = None
     embedding: torch.Tensor | None = None
     key: Hashable | None = None
+    activations: dict[Hashable, torch.Tensor] = field(default_factory=dict)
 
 
 def as_reid_model(

@@ -244,6 +244,7 @@ class PairX(PairExplainer):
             raise InputError(f"pairs_per_pass must be at least 1; got {pairs_per_pass}")
         self.pairs_per_pass = int(pairs_per_pass)
         self._dedupe = True  # False once the model cannot share images below the cut
+        self._cut_token = object()  # tags this explainer's activations kept with each image
 
     def options(self) -> dict[str, object]:
         """PAIR-X's settings, recorded in every explanation."""
@@ -278,11 +279,14 @@ class PairX(PairExplainer):
         images of a pair must share one forward pass; the gradient engine's graphs are
         independent, so it builds one per image and reuses it across pairs. With
         ``to_pixels=False`` (no pixel maps) the graph starts at the lowest explained layer:
-        the forward pass below it records nothing and runs each distinct image of ``states``
-        once (a query in several pairs of the batch), its output at the cut gathered back to
-        one slot per state (same values; ``x`` gets no gradient). A model that uses a tensor
-        from below the cut above it cannot be gathered that way: the pass is rerun without
-        sharing, and the engine stops trying.
+        the forward pass below it records nothing and runs only for images it has not seen
+        before, once each; their output at the cut is kept with the image
+        (:attr:`PreparedImage.activations`) for later passes and gathered with the kept ones
+        into one slot per state (same values; ``x`` gets no gradient). So in an evaluation,
+        where a gallery image meets many queries, its layers below the cut run once, not once
+        per pass. A new image runs below the cut in a batch of at least two (a batch of one
+        may round differently). A model that uses a tensor from below the cut above it cannot
+        be gathered that way: the pass is rerun without sharing, and the engine stops trying.
         """
         shapes = {tuple(st.x.shape) for st in states}
         if len(shapes) > 1:
@@ -290,21 +294,18 @@ class PairX(PairExplainer):
                 f"both images must have the same input size; got {sorted(shapes)}"
             )
         dtype = next((p.dtype for p in model.net.parameters()), torch.float32)
-        unique = list({id(st): st for st in states}.values())
-        expand = None
-        if not to_pixels and 2 <= len(unique) < len(states) and self._dedupe:
-            # below the cut each image runs once; the cut output is gathered per pair slot
-            slot = {id(st): i for i, st in enumerate(unique)}
-            expand = torch.tensor([slot[id(st)] for st in states])
-            x = torch.cat([st.x for st in unique]).detach().to(dtype)
+        gather = None
+        if not to_pixels and self._dedupe and len(states) >= 2:
+            gather, feed = self._cut_gather(states)
+            x = torch.cat([st.x for st in feed]).detach().to(dtype)
         else:
             x = torch.cat([st.x for st in states]).detach().to(dtype).requires_grad_(to_pixels)
         try:
-            with capture_layers(model, self.layers, cut=not to_pixels, expand=expand) as found, \
+            with capture_layers(model, self.layers, cut=not to_pixels, gather=gather) as found, \
                     torch.enable_grad():
                 out = net(x)
         except RuntimeError:
-            if expand is None:
+            if gather is None:
                 raise
             # a tensor from below the cut is used above it: no deduplication for this model
             self._dedupe = False
@@ -322,6 +323,28 @@ class PairX(PairExplainer):
         for i, st in enumerate(states):
             st.embedding = out[i : i + 1].detach().float()
         return _Graph(x=x, out=out, layers=layers)
+
+    def _cut_gather(
+        self, states: Sequence[_Image]
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[_Image]]:
+        """The images to run below the cut in this pass and the function that turns their cut
+        output ``(len(feed), C, h, w)`` into the batch of all ``states`` (kept activations of
+        the others)."""
+        tag = (self._cut_token, tuple(self.layers), self.family)
+        unique = list({id(st): st for st in states}.values())
+        new = [st for st in unique if tag not in st.activations]
+        # a batch of one image rounds differently from larger ones; with nothing new, one
+        # image runs below the cut for nothing (its output is not used)
+        feed = new * 2 if len(new) == 1 else (new or unique[:1])
+        if len(feed) == len(states) and [id(f) for f in feed] != [id(st) for st in states]:
+            feed = [*feed, feed[-1]]  # a tensor from below the cut used above it must not fit
+
+        def gather(out: torch.Tensor) -> torch.Tensor:
+            for j, st in enumerate(new):
+                st.activations[tag] = out[j].clone()
+            return torch.stack([st.activations[tag] for st in states])
+
+        return gather, feed
 
     # -- public API ------------------------------------------------------------------------
     def explain_layers(

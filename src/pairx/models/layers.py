@@ -300,6 +300,7 @@ def require_spatial_output(name: str, output: object, model: ReIDModel | nn.Modu
 def capture_layers(
     model: ReIDModel | nn.Module, layers: Sequence[str], *, cut: bool = False,
     expand: torch.Tensor | None = None,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the named layers during forward passes inside the block.
 
@@ -311,7 +312,10 @@ def capture_layers(
     batch indices ``(B',)`` that the cut output is gathered with, so that the layers above
     the cut see ``B'`` items (each image below the cut computed once, however many pairs it
     is in); a tensor from below the cut used above it then no longer fits and the forward
-    pass raises.
+    pass raises. ``gather`` (with ``cut``, instead of ``expand``): a function from the
+    detached cut output ``(B, ...)`` to the batch ``(B', ...)`` the layers above see (e.g.
+    activations of earlier passes put together with this pass's); the same caveat holds when
+    ``B' != B``.
 
     Yields
     ------
@@ -339,6 +343,8 @@ def capture_layers(
                     out = out.detach()
                     if expand is not None:
                         out = out[expand.to(out.device)]
+                    if gather is not None:
+                        out = gather(out)
                 if tokens is not None and tokens.fits(out):
                     # the grid view is what the layers above run on, so gradients reach it
                     grid = tokens.to_grid(out)
