@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -218,8 +219,24 @@ def test_uv_to_image_early_exit_equals_all_iterations(seed: int, n: int) -> None
     r = _apply_projective(np.linalg.inv(tf.proj), uv * tf.canvas - 0.5)
     p = r.copy()
     for _ in range(_FIXED_POINT_ITERS):
-        p = r - tf.displacement(p)
+        p = r - _displacement_oracle(tf, p)
     np.testing.assert_array_equal(tf.uv_to_image(uv), p)
+
+
+def _displacement_oracle(tf: Any, xy: np.ndarray) -> np.ndarray:
+    """``d(p)`` as the module docstring writes it, with numpy's sums over the wave axes."""
+    arg = xy[:, None, None, :] * tf.freq[None]  # (N, 2, K, 2)
+    return np.asarray((np.sin(arg.sum(-1) + tf.phase[None]) * tf.amp[None]).sum(-1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([1, 2, 7, 300]))
+def test_displacement_has_the_bits_of_the_formula(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    tf = random_transform(rng, size=224, canvas=280, bbox=(28.0, 14.0, 252.0, 266.0),
+                          mirror=bool(seed % 2))
+    xy = rng.uniform(-60.0, 300.0, (n, 2))
+    np.testing.assert_array_equal(tf.displacement(xy), _displacement_oracle(tf, xy))
 
 
 # ----------------------------------------------------------------------------- masks, orientation

@@ -418,7 +418,9 @@ def test_pairs_share_lrp_passes_without_pixel_maps(
     pairs = [(a, b), (a, c), (a, d), (b, c), (c, d)]
     layers = [LAYER, "backbone.layer1"]
     explainer = PairX(model, layers, n_pixel_maps=0, engine="zennit", pairs_per_pass=2)
-    calls, handle = _count_forwards(model)
+    calls: list[tuple[int, ...]] = []
+    handle = model.net.register_forward_hook(
+        lambda _m, inp, _o: calls.append(tuple(inp[0].shape)))
     seen: list[int] = []
     try:
         shared = explainer.explain_layers_pairs(
@@ -426,8 +428,11 @@ def test_pairs_share_lrp_passes_without_pixel_maps(
             progress=False, on_result=lambda i, _e: seen.append(i))
     finally:
         handle.remove()
-    # the distinct images of each pass run once below the cut: {a, b, c}, {a, d, b, c}, {c, d}
-    assert calls == [3, 4, 2] and seen == [0, 1, 2, 3, 4]
+    # below the cut each image runs once in the whole call, the passes being {a, b | a, c},
+    # {a, d | b, c} and {c, d}: a, b, c; then d (twice: a batch of one rounds differently);
+    # then nothing new, so two small crops stand in (three: a batch of two would fit the pass)
+    assert calls == [(3, 3, SIZE, SIZE), (2, 3, SIZE, SIZE), (3, 3, 64, 64)]
+    assert seen == [0, 1, 2, 3, 4]
     # the reference: one pair per pass over the whole graph (pixel maps ask for it)
     full = PairX(model, layers, n_pixel_maps=1, engine="zennit", cache_size=0)
     for (x, y), got in zip(pairs, shared, strict=True):
@@ -437,6 +442,48 @@ def test_pairs_share_lrp_passes_without_pixel_maps(
             _layer_maps_close(got[layer], want[layer])
     with pytest.raises(InputError, match="pairs_per_pass"):
         PairX(model, [LAYER], pairs_per_pass=0)
+
+
+class _FixedSizeStem(nn.Module):
+    """A stem that only takes 80 x 80 inputs (a fully connected layer on its feature map)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.ReLU(), nn.Flatten(),
+                                  nn.Linear(4 * 20 * 20, 4 * 20 * 20), nn.ReLU(),
+                                  nn.Unflatten(1, (4, 20, 20)))
+        self.body = nn.Conv2d(4, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(torch.relu(self.body(self.stem(x)))).flatten(1)
+
+
+def test_a_stem_that_needs_its_input_size_still_shares_passes(
+    images: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """When a pass meets no new image, small crops stand in below the cut; a model that
+    cannot take them gets full-size stand-ins from then on, still sharing passes, with the
+    relevances of a full graph per pair."""
+    torch.manual_seed(0)
+    m = ReIDModel(_FixedSizeStem().eval(), Preprocessing(size=(80, 80)), name="fixed")
+    a, b = images
+    pairs = [(a, b), (b, a), (a, b)]
+    explainer = PairX(m, ["body"], n_pixel_maps=0, engine="zennit", family="generic",
+                      pairs_per_pass=1)
+    calls: list[tuple[int, ...]] = []
+    handle = m.net.register_forward_pre_hook(lambda _m, inp: calls.append(tuple(inp[0].shape)))
+    try:
+        shared = explainer.explain_layers_pairs(pairs, keys=[("a", "b"), ("b", "a"), ("a", "b")],
+                                                progress=False)
+    finally:
+        handle.remove()
+    # a and b; then the small crops (refused) and full-size stand-ins, twice
+    assert calls == [(2, 3, 80, 80), (3, 3, 64, 64), (3, 3, 80, 80), (3, 3, 80, 80)]
+    assert explainer._dedupe and not explainer._small_dummy
+    full = PairX(m, ["body"], n_pixel_maps=1, engine="zennit", family="generic", cache_size=0)
+    for (x, y), got in zip(pairs, shared, strict=True):
+        _layer_maps_close(got["body"], full.explain_layers(x, y)["body"])
 
 
 class _TwoBranches(nn.Module):

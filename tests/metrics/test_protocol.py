@@ -96,9 +96,11 @@ class CountingPairX(PairX):
     """PairX that records the image keys of every forward pass it makes."""
 
     forwards: list[tuple[int, ...]]
+    engines: list[object]
 
     def _forward(self, net: torch.nn.Module, model: Any, states: Any, **kw: Any) -> Any:
         CountingPairX.forwards.append(tuple(id(s) for s in states))
+        CountingPairX.engines.append(self._cut_token)  # one per explainer, kept alive here
         return super()._forward(net, model, states, **kw)
 
 
@@ -118,7 +120,7 @@ def test_evaluate_writes_rows_and_never_forwards_an_image_twice(
     eval_synth: Path, tiny_model: ReIDModel, tmp_path: Path
 ) -> None:
     ds = load_dataset(eval_synth)
-    CountingPairX.forwards = []
+    CountingPairX.forwards, CountingPairX.engines = [], []
     embeds: list[int] = []
     lrp_batches: list[int] = []
     hook = tiny_model.net.register_forward_hook(
@@ -147,12 +149,20 @@ def test_evaluate_writes_rows_and_never_forwards_an_image_twice(
     assert all(len(p) == 12 for p in per_group.values())
     assert res.n_computed == 24
     # every pair in exactly one LRP forward pass (all layers together), up to 8 pairs per
-    # pass, and within a pass each distinct image through the network once
+    # pass, and each distinct image of a group through the network below the cut once: in
+    # the first pass it is in (a lone new image twice, a batch of one rounding differently;
+    # a pass with nothing new runs two small stand-ins; one more where the batch would
+    # otherwise fit the pass)
     n_pairs = sum(len(p) for p in per_group.values())
     passes = CountingPairX.forwards
     assert sum(len(f) for f in passes) == 2 * n_pairs
     assert len(passes) == sum(-(-12 // 8) for _ in per_group)
-    assert lrp_batches == [len(set(f)) for f in passes]
+    seen: set[tuple[object, int]] = set()
+    for f, engine, batch in zip(passes, CountingPairX.engines, lrp_batches, strict=True):
+        new = [i for i in dict.fromkeys(f) if (engine, i) not in seen]
+        seen.update((engine, i) for i in new)
+        assert 2 <= batch <= max(len(new), 2) + 1
+    assert len(seen) == sum(len({i for p in per_group[g] for i in p}) for g in per_group)
     assert sum(lrp_batches) < 2 * n_pairs
     # embeddings: each image the protocol needs embedded exactly once, in batches; with
     # explicit layers and an identity-disjoint split only the test images are needed

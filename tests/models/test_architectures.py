@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pairx.core.errors import InputError, ModelError
-from pairx.models.architectures import GeM, ReIDNet, gem
+from pairx.models.architectures import GeM, MaxPool2d, ReIDNet, gem
 
 
 def gem_oracle(x: torch.Tensor, p: float, eps: float) -> torch.Tensor:
@@ -84,3 +84,30 @@ def test_golden_efficientnet_state_dict_fits(golden_dir) -> None:  # type: ignor
     net = ReIDNet("efficientnet_b0")
     net.load_state_dict(state, strict=True)
     assert float(net.global_pool.p.detach()) == pytest.approx(float(state["global_pool.p"]))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 9, 9), (2, 32, 56, 56), (5, 16, 33, 20)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool_equals_torch_bit_for_bit(shape: tuple[int, ...], channels_last: bool) -> None:
+    """The channels-last max pool: the values, gradients and layout of ``nn.MaxPool2d``."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=gen).round(decimals=1)  # ties inside windows
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for kw in ({"kernel_size": 3, "stride": 2, "padding": 1},
+               {"kernel_size": 2, "stride": 2, "ceil_mode": True}):
+        ours, plain = MaxPool2d(**kw), nn.MaxPool2d(**kw)
+        xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        ya, yb = ours(xa), plain(xb)
+        assert torch.equal(ya, yb)
+        assert ya.is_contiguous() == yb.is_contiguous()
+        g = torch.randn(ya.shape, generator=gen)
+        ga, = torch.autograd.grad(ya, xa, g)
+        gb, = torch.autograd.grad(yb, xb, g)
+        assert torch.equal(ga, gb)
+
+
+def test_reidnet_uses_the_fast_max_pool() -> None:
+    net = ReIDNet("resnet10t", channels=(8, 8, 8, 8), stem_width=8)
+    pools = [m for m in net.modules() if isinstance(m, nn.MaxPool2d)]
+    assert pools and all(type(m) is MaxPool2d for m in pools)

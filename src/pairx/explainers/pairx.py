@@ -61,6 +61,8 @@ from pairx.models.layers import get_layer, require_spatial_output, token_grid
 __all__ = ["ENGINES", "PairX", "explain"]
 
 _Image = PreparedImage
+_DUMMY_SIDE = 64
+"""Side of the crop that runs below the cut when a pass has no image it has not seen."""
 
 
 @dataclass
@@ -245,6 +247,7 @@ class PairX(PairExplainer):
         self.pairs_per_pass = int(pairs_per_pass)
         self._dedupe = True  # False once the model cannot share images below the cut
         self._cut_token = object()  # tags this explainer's activations kept with each image
+        self._small_dummy = True  # False once the model needs its input size below the cut
 
     def options(self) -> dict[str, object]:
         """PAIR-X's settings, recorded in every explanation."""
@@ -294,10 +297,9 @@ class PairX(PairExplainer):
                 f"both images must have the same input size; got {sorted(shapes)}"
             )
         dtype = next((p.dtype for p in model.net.parameters()), torch.float32)
-        gather = None
+        gather, small = None, False
         if not to_pixels and self._dedupe and len(states) >= 2:
-            gather, feed = self._cut_gather(states)
-            x = torch.cat([st.x for st in feed]).detach().to(dtype)
+            gather, x, small = self._cut_gather(states, dtype)
         else:
             x = torch.cat([st.x for st in states]).detach().to(dtype).requires_grad_(to_pixels)
         try:
@@ -307,8 +309,10 @@ class PairX(PairExplainer):
         except RuntimeError:
             if gather is None:
                 raise
-            # a tensor from below the cut is used above it: no deduplication for this model
-            self._dedupe = False
+            if small:
+                self._small_dummy = False  # a model that needs its input size below the cut
+            else:  # a tensor from below the cut is used above it: no sharing for this model
+                self._dedupe = False
             return self._forward(net, model, states, to_pixels=to_pixels)
         if not to_pixels and not all(isinstance(t, torch.Tensor) and t.requires_grad
                                      for t in found.values()):
@@ -325,26 +329,37 @@ class PairX(PairExplainer):
         return _Graph(x=x, out=out, layers=layers)
 
     def _cut_gather(
-        self, states: Sequence[_Image]
-    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[_Image]]:
-        """The images to run below the cut in this pass and the function that turns their cut
-        output ``(len(feed), C, h, w)`` into the batch of all ``states`` (kept activations of
-        the others)."""
+        self, states: Sequence[_Image], dtype: torch.dtype
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, bool]:
+        """What runs below the cut in this pass, ``x`` ``(n, 3, H', W')``, the function that
+        turns its cut output into the batch of all ``states`` (kept activations of the others),
+        and whether ``x`` is the small stand-in.
+
+        ``x`` holds the images not seen before, at least two of them (a batch of one rounds
+        differently); with none, two small crops run below the cut for nothing (their output
+        is not used). Its batch never fits ``states`` unless it is ``states``, so a model that
+        uses a tensor from below the cut above it fails instead of mixing images up.
+        """
         tag = (self._cut_token, tuple(self.layers), self.family)
         unique = list({id(st): st for st in states}.values())
         new = [st for st in unique if tag not in st.activations]
-        # a batch of one image rounds differently from larger ones; with nothing new, one
-        # image runs below the cut for nothing (its output is not used)
-        feed = new * 2 if len(new) == 1 else (new or unique[:1])
-        if len(feed) == len(states) and [id(f) for f in feed] != [id(st) for st in states]:
-            feed = [*feed, feed[-1]]  # a tensor from below the cut used above it must not fit
+        if new:
+            feed = new * 2 if len(new) == 1 else new
+            x = torch.cat([st.x for st in feed])
+            same = [id(f) for f in feed] == [id(st) for st in states]
+        else:
+            side = _DUMMY_SIDE if self._small_dummy else None
+            x = unique[0].x[..., :side, :side].expand(2, -1, -1, -1)
+            same = False
+        if len(x) == len(states) and not same:
+            x = torch.cat([x, x[-1:]])
 
         def gather(out: torch.Tensor) -> torch.Tensor:
             for j, st in enumerate(new):
                 st.activations[tag] = out[j].clone()
             return torch.stack([st.activations[tag] for st in states])
 
-        return gather, feed
+        return gather, x.detach().to(dtype), not new and self._small_dummy
 
     # -- public API ------------------------------------------------------------------------
     def explain_layers(
