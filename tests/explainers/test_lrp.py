@@ -150,3 +150,56 @@ def test_lrp_mode_leaves_no_hooks_and_restores_flags() -> None:
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
     assert [p.requires_grad for p in net.parameters()] == flags
     assert all(m.training for m in net.modules())
+
+
+def _conv_nodes(t: torch.Tensor) -> int:
+    """ConvolutionBackward nodes reachable from ``t``'s autograd graph."""
+    seen, todo, n = set(), [t.grad_fn], 0
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        n += type(node).__name__.startswith("ConvolutionBackward")
+        todo.extend(f for f, _ in node.next_functions)
+    return n
+
+
+@pytest.mark.parametrize("signed_hidden", [False, True])
+def test_nonnegative_zplus_equals_zennit_zplus(signed_hidden: bool) -> None:
+    """pairx's ZPlus: zennit's relevances at every layer (equal values; a zero may change
+    sign), with the convolutions' own backward passes out of the graph."""
+    from zennit.composites import EpsilonPlus
+    from zennit.rules import ZPlus
+    from zennit.types import Convolution
+
+    from pairx.explainers.lrp import NonNegativeZPlus
+
+    torch.manual_seed(0)
+    act = nn.Identity() if signed_hidden else nn.ReLU()  # Identity: signed conv inputs
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, stride=2, padding=1), act,
+                        nn.Conv2d(8, 4, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten()).eval()
+    x = torch.randn(2, 3, 16, 16)  # signed pixels: the first convolution takes zennit's path
+    seed = torch.randn(2, 4)
+
+    def relevances(rule: type) -> tuple[torch.Tensor, ...]:
+        composite = EpsilonPlus(layer_map=[((Convolution,), rule(stabilizer=1e-6))])
+        xx = x.clone().requires_grad_(True)
+        hidden: list[torch.Tensor] = []
+        handle = net[1].register_forward_hook(lambda _m, _i, o: hidden.append(o))
+        try:
+            with composite.context(net) as m:
+                out = m(xx)
+                r_x, r_h = torch.autograd.grad(out, [xx, hidden[0]], seed)
+                return out, r_x, r_h, torch.tensor(_conv_nodes(out))
+        finally:
+            handle.remove()
+
+    out, r_x, r_h, n_ours = relevances(NonNegativeZPlus)
+    ref_out, ref_x, ref_h, n_ref = relevances(ZPlus)
+    assert torch.equal(out, ref_out)
+    assert torch.equal(r_h, ref_h) and torch.equal(r_x, ref_x)
+    assert r_x.abs().sum() > 0
+    assert int(n_ref) == 3 and int(n_ours) == 0

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from zennit.composites import EpsilonPlus
-from zennit.rules import Epsilon, Norm, Pass
+from zennit.core import ParamMod
+from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
@@ -41,6 +43,7 @@ from pairx.models.vit_canonizer import AggregationMix, AttentionMix, PointwisePr
 
 __all__ = [
     "RULE_TYPES",
+    "NonNegativeZPlus",
     "canonized",
     "capture_layers",
     "frozen_eval",
@@ -66,8 +69,62 @@ def _extra_activations() -> tuple[type, ...]:
     return tuple(getattr(acts, n) for n in names if isinstance(getattr(acts, n, None), type))
 
 
+class _RuleOutput(torch.autograd.Function):
+    """The output of a module whose rule computes the relevance at its input: backward hands
+    the rule the gradient at the output and the input a zero (which the rule's hook on the
+    input replaces), so the module's own backward pass, whose result would be thrown away,
+    never runs."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, out: torch.Tensor, hook: Any) -> torch.Tensor:
+        ctx.hook, ctx.shape = hook, x.shape
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        ctx.hook.stored_tensors["grad_output"] = (grad,)
+        return grad.new_zeros(()).expand(ctx.shape), None, None
+
+
+class NonNegativeZPlus(ZPlus):
+    """zennit's ``ZPlus`` rule, without its negative-input branch where the input has no
+    negative value (a convolution after a ReLU, most of a CNN's).
+
+    ``ZPlus`` propagates ``R_in = x+ * g(w+, x+) + x- * g(w-, x-)`` with ``z = z+ + z-`` in the
+    denominator. For an input ``x >= 0`` the second branch is a convolution of zeros (``z- =
+    0`` exactly, its bias zeroed) whose product with ``x- = 0`` adds only a zero, so this rule
+    computes the first branch alone: the same values (at most the sign of a zero differs),
+    half the convolutions of the rule. Inputs with a negative value, NaN or other modifiers
+    take zennit's own path. And the convolution's own backward pass, which zennit computes and
+    then replaces by the rule's relevance, is skipped (:class:`_RuleOutput`).
+    """
+
+    def post_forward(self, module: nn.Module, input: Any, output: Any) -> Any:
+        x = input[0] if isinstance(input, tuple) and input else None
+        if (not isinstance(output, torch.Tensor) or output.grad_fn is None
+                or not isinstance(x, torch.Tensor) or not x.requires_grad):
+            return super().post_forward(module, input, output)
+        return _RuleOutput.apply(x, output.detach(), self)
+
+    def backward(self, module: nn.Module, grad_input: Any, grad_output: Any) -> Any:
+        original = self.stored_tensors["input"][0]
+        if not bool((original >= 0).all()):
+            return super().backward(module, grad_input, grad_output)
+        x = original.clone().requires_grad_()
+        with ParamMod.ensure(self.param_modifiers[0])(module) as modified, \
+                torch.autograd.enable_grad():
+            z = modified.forward(x)
+        # zennit's mapper on (z+, z- = 0): the same stabilised denominator, bit for bit
+        seed = self.gradient_mapper(grad_output[0], [z, torch.zeros_like(z)])[0]
+        (gradient,) = torch.autograd.grad(z, x, grad_outputs=seed,
+                                          create_graph=grad_output[0].requires_grad)
+        relevance = x * gradient
+        return tuple(relevance if g.shape == relevance.shape else None for g in grad_input)
+
+
 def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlus:
-    """The EpsilonPlus composite extended with rules for pairx's canonical modules."""
+    """The EpsilonPlus composite extended with rules for pairx's canonical modules (and
+    :class:`NonNegativeZPlus` for its convolutions)."""
     layer_map = [
         ((Power,), Pass()),
         ((GeMMean,), Norm(stabilizer=1e-30)),
@@ -77,6 +134,7 @@ def lrp_composite(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> EpsilonPlu
         ((TokenMean,), Norm(stabilizer=stabilizer)),
         (_extra_activations(), Pass()),
         *graph_layer_map(epsilon, stabilizer),
+        ((Convolution,), NonNegativeZPlus(stabilizer=stabilizer)),
     ]
     return EpsilonPlus(epsilon=epsilon, stabilizer=stabilizer, layer_map=layer_map)
 
