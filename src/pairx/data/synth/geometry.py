@@ -23,6 +23,7 @@ from pairx.core.errors import InputError
 N_WAVES = 3
 _FIXED_POINT_ITERS = 80
 _MAX_PERIOD = 4
+_CYCLE_SEARCH_FROM = 10
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,16 @@ class SightingTransform:
         ``d_c(p) = sum_k amp[c, k] sin(freq[c, k, 0] x + freq[c, k, 1] y + phase[c, k])``, the
         sum taken in ``k`` order (the same bits as a numpy sum over that axis).
         """
-        x, y = xy[:, 0:1], xy[:, 1:2]
+        k = self.amp.shape[1]
+        # both components' waves as one (N, 2K) array: [dx waves | dy waves]
+        waves = np.sin(xy[:, 0:1] * self.freq[:, :, 0].reshape(-1)
+                       + xy[:, 1:2] * self.freq[:, :, 1].reshape(-1)
+                       + self.phase.reshape(-1)) * self.amp.reshape(-1)
         out = np.empty((len(xy), 2))
         for c in range(2):
-            f = self.freq[c]
-            waves = np.sin((x * f[:, 0] + y * f[:, 1]) + self.phase[c]) * self.amp[c]  # (N, K)
-            acc = waves[:, 0].copy()
-            for k in range(1, waves.shape[1]):
-                acc += waves[:, k]
+            acc = waves[:, c * k].copy()
+            for j in range(1, k):
+                acc += waves[:, c * k + j]
             out[:, c] = acc
         return out
 
@@ -125,9 +128,12 @@ class SightingTransform:
             new = target - self.displacement(history[-1])
             done = np.zeros(len(idx), bool)
             last = new.copy()
-            for k in range(1, len(history) + 1):
+            # longer cycles only show up late; looking for them earlier would only cost time
+            periods = len(history) if it >= _CYCLE_SEARCH_FROM else 1
+            for k in range(1, periods + 1):
                 # new == iterate it-k: iterate n >= it-k is iterate it-k + (n - it + k) mod k
-                hit = ~done & (new == history[-k]).all(axis=1)
+                h = history[-k]
+                hit = ~done & (new[:, 0] == h[:, 0]) & (new[:, 1] == h[:, 1])
                 if hit.any():
                     last[hit] = history[-k + (_FIXED_POINT_ITERS - it) % k][hit]
                     done |= hit
