@@ -116,33 +116,6 @@ def test_truth_homography_matches_true_points(synth_dir: Path) -> None:
     np.testing.assert_allclose(res, 0.0, atol=1e-9)
 
 
-def test_one_pass_for_the_homography_and_point_sets_equals_separate_calls(
-    synth_dir: Path,
-) -> None:
-    """``estimate_and_map``: the bits of ``estimate`` and of ``true_points`` per set, for the
-    same individual and for another individual of the same species."""
-    ds = load_dataset(synth_dir)
-    first = ds[0]
-    same = next(s for s in ds if s.identity == first.identity and s is not first)
-    other = next((s for s in ds if s.species == first.species
-                  and s.identity != first.identity), same)
-    src = GroundTruthHomography(ds)
-    img = np.zeros((224, 224, 3), np.uint8)
-    rng = np.random.default_rng(3)
-    sets = [rng.uniform(0, 223, (n, 2)) for n in (0, 1, 37, 196)]
-    for b in (same, other):
-        a_id, b_id = first.image_id, b.image_id
-        h, parts = src.estimate_and_map(a_id, b_id, (224, 224), sets)
-        want = src.estimate(img, img, key_a=a_id, key_b=b_id)
-        assert (h is None and want is None) or np.array_equal(h, want)
-        for pts, got in zip(sets, parts, strict=True):
-            assert got.shape == pts.shape
-            np.testing.assert_array_equal(got, src.true_points(a_id, b_id, pts, (224, 224)))
-        none, only = src.estimate_and_map(a_id, b_id, (224, 224), sets, homography=False)
-        assert none is None and all(np.array_equal(x, y, equal_nan=True)
-                                    for x, y in zip(only, parts, strict=True))
-
-
 def test_truth_frame_round_trip_at_other_input_size(synth_dir: Path) -> None:
     """Points mapped A->B at input size 112 agree with size 224, scaled by 1/2."""
     ds = load_dataset(synth_dir)

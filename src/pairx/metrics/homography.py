@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from typing import Any
 
 import cv2
@@ -574,50 +574,12 @@ class GroundTruthHomography(HomographySource):
         if not isinstance(key_a, str) or not isinstance(key_b, str):
             raise InputError("the ground-truth homography needs key_a and key_b (image ids)")
         h, w = _check_image(image_a, "image_a").shape[:2]
-        return self.estimate_and_map(key_a, key_b, (h, w), [])[0]
-
-    def estimate_and_map(
-        self, key_a: str, key_b: str, input_size: tuple[int, int],
-        points: Sequence[np.ndarray], *, homography: bool = True,
-    ) -> tuple[np.ndarray | None, list[np.ndarray]]:
-        """:meth:`estimate` and :meth:`true_points` of further point sets, in one pass.
-
-        The true correspondences are computed point by point, so one call for the dense grid
-        and, say, every layer's matches gives the same numbers as a call per set, at a
-        fraction of the cost.
-
-        Parameters
-        ----------
-        key_a, key_b
-            ``image_id`` of the two samples.
-        input_size
-            ``(H, W)`` of the model input.
-        points
-            ``(N_i, 2)`` pixel ``(x, y)`` sets in A's model-input frame.
-        homography
-            Also fit the homography (``False``: ``None`` in its place, no dense grid).
-
-        Returns
-        -------
-        homography, true_points
-            The homography of :meth:`estimate` (or ``None``) and one ``(N_i, 2)`` array per
-            set, as :meth:`true_points` returns it.
-        """
-        h, w = int(input_size[0]), int(input_size[1])
-        sets = [np.asarray(p, np.float64).reshape(-1, 2) for p in points]
-        if homography:
-            step = self.grid_step
-            ys, xs = np.mgrid[step / 2 : h : step, step / 2 : w : step]
-            sets.insert(0, np.stack([xs.ravel(), ys.ravel()], axis=1) - 0.5)
-        if not sets:
-            return None, []
-        true_b = self.true_points(key_a, key_b, np.concatenate(sets), (h, w))
-        parts = np.split(true_b, np.cumsum([len(x) for x in sets])[:-1])
-        if not homography:
-            return None, parts
-        grid, grid_b = sets[0], parts[0]
-        ok = np.isfinite(grid_b).all(axis=1)
-        return fit_homography(grid[ok], grid_b[ok], ransac=False), parts[1:]
+        step = self.grid_step
+        ys, xs = np.mgrid[step / 2 : h : step, step / 2 : w : step]
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=1) - 0.5
+        true_b = self.true_points(key_a, key_b, grid, (h, w))
+        ok = np.isfinite(true_b).all(axis=1)
+        return fit_homography(grid[ok], true_b[ok], ransac=False)
 
 
 def _on_mask(mask: np.ndarray, xy: np.ndarray) -> np.ndarray:

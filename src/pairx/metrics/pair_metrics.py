@@ -139,21 +139,10 @@ class PairRunner:
 
     def _pair_rows(self, pair: Pair, expl: dict[str, Any]) -> list[dict[str, Any]]:
         first = expl[self.layers[0]]
-        size = (int(first.image_a.shape[0]), int(first.image_a.shape[1]))
-        sources = {"": self.homography, **self.extra_sources}
-        true_b: list[np.ndarray] = []
-        h_truth = None
-        if self.truth is not None:  # the true homography and every layer's true points at once
-            wants_h = any(isinstance(src, GroundTruthHomography) for src in sources.values())
-            h_truth, true_b = self.truth.estimate_and_map(
-                pair.query, pair.gallery, size, [expl[layer].matches.xy_a for layer in self.layers],
-                homography=wants_h)
-        found = {n: h_truth if self.truth is not None and isinstance(src, GroundTruthHomography)
-                 else self._homography(src, pair, first) for n, src in sources.items()}
-        h = found.pop("")
-        extra = found
+        h = self._homography(self.homography, pair, first)
+        extra = {n: self._homography(src, pair, first) for n, src in self.extra_sources.items()}
         rows = []
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             e = expl[layer]
             m = e.matches
             with warnings.catch_warnings():
@@ -183,8 +172,9 @@ class PairRunner:
                         if h_extra is not None
                         else math.nan
                     )
-            if self.truth is not None:  # GroundTruthHomography.true_residuals, shared call
-                resid = np.linalg.norm(true_b[i] - np.asarray(m.xy_b, np.float64), axis=1)
+            if self.truth is not None:
+                size = (int(e.image_a.shape[0]), int(e.image_a.shape[1]))
+                resid = self.truth.true_residuals(pair.query, pair.gallery, m.xy_a, m.xy_b, size)
                 ok = np.isfinite(resid)
                 if ok.any():
                     total = float(resid[ok].sum())
