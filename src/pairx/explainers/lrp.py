@@ -1,11 +1,12 @@
 """Layer-wise relevance propagation (LRP) for embedding networks, via zennit.
 
-The composite is EpsilonPlus: ``ZPlus`` for convolutions, ``Epsilon`` for dense layers (and the
-detached-std LayerNorm of canonized ConvNeXts and ViTs, and a ViT's attention with constant
-weights), ``Norm`` for sums and average pools (also over tokens), and pass-through for
-activations, BatchNorm and GeM's power steps. In zennit's convention the
-gradient that flows backwards *is* the relevance, so the relevance at any tensor of the forward
-graph is ``torch.autograd.grad(output, tensor, grad_outputs=relevance_at_output)``.
+The composite is EpsilonPlus: ``ZPlus`` for convolutions (:class:`NonNegativeZPlus`, zennit's
+rule computed at half the cost where the input is non-negative), ``Epsilon`` for dense layers
+(and the detached-std LayerNorm of canonized ConvNeXts and ViTs, and a ViT's attention with
+constant weights), ``Norm`` for sums and average pools (also over tokens), and pass-through for
+activations, BatchNorm and GeM's power steps. In zennit's convention the gradient that flows
+backwards *is* the relevance, so the relevance at any tensor of the forward graph is
+``torch.autograd.grad(output, tensor, grad_outputs=relevance_at_output)``.
 
 :func:`lrp_mode` puts a model in that state for a ``with`` block (eval mode, parameters frozen,
 family canonizer applied, rule hooks registered) and restores everything afterwards, even when
