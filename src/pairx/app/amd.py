@@ -58,13 +58,14 @@ def resolve_interpreter(spec: str | None, model: Any) -> dict[str, Any] | None:
         return None
     if spec == "auto":
         try:
-            load_interpreter("default", model)
+            interp = load_interpreter("default", model)
         except ModelError:
             return None
         spec = "default"
-    if spec != "default":
-        spec = str(Path(spec).expanduser().resolve())
-    interp = load_interpreter(spec, model)
+    else:
+        if spec != "default":
+            spec = str(Path(spec).expanduser().resolve())
+        interp = load_interpreter(spec, model)
     weights, _ = interpreter_files(spec)
     return {"spec": spec, "digest": _file_digest(weights), "attributes": list(interp.attributes)}
 
@@ -80,24 +81,6 @@ def project_labels(data: str | Path, names: tuple[str, ...]) -> dict[str, np.nda
     except (DatasetError, InputError):
         return {}
     return {i: table.values[n].astype(bool) for n, i in enumerate(table.image_ids)}
-
-
-def _side(expl: Any, side: str) -> tuple[dict[str, Any], np.ndarray]:
-    from pairx.app.bundle import _display_size
-
-    frame = getattr(expl, f"frame_{side}")
-    maps = np.asarray(getattr(expl, f"attention_{side}"), np.float32)
-    if frame is None:
-        import cv2
-
-        h, w = getattr(expl, f"image_{side}").shape[:2]
-        size = _display_size((h, w))
-        shown = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-                          for m in maps])
-        return {"size": [h, w]}, shown
-    original = tuple(frame.original_size)
-    return ({"size": [int(original[0]), int(original[1])]},
-            np.asarray(frame.map_to_original(maps, _display_size(original))))
 
 
 def attribute_data(expl: Any) -> dict[str, Any]:
@@ -118,11 +101,13 @@ def attribute_data(expl: Any) -> dict[str, Any]:
         ``None``) and ``map_a``/``map_b``: its attention on each photograph as a transparent
         ``inferno`` PNG data URI, both on one scale (min to max over A and B, as the figure).
     """
-    from pairx.app.bundle import _data_uri
+    from pairx.app.bundle import _data_uri, display_resampler
     from pairx.viz.colors import apply_colormap
 
-    info_a, shown_a = _side(expl, "a")
-    info_b, shown_b = _side(expl, "b")
+    size_a, resample_a = display_resampler(expl, "a")
+    size_b, resample_b = display_resampler(expl, "b")
+    shown_a = resample_a(np.asarray(expl.attention_a, np.float32))
+    shown_b = resample_b(np.asarray(expl.attention_b, np.float32))
     r = expl.contributions
     rows = []
     for k in expl.ranking():
@@ -143,18 +128,14 @@ def attribute_data(expl: Any) -> dict[str, Any]:
                      "map_a": uris[0], "map_b": uris[1]})
     return {"view": AMD_VIEW, "distance": float(expl.distance),
             "reconstructed": float(expl.reconstructed), "similarity": float(expl.similarity),
-            "warnings": list(expl.warnings), "a": info_a, "b": info_b, "attributes": rows}
+            "warnings": list(expl.warnings), "a": {"size": list(size_a)},
+            "b": {"size": list(size_b)}, "attributes": rows}
 
 
 def attribute_jpeg(expl: Any, quality: int = 90) -> bytes:
     """The explanation's Figure-4 picture (:func:`pairx.viz.attributes.render_attributes`, top
     3 attributes) as JPEG bytes."""
-    import io
-
-    from PIL import Image
-
+    from pairx.app.bundle import jpeg_bytes
     from pairx.viz.attributes import render_attributes
 
-    buf = io.BytesIO()
-    Image.fromarray(render_attributes(expl)).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+    return jpeg_bytes(render_attributes(expl), quality)

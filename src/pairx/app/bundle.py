@@ -19,11 +19,13 @@ import base64
 import io
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MAP_SIDE", "explanation_metrics", "figure_jpeg", "interactive_data"]
+__all__ = ["MAP_SIDE", "display_resampler", "explanation_metrics", "figure_jpeg",
+           "interactive_data", "jpeg_bytes"]
 
 MAP_SIDE = 320
 """Longest side, in pixels, of the heatmaps and pixel masks sent to the browser."""
@@ -44,13 +46,18 @@ def _data_uri(rgba: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(_png(rgba)).decode("ascii")
 
 
-def figure_jpeg(expl: Any, quality: int = 90) -> bytes:
-    """The explanation's figure (``expl.render()``) as JPEG bytes (a tenth of the PNG)."""
+def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """``(H, W, 3)`` uint8 RGB as JPEG bytes (a tenth of the PNG)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(expl.render()).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def figure_jpeg(expl: Any, quality: int = 90) -> bytes:
+    """The explanation's figure (``expl.render()``) as JPEG bytes."""
+    return jpeg_bytes(expl.render(), quality)
 
 
 def _display_size(original: tuple[int, int]) -> tuple[int, int]:
@@ -59,24 +66,37 @@ def _display_size(original: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
+def display_resampler(
+    expl: Any, side: str
+) -> tuple[tuple[int, int], Callable[[np.ndarray], np.ndarray]]:
+    """``(H, W)`` of photograph ``side`` (``"a"``/``"b"``) of ``expl`` and the function that
+    resamples model-frame maps (``(h, w)`` or ``(K, h, w)``) onto it, at most
+    :data:`MAP_SIDE` pixels on its longest side, float32."""
+    import cv2
+
+    frame = getattr(expl, f"frame_{side}")
+    image = getattr(expl, f"image_{side}")
+    original = tuple(frame.original_size) if frame is not None else tuple(image.shape[:2])
+    size = _display_size((int(original[0]), int(original[1])))
+
+    def resample(maps: np.ndarray) -> np.ndarray:
+        if frame is not None:
+            return np.asarray(frame.map_to_original(maps, size))
+        arr = np.asarray(maps, np.float32)
+        out = [cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+               for m in (arr[None] if arr.ndim == 2 else arr)]
+        return np.stack(out) if arr.ndim == 3 else out[0]
+
+    return (int(original[0]), int(original[1])), resample
+
+
 def _side(expl: Any, side: str, colours: np.ndarray) -> dict[str, Any]:
     import cv2
 
     from pairx.viz.colors import apply_colormap
     from pairx.viz.heatmap import normalise
 
-    frame = getattr(expl, f"frame_{side}")
-    image = getattr(expl, f"image_{side}")
-    original = tuple(frame.original_size) if frame is not None else tuple(image.shape[:2])
-    size = _display_size(original)
-
-    def resample(maps: np.ndarray) -> np.ndarray:
-        if frame is not None:
-            return np.asarray(frame.map_to_original(maps, size))
-        out = [cv2.resize(np.asarray(m, np.float32), (size[1], size[0]),
-                          interpolation=cv2.INTER_LINEAR) for m in np.atleast_3d(maps)]
-        return np.stack(out) if np.ndim(maps) == 3 else out[0]
-
+    original, resample = display_resampler(expl, side)
     layer = normalise(resample(np.asarray(getattr(expl, f"relevance_{side}"), np.float32)))
     heat = np.dstack([apply_colormap(layer, "inferno"),
                       np.round(np.clip(layer, 0, 1) ** 0.8 * 200).astype(np.uint8)])
@@ -91,7 +111,7 @@ def _side(expl: Any, side: str, colours: np.ndarray) -> dict[str, Any]:
             alpha = np.round(np.clip(m, 0, 1) ** 0.7 * 230).astype(np.uint8)
             rgb = np.broadcast_to(colours[k % len(colours)], (*alpha.shape, 3))
             masks.append(_data_uri(np.dstack([rgb, alpha]).astype(np.uint8)))
-    return {"size": [int(original[0]), int(original[1])], "heatmap": _data_uri(heat),
+    return {"size": [original[0], original[1]], "heatmap": _data_uri(heat),
             "pixels": masks}
 
 

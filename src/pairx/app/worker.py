@@ -241,8 +241,8 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
 
         amd = engine.amd()
         label = engine.labels.get
-        for i, r in enumerate(todo):
-            expl = amd.explain_attributes(*pairs[i])
+        for i, r in enumerate(todo):  # the keys: the query is read and prepared once
+            expl = amd.explain_attributes(*pairs[i], key_a=keys[i][0], key_b=keys[i][1])
             store(i, {layer: with_labels(expl, label(query["image_id"]), label(r["image_id"]))})
     else:
         engine.explainer(layer).explain_layers_pairs(pairs, keys=keys, progress=False,

@@ -256,9 +256,10 @@ class AMDExplainer(PairExplainer):
         return {**super().options(), "interpreter_share": self.interpreter.net.share,
                 "attributes": list(self.interpreter.attributes)}
 
-    def explain_attributes(self, a: Any, b: Any) -> AttributeExplanation:
+    def explain_attributes(self, a: Any, b: Any, *, key_a: Any = None,
+                           key_b: Any = None) -> AttributeExplanation:
         """:meth:`explain`, typed: the :class:`AttributeExplanation` of one pair."""
-        out = self.explain(a, b)
+        out = self.explain(a, b, key_a=key_a, key_b=key_b)
         assert isinstance(out, AttributeExplanation)
         return out
 

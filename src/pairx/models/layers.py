@@ -299,7 +299,6 @@ def require_spatial_output(name: str, output: object, model: ReIDModel | nn.Modu
 @contextmanager
 def capture_layers(
     model: ReIDModel | nn.Module, layers: Sequence[str], *, cut: bool = False,
-    expand: torch.Tensor | None = None,
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the named layers during forward passes inside the block.
@@ -308,14 +307,11 @@ def capture_layers(
     (a new leaf that requires grad): the forward pass below it records no autograd graph,
     which backward passes that stop at the layers do not need. The values are the same; a
     layer that does not run downstream of the cut then has an output without grad history
-    (callers check ``requires_grad`` and rerun without the cut). ``expand`` (with ``cut``):
-    batch indices ``(B',)`` that the cut output is gathered with, so that the layers above
-    the cut see ``B'`` items (each image below the cut computed once, however many pairs it
-    is in); a tensor from below the cut used above it then no longer fits and the forward
-    pass raises. ``gather`` (with ``cut``, instead of ``expand``): a function from the
-    detached cut output ``(B, ...)`` to the batch ``(B', ...)`` the layers above see (e.g.
-    activations of earlier passes put together with this pass's); the same caveat holds when
-    ``B' != B``.
+    (callers check ``requires_grad`` and rerun without the cut). ``gather`` (with ``cut``): a
+    function from the detached cut output ``(B, ...)`` to the batch ``(B', ...)`` the layers
+    above the cut see (e.g. each image below the cut computed once, however many pairs it is
+    in, or activations of earlier passes put together with this pass's); where ``B' != B``, a
+    tensor from below the cut used above it no longer fits and the forward pass raises.
 
     Yields
     ------
@@ -341,8 +337,6 @@ def capture_layers(
                 first_cut = cut and not found
                 if first_cut:
                     out = out.detach()
-                    if expand is not None:
-                        out = out[expand.to(out.device)]
                     if gather is not None:
                         out = gather(out)
                 if tokens is not None and tokens.fits(out):

@@ -199,16 +199,16 @@
       if (!c) return;
       const key = A.results[String(c.id)] || "";
       A.key = key; A.data = null;
-      attributes(c);
+      attributes();
       if (key) {
         const resp = await fetch("/expl/" + key + ".json");
-        if (resp.ok && A.key === key) { A.data = await resp.json(); A.data.candidate = c.id; }
+        if (resp.ok && A.key === key) A.data = await resp.json();
       }
-      attributes(c);
+      attributes();
       draw();
     }
     const yesNo = (v) => (v === null || v === undefined ? "?" : v ? "yes" : "no");
-    function attributes(c) {
+    function attributes() {
       const d = A.data, list = $("#attr-list"), link = $("#amd-figure-link");
       list.textContent = "";
       link.classList.toggle("hidden", !d);
@@ -249,7 +249,7 @@
     }
     function attend(k) {
       A.active = k;
-      if (k !== null && k >= TOP_ATTRIBUTES && !A.all) { A.all = true; attributes(cands[S.sel]); }
+      if (k !== null && k >= TOP_ATTRIBUTES && !A.all) { A.all = true; attributes(); }
       $$("#attr-list li").forEach((li) => li.classList.toggle("active", li.dataset.k === String(k)));
       draw();
     }
@@ -407,7 +407,7 @@
     $("#explain-one").addEventListener("click", () => explain(false));
     $("#explain-all").addEventListener("click", () => explain(true));
     $("#undo").addEventListener("click", undo);
-    if (amdView) $("#attr-more").addEventListener("click", () => { A.all = !A.all; attributes(cands[S.sel]); });
+    if (amdView) $("#attr-more").addEventListener("click", () => { A.all = !A.all; attributes(); });
     $$("button.d").forEach((b) => b.addEventListener("click", () => decide(b.dataset.decision)));
     $$(".cand").forEach((el) => el.addEventListener("click", () => select(+el.dataset.index)));
     window.addEventListener("resize", draw);
