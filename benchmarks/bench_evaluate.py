@@ -96,8 +96,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--engine", default="auto", choices=("auto", "gradient", "zennit"),
                     help="PairX LRP engine of the protocol")
+    ap.add_argument("--malloc", choices=("tuned", "system"), default="tuned",
+                    help="tuned: pairx.tune_allocator() first, as `pairx evaluate` does")
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.malloc == "tuned":
+        try:
+            from pairx.core.allocator import tune_allocator
+        except ImportError:  # an older pairx (side-by-side runs against a past commit)
+            pass
+        else:
+            tune_allocator()
     torch.set_num_threads(args.threads)
 
     from pairx.data.datasets import load_dataset

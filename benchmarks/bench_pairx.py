@@ -21,8 +21,11 @@ Each variant runs in its own subprocess so that peak memory (``ru_maxrss``) is i
 The outputs of ``per_match`` and of both ``pairx`` variants are compared (same matches, maps
 allclose).
 
+Every variant runs with :func:`pairx.tune_allocator` applied, as pairx's own processes do
+(``--malloc system`` for glibc's defaults).
+
 Run: ``python benchmarks/bench_pairx.py [--threads 2] [--size 440] [--repeats 1]
-[--variants floor,per_match,...]``.
+[--variants floor,per_match,...] [--malloc tuned|system]``.
 """
 
 from __future__ import annotations
@@ -185,6 +188,11 @@ VARIANTS = {"floor": run_floor, "floor_gradient": run_floor_gradient,
 
 def _child(args: argparse.Namespace) -> None:
     global PIXEL_CHUNK
+    if args.malloc == "tuned":  # as the pairx command, the app's worker and Ray workers run
+        from pairx.core.allocator import tune_allocator
+
+        if not tune_allocator():
+            sys.exit("--malloc tuned: not applied (PAIRX_MALLOC=system, or not glibc)")
     PIXEL_CHUNK = args.pixel_chunk
     torch.set_num_threads(args.threads)
     times, result = [], {}
@@ -211,6 +219,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated variants to run (floor and per_match needed for "
                              "the ratios)")
+    parser.add_argument("--malloc", choices=("tuned", "system"), default="tuned",
+                        help="tuned: pairx.tune_allocator() first, as pairx's processes do; "
+                             "system: glibc's default settings")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.variant is not None:
@@ -225,7 +236,7 @@ def main() -> None:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant,
                    "--threads", str(args.threads), "--size", str(args.size),
                    "--n-pix", str(args.n_pix), "--repeats", str(args.repeats), "--out", out,
-                   "--pixel-chunk", str(args.pixel_chunk)]
+                   "--pixel-chunk", str(args.pixel_chunk), "--malloc", args.malloc]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")

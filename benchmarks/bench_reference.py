@@ -14,7 +14,13 @@ also called ``pairx``, and its ``__init__`` imports ``transformers`` for a model
 not needed here). It is never a test dependency.
 
 Run: ``python benchmarks/bench_reference.py --reference PATH/TO/pairx-reference [--rounds 2]
-[--threads 2] [--precision float32|bfloat16] [--model miewid-sized|tv-resnet50] [--size N]``.
+[--threads 2] [--precision float32|bfloat16] [--model miewid-sized|tv-resnet50] [--size N]
+[--malloc-reference system|tuned] [--malloc-pairx tuned|system]``.
+
+Allocator: the pairx side runs with :func:`pairx.tune_allocator` applied, as the ``pairx``
+command, the review app's worker and Ray workers do; the reference with the system's ``malloc``
+settings. ``--malloc-reference tuned`` gives the reference the same settings (to show what the
+allocator alone is worth), ``--malloc-pairx system`` takes them from pairx.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -124,19 +131,31 @@ def main() -> None:
                              "ResNet-50, which the reference canonizes completely")
     parser.add_argument("--size", type=int, default=None, help="default: the model's")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--malloc-reference", choices=("system", "tuned"), default="system")
+    parser.add_argument("--malloc-pairx", choices=("system", "tuned"), default="tuned")
+    parser.add_argument("--malloc", choices=("system", "tuned"), default="system",
+                        help=argparse.SUPPRESS)  # a child's own setting
     parser.add_argument("--child", choices=("reference", "pairx"), default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.size is None:
         args.size = MODELS[args.model][2]
     if args.child is not None:
+        if args.malloc == "tuned":
+            from pairx.core.allocator import tune_allocator
+
+            if not tune_allocator():
+                sys.exit("--malloc tuned: not applied (PAIRX_MALLOC=system, or not glibc)")
         torch.set_num_threads(args.threads)
         result = (_child_reference if args.child == "reference" else _child_pairx)(args)
         seconds = result.pop("seconds")
         np.savez(args.out, **result)  # type: ignore[arg-type]
-        print(json.dumps({"seconds": seconds}))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        print(json.dumps({"seconds": seconds, "peak_rss_mib": peak}))
         return
+    malloc = {"reference": args.malloc_reference, "pairx": args.malloc_pairx}
     times: dict[str, list[float]] = {"reference": [], "pairx": []}
+    peaks: dict[str, list[float]] = {"reference": [], "pairx": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for side in ("reference", "pairx"):
@@ -144,18 +163,22 @@ def main() -> None:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side,
                        "--reference", args.reference, "--threads", str(args.threads),
                        "--size", str(args.size), "--precision", args.precision, "--out", out,
-                       "--model", args.model]
+                       "--model", args.model, "--malloc", malloc[side]]
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
                     sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-                times[side].append(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
-                print(f"  round {r + 1} {side}: {times[side][-1]:.2f} s", flush=True)
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                times[side].append(row["seconds"])
+                peaks[side].append(row["peak_rss_mib"])
+                print(f"  round {r + 1} {side} (malloc {malloc[side]}): {times[side][-1]:.2f} s, "
+                      f"peak RSS {peaks[side][-1]:.0f} MiB", flush=True)
         ref = np.load(os.path.join(tmp, "reference.npz"))
         new = np.load(os.path.join(tmp, "pairx.npz"))
         t_ref, t_new = min(times["reference"]), min(times["pairx"])
         print(f"\nreference {t_ref:.2f} s, pairx ({args.precision}) {t_new:.2f} s: "
               f"{t_ref / t_new:.2f}x faster ({args.size} px, {args.threads} threads, best of "
-              f"{args.rounds} alternating rounds)")
+              f"{args.rounds} alternating rounds); peak RSS reference {max(peaks['reference']):.0f}"
+              f" MiB, pairx {max(peaks['pairx']):.0f} MiB (highest of the rounds)")
         same = sum(int(np.array_equal(np.r_[ref["grid_a"][i], ref["grid_b"][i]],
                                       np.r_[new["grid_a"][i], new["grid_b"][i]]))
                    for i in range(min(len(ref["grid_a"]), len(new["grid_a"]))))

@@ -26,6 +26,7 @@ _LAZY = {
     "ReIDModel": "pairx.models.adapter",
     "load_interpreter": "pairx.explainers.amd",
     "AMDExplainer": "pairx.explainers.amd",
+    "tune_allocator": "pairx.core.allocator",
 }
 
 __all__ = [
@@ -41,9 +42,11 @@ __all__ = [
     "load_explanation",
     "load_interpreter",
     "load_model",
+    "tune_allocator",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pairx.core.allocator import tune_allocator
     from pairx.core.explainer import PairExplainer
     from pairx.core.explanation import Explanation, load_explanation
     from pairx.core.results import PairExplanation

@@ -34,6 +34,7 @@ from pairx.app.amd import AMD_VIEW
 from pairx.app.cache import ExplanationCache, content_key
 from pairx.app.project import Project, crop
 from pairx.app.store import transaction
+from pairx.core.allocator import tune_allocator
 
 __all__ = ["cache_key", "enqueue", "job_progress", "recover_jobs", "start_worker",
            "worker_main"]
@@ -253,6 +254,7 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
 def worker_main(root: str, parent: int) -> None:
     """Run jobs of the project at ``root`` until the parent process ``parent`` is gone."""
     _die_with_parent()
+    tune_allocator()
     project = Project.open(root)
     conn = project.db()
     recover_jobs(conn)

@@ -114,6 +114,9 @@ class _Actor:
     def __init__(self, spec: Any, threads: int) -> None:
         import torch
 
+        from pairx.core.allocator import tune_allocator
+
+        tune_allocator()
         torch.set_num_threads(threads)
         self.error: str | None = None
         try:

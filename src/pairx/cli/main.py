@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from pairx import __version__
+from pairx.core.allocator import tune_allocator
 from pairx.core.errors import PairxError
 
 # Modules that define commands; each has ``register(app)``.
@@ -73,6 +74,7 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pairx`` console script."""
+    tune_allocator()
     warnings.showwarning = _show_warning
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
