@@ -258,9 +258,10 @@ def plot_metric(sub: Sequence[dict[str, Any]], metric: str, title: str, path: Pa
             ax.axvspan(left, right, color="0.9", zorder=0, label="hard window")
     ax.set_xlabel("match score (cosine similarity)")
     ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, y=1.0)
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    # fixed margins: tight_layout measures every text box and was most of a plot's time
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.93)
     fig.savefig(path)
     plt.close(fig)
     if not (c.any() and (~c).any()):
@@ -275,8 +276,11 @@ def plot_metric(sub: Sequence[dict[str, Any]], metric: str, title: str, path: Pa
         start, end = left + i * size, left + (i + 1) * size
         inb = (s > start) & (s < end)
         cor, inc = m[inb & c], m[inb & ~c]
-        ax.set_title(f"{start:.3f}–{end:.3f}  ({len(cor)}/{len(inc)})", fontsize=7)
+        # a fixed title height and 4 ticks per axis: matplotlib's automatic title placement
+        # and its tick objects were most of the drawing time of 10 panels
+        ax.set_title(f"{start:.3f}–{end:.3f}  ({len(cor)}/{len(inc)})", fontsize=7, y=1.0)
         ax.tick_params(labelsize=6)
+        ax.locator_params(nbins=4)
         if len(cor) < 3 or len(inc) < 3:
             continue
         grid = np.linspace(min(cor.min(), inc.min()), max(cor.max(), inc.max()), 200)
@@ -284,7 +288,7 @@ def plot_metric(sub: Sequence[dict[str, Any]], metric: str, title: str, path: Pa
             if np.ptp(vals) > 0:
                 ax.plot(grid, stats.gaussian_kde(vals)(grid), c=col)
     fig.suptitle(f"{title}: per-bin KDE of {metric} (correct green, incorrect red)", fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.03, right=0.99, bottom=0.07, top=0.87, wspace=0.22, hspace=0.42)
     fig.savefig(path.with_name(path.stem + "_bins.png"))
     plt.close(fig)
 
