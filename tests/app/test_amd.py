@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import re
 import time
 from pathlib import Path
@@ -141,3 +142,22 @@ def test_the_worker_explains_attributes_as_the_public_api(fresh_project: Path) -
     labels = project_labels(project.settings["data"], interp.attributes)
     k = ref.ranking()[0]
     assert shown["attributes"][0]["label_b"] == bool(labels[rows[cands[0]]["image_id"]][k])
+
+
+def test_the_worker_refuses_an_interpreter_that_changed_since_init(fresh_project: Path) -> None:
+    from pairx.app.worker import _Engine
+
+    path = fresh_project / "project.json"
+    settings = json.loads(path.read_text())
+    stored = settings["interpreter"]["digest"]
+    settings["interpreter"]["digest"] = "0" * 64  # the file on disk no longer matches
+    path.write_text(json.dumps(settings))
+    with pytest.raises(RuntimeError, match="changed since"):
+        _Engine(Project.open(fresh_project)).amd()
+    settings["interpreter"].update(digest=stored, spec=str(fresh_project / "gone"))
+    path.write_text(json.dumps(settings))
+    with pytest.raises(RuntimeError, match="is gone"):
+        _Engine(Project.open(fresh_project)).amd()
+    settings["interpreter"]["spec"] = "default"
+    path.write_text(json.dumps(settings))
+    assert _Engine(Project.open(fresh_project)).amd() is not None  # the stored one still loads

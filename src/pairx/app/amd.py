@@ -19,14 +19,15 @@ import numpy as np
 
 from pairx.core.errors import DatasetError, InputError, ModelError
 
-__all__ = ["AMD_VIEW", "attribute_data", "attribute_jpeg", "project_labels",
+__all__ = ["AMD_VIEW", "attribute_data", "attribute_jpeg", "file_digest", "project_labels",
            "resolve_interpreter"]
 
 AMD_VIEW = "@amd"
 """The ``layer`` of AMD jobs and explanations (no module path starts with ``@``)."""
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file (hex), read in 1 MB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -67,7 +68,7 @@ def resolve_interpreter(spec: str | None, model: Any) -> dict[str, Any] | None:
             spec = str(Path(spec).expanduser().resolve())
         interp = load_interpreter(spec, model)
     weights, _ = interpreter_files(spec)
-    return {"spec": spec, "digest": _file_digest(weights), "attributes": list(interp.attributes)}
+    return {"spec": spec, "digest": file_digest(weights), "attributes": list(interp.attributes)}
 
 
 def project_labels(data: str | Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -164,13 +164,21 @@ class _Engine:
     def amd(self) -> Any:
         """The project's :class:`pairx.AMDExplainer` with the dataset's attribute labels."""
         if AMD_VIEW not in self.explainers:
-            from pairx.app.amd import project_labels
-            from pairx.explainers.amd import AMDExplainer, load_interpreter
+            from pairx.app.amd import file_digest, project_labels
+            from pairx.explainers.amd import AMDExplainer, interpreter_files, load_interpreter
 
             spec = self.project.interpreter
             if spec is None:
                 raise RuntimeError("this project has no AMD interpreter; re-run 'pairx review "
                                    "init' with --interpreter default or a 'pairx amd train' run")
+            weights, _ = interpreter_files(spec["spec"])
+            # the cache keys carry the digest 'review init' stored: an interpreter file
+            # replaced since then must not fill the cache under the old one's key
+            if not weights.is_file() or file_digest(weights) != spec["digest"]:
+                raise RuntimeError(
+                    f"the interpreter {spec['spec']!r} is not the one 'pairx review init' chose "
+                    f"(its file {'changed' if weights.is_file() else 'is gone'} since; stored "
+                    f"digest {spec['digest'][:12]}); re-run 'pairx review init' to pick it up")
             interp = load_interpreter(spec["spec"], self.model)
             self.labels = project_labels(self.project.settings["data"], interp.attributes)
             self.explainers[AMD_VIEW] = AMDExplainer(interp)
