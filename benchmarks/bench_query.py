@@ -21,6 +21,7 @@ default: :func:`pairx.tune_allocator` first, as the review app's worker does).
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -117,6 +118,8 @@ def main() -> None:
         print(f"  per candidate, shared graphs: {t_shared / k:.2f} s (malloc {args.malloc})")
     if alone and shared:
         print(f"  identical matches: {same}; max relative difference of maps {worst:.1e}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"  peak RSS of this process (all variants run): {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

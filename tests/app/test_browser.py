@@ -112,7 +112,9 @@ def test_review_with_the_keyboard(browser_page: tuple[Any, LiveServer, list],
     assert second != first  # moved on to the next undecided candidate
     page.keyboard.press("ArrowUp")
     page.keyboard.press("ArrowDown")
-    page.wait_for_selector(".mark:not(.hidden)")  # its explanation is on screen
+    # every job done (a result that lands later redraws the candidate), then its explanation
+    _until(lambda: "explaining" not in page.inner_text("#explain-progress"), timeout=120)
+    page.wait_for_selector(".mark:not(.hidden)")  # is on screen
     page.keyboard.press("3")
     _flash(page, "unsure")
     assert current_decisions(conn, query)[(query, second)].decision == "unsure"

@@ -1,4 +1,5 @@
-"""pairx.core.allocator: glibc keeps freed tensor memory for reuse once tuned."""
+"""pairx.core.allocator: glibc keeps freed tensor memory for reuse once tuned, and gives it
+back on request."""
 
 from __future__ import annotations
 
@@ -27,9 +28,14 @@ _PROBE = textwrap.dedent("""
     size = 96 << 20
     ptr = libc.malloc(size)
     ctypes.memset(ptr, 1, size)
+    pin = libc.malloc(1 << 20)  # above the block: its memory is a hole inside the heap once freed
+    ctypes.memset(pin, 1, 1 << 20)
     touched = rss()
     libc.free(ptr)
-    print(json.dumps({"applied": applied, "again": again, "released": touched - rss()}))
+    freed = rss()
+    trimmed = allocator.release_free_memory()
+    print(json.dumps({"applied": applied, "again": again, "released": touched - freed,
+                      "trimmed": trimmed, "after_trim": touched - rss()}))
 """)
 
 
@@ -47,11 +53,14 @@ def test_tuned_process_keeps_a_freed_block_for_reuse() -> None:
     assert tuned["applied"] is True and tuned["again"] is True
     # a 96 MB block is below the fixed mmap threshold: it comes from the heap and stays there
     assert int(tuned["released"]) < (16 << 20)  # type: ignore[call-overload]
+    # until release_free_memory gives its pages back, though it lies below a block in use
+    assert tuned["trimmed"] is True
+    assert int(tuned["after_trim"]) > (80 << 20)  # type: ignore[call-overload]
 
 
 def test_system_setting_is_left_alone() -> None:
     plain = _probe({"PAIRX_MALLOC": "system"})
-    assert plain["applied"] is False
+    assert plain["applied"] is False and plain["trimmed"] is False
     # glibc's default: a block above its (dynamic, at most 32 MB) threshold goes back at once
     assert int(plain["released"]) > (80 << 20)  # type: ignore[call-overload]
 

@@ -276,10 +276,17 @@ def test_engines_agree_and_unknown_engine_is_refused(
         PairX(model, [LAYER], engine="captum")
 
 
-def _count_forwards(model: ReIDModel) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+def _count_forwards(model: ReIDModel, *, graph: bool = True
+                    ) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+    """Batch sizes of the forward passes that record a graph (``graph=False``: of those that
+    do not, the gradient engine's outputs for a partner whose graph is not built yet)."""
     calls: list[int] = []
-    handle = model.net.register_forward_hook(lambda _m, inp, _o: calls.append(inp[0].shape[0]))
-    return calls, handle
+
+    def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], _o: torch.Tensor) -> None:
+        if torch.is_grad_enabled() == graph:
+            calls.append(inp[0].shape[0])
+
+    return calls, model.net.register_forward_hook(hook)
 
 
 def test_gradient_engine_shares_each_image_graph_across_pairs(
@@ -291,12 +298,16 @@ def test_gradient_engine_shares_each_image_graph_across_pairs(
     keys = [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c")]
     explainer = PairX(model, [LAYER], n_pixel_maps=3, engine="gradient", max_graphs=4)
     calls, handle = _count_forwards(model)
+    outputs, handle_outputs = _count_forwards(model, graph=False)
     try:
         shared = explainer.explain_layers_pairs(pairs, keys=keys, progress=False)
     finally:
         handle.remove()
+        handle_outputs.remove()
     # a, b, c, d once each: a stays live for three pairs, b and c until the last one
     assert calls == [1, 1, 1, 1]
+    # a's relevance for its three pairs comes first, with b, c and d run once without a graph
+    assert outputs == [1, 1, 1]
     for (x, y), got in zip(pairs, shared, strict=True):
         alone = PairX(model, [LAYER], n_pixel_maps=3, cache_size=0,
                       engine="zennit").explain_layers(x, y)[LAYER]
@@ -307,6 +318,45 @@ def test_gradient_engine_shares_each_image_graph_across_pairs(
         for key in ("relevance_a", "relevance_b", "pixel_relevance_a", "pixel_relevance_b"):
             want = getattr(alone, key)
             assert np.abs(getattr(e, key) - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_gradient_engine_frees_each_graph_above_the_layer_once_its_relevance_is_known(
+    model: ReIDModel, images: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pairx.explainers.pairx as engine
+
+    a, b = images
+    c = np.roll(a, 9, axis=1)
+    flags: list[bool] = []
+    real = engine.layer_relevance
+
+    def recording(*args: object, retain_graph: bool = True) -> object:
+        flags.append(retain_graph)
+        return real(*args, retain_graph=retain_graph)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "layer_relevance", recording)
+    one = PairX(model, [LAYER], n_pixel_maps=2, engine="gradient")
+    # a pair: each image's backward pass to the layer frees the graph above it
+    alone = one.explain_layers(a, b)[LAYER]
+    assert flags == [False, False]
+    flags.clear()
+    # a query: its relevance for both candidates at once, the second pass freeing; each
+    # candidate's at its own graph
+    query = one.explain_layers_pairs([(a, b), (a, c)], keys=[("a", "b"), ("a", "c")],
+                                     progress=False)
+    assert flags == [True, False, False, False]
+    flags.clear()
+    # several layers: the part between them is needed by the upper layer's pixel maps
+    two = PairX(model, [LAYER, "backbone.layer1"], n_pixel_maps=2, engine="gradient")
+    two.explain_layers(a, b)
+    assert flags == [True, True]
+    # the freed graphs gave the same explanation as the dense zennit engine
+    want = PairX(model, [LAYER], n_pixel_maps=2, engine="zennit").explain_layers(a, b)[LAYER]
+    for got in (alone, query[0][LAYER]):
+        np.testing.assert_array_equal(got.matches.grid_a, want.matches.grid_a)
+        for key in ("relevance_a", "relevance_b", "pixel_relevance_a", "pixel_relevance_b"):
+            ref = getattr(want, key)
+            assert np.abs(getattr(got, key) - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
 def test_graph_pool_evicts_the_graph_needed_latest(

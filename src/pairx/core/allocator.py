@@ -21,7 +21,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["MMAP_THRESHOLD", "TOP_PAD", "TRIM_THRESHOLD", "tune_allocator"]
+__all__ = ["MMAP_THRESHOLD", "TOP_PAD", "TRIM_THRESHOLD", "release_free_memory", "tune_allocator"]
 
 MMAP_THRESHOLD = 256 << 20
 """Blocks below this size come from the heap and are reused after ``free`` (bytes)."""
@@ -63,3 +63,25 @@ def tune_allocator() -> bool:
         (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
         (_M_TOP_PAD, TOP_PAD)))
     return _applied
+
+
+def release_free_memory() -> bool:
+    """Give the pages of free heap memory back to the kernel (glibc's ``malloc_trim(0)``, which
+    also releases whole free pages inside the heap, not only at its top).
+
+    With :func:`tune_allocator`'s settings freed tensor memory stays in the process for reuse,
+    up to about a gigabyte after a PAIR-X call on a MiewID-sized model; :class:`PairX` calls
+    this at the end of each call of its gradient engine, so that a long-lived process (the
+    review app's worker) holds between calls only what it uses. (Calling it between the pairs
+    of one call lowered the peak by about 0.3 GB but cost about 0.4 s per pair in page faults.)
+    A no-op, returning ``False``, with ``PAIRX_MALLOC=system``, before :func:`tune_allocator`
+    has applied its settings, or elsewhere than glibc.
+    """
+    if not _applied:
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    trim = libc.malloc_trim
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True

@@ -259,7 +259,10 @@ def _conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]
 def _zplus_conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]]:
     """:class:`pairx.explainers.gradient_lrp.ZPlusConv`: ``[x>0] W+^T u + [x<0] W-^T u``
     with ``u = g * ratio``."""
-    w_pos, w_neg, ratio, sign = node.saved_tensors
+    weight, ratio, sign = node.saved_tensors
+    w_pos, w_neg = node.split(weight, keep=True)  # one replay per map: made once
+    if not node.signed:
+        w_neg = None
     stride, padding, dilation, groups = node.conv
     u = win.t * rp.crop(ratio, win)
     full = (int(node.input_size[-2]), int(node.input_size[-1]))

@@ -64,16 +64,18 @@ __all__ = [
 ]
 
 
-def _stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """zennit's stabilizer, a new tensor: ``z + eps * sign(z)`` with ``sign(0) = +1`` (adding
-    ``0.0`` first turns a negative zero into a positive one)."""
-    den = z.detach().add(0.0)
+def _stabilize(z: torch.Tensor, eps: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """zennit's stabilizer, a new tensor (or ``out``): ``z + eps * sign(z)`` with
+    ``sign(0) = +1`` (adding ``0.0`` first turns a negative zero into a positive one)."""
+    den = z.detach().add(0.0) if out is None else torch.add(z.detach(), 0.0, out=out)
     return den.add_(torch.copysign(torch.tensor(eps, dtype=z.dtype, device=z.device), den))
 
 
-def _ratio(y: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
-    """``carrier(y) / stabilize(z)`` (detached), computed in place in one new tensor."""
-    den = _stabilize(z, eps)
+def _ratio(y: torch.Tensor, z: torch.Tensor, eps: float,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """``carrier(y) / stabilize(z)`` (detached), computed in place in one new tensor (or
+    ``out``)."""
+    den = _stabilize(z, eps, out)
     return torch.div(carrier(y), den, out=den)
 
 
@@ -134,6 +136,51 @@ class _ZPlusRule(_Rule):
     def __init__(self, eps: float) -> None:
         super().__init__(eps)
         self._params: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self._kept: dict[tuple[Any, ...],
+                         tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self._biases: dict[int, torch.Tensor] = {}
+        self._scratch: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+    def split_weight(self, weight: torch.Tensor, *, negative: bool = True, keep: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(W+, W-)`` of a convolution weight (``W-`` only with ``negative``).
+
+        By default they are written into two scratch buffers that every call reuses, so they are
+        valid until the next call (a graph keeps no copy of the model's weights, and no
+        weight-sized temporaries are left behind in the heap); with ``keep`` they are made once
+        and kept while the rule lives, i.e. for one :func:`gradient_lrp_mode` block (the cone
+        replay runs the layers below the explained one once per pixel map).
+        """
+        key = (weight.data_ptr(), tuple(weight.shape), weight.dtype)
+        cached = self._kept.get(key)
+        if cached is not None:
+            return cached[1], cached[2]
+        if keep:  # the weight is kept too, so that its address is not reused in the block
+            kept = (weight, weight.clamp(min=0), weight.clamp(max=0))
+            self._kept[key] = kept
+            return kept[1], kept[2]
+        if not weight.is_contiguous():
+            return weight.clamp(min=0), weight.clamp(max=0) if negative else None
+        n = weight.numel()
+        slot = (weight.dtype, weight.device)
+        buf = self._scratch.get(slot)
+        if buf is None or buf.shape[1] < n:
+            buf = torch.empty(2, n, dtype=weight.dtype, device=weight.device)
+            self._scratch[slot] = buf
+        w_pos = torch.clamp(weight, min=0, out=buf[0, :n].view(weight.shape))
+        w_neg = (torch.clamp(weight, max=0, out=buf[1, :n].view(weight.shape))
+                 if negative else None)
+        return w_pos, w_neg
+
+    def _bias_pos(self, module: nn.Module) -> torch.Tensor | None:
+        """``b+`` of a module (made once; biases are small)."""
+        if module.bias is None:
+            return None
+        cached = self._biases.get(id(module))
+        if cached is None:
+            cached = torch.as_tensor(module.bias).detach().clamp(min=0)
+            self._biases[id(module)] = cached
+        return cached
 
     def _split(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         cached = self._params.get(id(module))
@@ -157,10 +204,12 @@ class _ZPlusRule(_Rule):
                 and not isinstance(module.padding, str) and inputs
                 and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor)
                 and inputs[0].requires_grad):
-            w_pos, w_neg, b_pos = self._split(module)
+            bias = self._bias_pos(module)
             conv = (tuple(module.stride), tuple(module.padding), tuple(module.dilation),
                     int(module.groups))
-            return ZPlusConv.apply(inputs[0], output.detach(), w_pos, w_neg, b_pos, conv, self.eps)
+            return ZPlusConv.apply(inputs[0], output.detach(),
+                                   torch.as_tensor(module.weight).detach(), bias, conv, self.eps,
+                                   self.split_weight)
         return super().__call__(module, inputs, output)
 
     def surrogate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -180,38 +229,48 @@ class ZPlusConv(torch.autograd.Function):
     """``ZPlus`` for a zero-padded ``Conv2d`` as one autograd node that keeps only what the
     rule needs: the output's value forward; backward, with ``u = g * c(y) / s(z)``,
     ``[x>0] W+^T u + [x<0] W-^T u`` (the same as differentiating the surrogate, whose graph
-    would also keep ``x``, ``x+`` and ``x-``). Saved: ``W+``, ``W-``, the ratio and the sign
-    of ``x`` (one byte per element)."""
+    would also keep ``x``, ``x+`` and ``x-``). Saved: the (canonized) weight itself, the
+    ratio and the sign of ``x`` (one byte per element); ``W+`` and ``W-`` are made from the
+    weight when they are needed (``split``, :meth:`_ZPlusRule.split_weight`), so a graph holds
+    no copy of the model's weights."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, w_pos: torch.Tensor,
-                w_neg: torch.Tensor, b_pos: torch.Tensor | None,
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                b_pos: torch.Tensor | None,
                 conv: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int],
-                eps: float) -> torch.Tensor:
+                eps: float, split: Any) -> torch.Tensor:
         stride, padding, dilation, groups = conv
         xd = x.detach()
-        z = F.conv2d(xd.clamp(min=0), w_pos, b_pos, stride, padding, dilation, groups)
         signed = bool(xd.numel()) and float(xd.min()) < 0
+        # what the node keeps is allocated before the temporaries, which are then freed in
+        # the reverse order: the heap does not fragment into holes below the saved tensors
+        ratio = torch.empty_like(y)
+        sign = torch.empty(xd.shape, dtype=torch.int8, device=xd.device)
+        sign.copy_(torch.sign(xd))
+        w_pos, w_neg = split(weight, negative=signed)
+        z = F.conv2d(xd.clamp(min=0), w_pos, b_pos, stride, padding, dilation, groups)
         if signed:
             z.add_(F.conv2d(xd.clamp(max=0), w_neg, None, stride, padding, dilation, groups))
-        ctx.save_for_backward(w_pos, w_neg if signed else None, _ratio(y, z, eps),
-                              torch.sign(xd).to(torch.int8))
+        del w_pos, w_neg
+        ctx.save_for_backward(weight, _ratio(y, z, eps, out=ratio), sign)
+        ctx.signed = signed
+        ctx.split = split
         ctx.has_zero = has_zero(xd)
         ctx.conv = conv
         ctx.input_size = tuple(x.shape)
-        return y.detach().clone()
+        return y.detach().view_as(y)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        w_pos, w_neg, ratio, sign = ctx.saved_tensors
+        weight, ratio, sign = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
+        w_pos, w_neg = ctx.split(weight, negative=ctx.signed)
         u = grad * ratio
         out = conv2d_input(ctx.input_size, w_pos, u, stride, padding, dilation, groups)
-        neg = None if w_neg is None else conv2d_input(ctx.input_size, w_neg, u, stride,
-                                                      padding, dilation, groups)
+        neg = None if not ctx.signed else conv2d_input(ctx.input_size, w_neg, u, stride,
+                                                       padding, dilation, groups)
         return (signed_select(sign, out, neg, ctx.has_zero),
                 None, None, None, None, None, None)
-
 
 
 def _rule_for(rule: object, module: nn.Module, epsilon: float, stabilizer: float) -> _Rule:

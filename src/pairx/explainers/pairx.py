@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pairx.core.allocator import release_free_memory
 from pairx.core.errors import InputError, LayerError, ModelError
 from pairx.core.explainer import ImageInput, PairExplainer, PreparedImage
 from pairx.core.results import Matches, PairExplanation
@@ -63,6 +64,10 @@ __all__ = ["ENGINES", "PairX", "explain"]
 _Image = PreparedImage
 _DUMMY_SIDE = 64
 """Side of the crop that runs below the cut when a pass has no image it has not seen."""
+_EAGER_PAIRS = 16
+"""Gradient engine, one layer: an image's relevance for at most this many of its pairs is
+computed as soon as its graph is built, so that the part of the graph above the layer can be
+freed at once; an image in more pairs of one call keeps its whole graph while it is needed."""
 
 
 @dataclass
@@ -75,6 +80,10 @@ class _Graph:
     maps: dict[tuple[str, int, int], torch.Tensor] = field(default_factory=dict)
     """Pixel maps computed so far, by ``(layer, col, row)``: a map depends on the image and the
     position only, not on the partner, so a query's maps are shared by all its candidates."""
+    relevance: dict[tuple[int, int], tuple[float, list[torch.Tensor | None]]] = field(
+        default_factory=dict)
+    """Similarity and relevance at the layers computed ahead, by ``(pair, side)`` (side 0: the
+    image is the pair's first, 1: its second)."""
 
     def pixel_maps(self, name: str, positions: torch.Tensor, method: str) -> torch.Tensor:
         """``(K, 1, H, W)`` pixel maps of ``(K, 1, 2)`` positions, each computed once."""
@@ -135,8 +144,9 @@ class PairX(PairExplainer):
         relevances (float rounding).
     max_graphs
         Gradient engine: single-image LRP graphs kept alive at once within an
-        :meth:`explain_layers_pairs` call (at least 2; each holds the activations of one image,
-        about 3 GB for a MiewID-sized model at 440 px).
+        :meth:`explain_layers_pairs` call (at least 2; each holds what the backward passes need
+        of one image: about 0.9 GB for a MiewID-sized model at 440 px, 0.4 GB once the part
+        above a single explained layer is freed).
     pairs_per_pass
         zennit engine without pixel maps (the evaluation protocol): pairs whose images share
         one LRP forward and one backward pass (default 8: batches of up to 16 images above
@@ -445,12 +455,14 @@ class PairX(PairExplainer):
             with gradient_lrp_mode(lrp_model, family=self.family) as net:
                 graphs = _GraphPool(lambda st: self._forward(net, lrp_model, [st]), states,
                                     self.max_graphs)
+                outputs = _Outputs(net, lrp_model, graphs)
                 for i, (sa, sb) in enumerate(bar):
-                    ga, gb = graphs.get(i, sa), graphs.get(i, sb)
-                    results.append(self._explain_separate(sa, sb, ga, gb, n_pix))
+                    results.append(self._explain_separate(i, sa, sb, graphs, outputs, n_pix))
                     graphs.release(i)
                     if on_result is not None:
                         on_result(i, results[-1])
+                del graphs, outputs
+            release_free_memory()  # between calls a long-lived process holds what it uses
         else:
             bar = tqdm(total=len(states), desc="PAIR-X", disable=not progress or len(states) < 2)
             # without pixel maps several pairs share one forward and one backward pass (the
@@ -471,13 +483,28 @@ class PairX(PairExplainer):
         return results
 
     def _explain_separate(
-        self, sa: _Image, sb: _Image, ga: _Graph, gb: _Graph, n_pix: int
+        self, i: int, sa: _Image, sb: _Image, graphs: _GraphPool, outputs: _Outputs,
+        n_pix: int,
     ) -> dict[str, PairExplanation]:
-        """A pair over two single-image graphs of the gradient engine."""
-        cos, r_a, r_b = seed_relevance(self.target, ga.out.detach().float(),
-                                       gb.out.detach().float())
-        rel_a = layer_relevance(ga.out, r_a.to(ga.out.dtype), list(ga.layers.values()))
-        rel_b = layer_relevance(gb.out, r_b.to(gb.out.dtype), list(gb.layers.values()))
+        """Pair ``i`` over two single-image graphs of the gradient engine.
+
+        An image's relevance at the layers is computed as soon as its graph exists, the
+        partner's output taken from the partner's graph or, where that graph is not built yet,
+        from a forward pass without a graph (the same values, a fraction of the cost). With one
+        explained layer, the backward pass to it then frees the part of the graph above the
+        layer (the pixel maps need only the part below) once no later pair needs it: an image
+        in up to :data:`_EAGER_PAIRS` pairs of the call (a query and its candidates) gets its
+        relevance for all of them at once. So at most one whole graph is alive at a time (on
+        a MiewID-sized model about 0.5 GB less than two).
+        """
+        first, second = (sb, sa) if graphs.is_live(sa) and not graphs.is_live(sb) else (sa, sb)
+        for st in (first, second):
+            g = graphs.get(i, st)
+            outputs.remember(st, g)
+            self._relevance_ahead(i, st, g, graphs, outputs)
+        ga, gb = graphs.get(i, sa), graphs.get(i, sb)
+        cos, rel_a = ga.relevance.pop((i, 0))
+        _, rel_b = gb.relevance.pop((i, 1))
 
         def pixels(name: str, positions: torch.Tensor) -> torch.Tensor:
             pix_a = ga.pixel_maps(name, positions[:, :1], self._pixel_method)
@@ -487,6 +514,29 @@ class PairX(PairExplainer):
         return self._explanations(
             sa, sb, cos, rel_a, rel_b, ga.layers, gb.layers, pixels, n_pix
         )
+
+    def _relevance_ahead(self, i: int, st: _Image, g: _Graph, graphs: _GraphPool,
+                         outputs: _Outputs) -> None:
+        """Fill ``g.relevance`` for pair ``i`` and, where the rest of the graph above the layer
+        can then go, for every later pair of ``st`` (see :meth:`_explain_separate`)."""
+        todo = [(j, side) for j in graphs.uses_from(i, st)
+                for side, other in enumerate(graphs.pairs[j]) if other is st
+                and (j, side) not in g.relevance]
+        if not todo:
+            return
+        free = len(self.layers) == 1 and len(todo) <= _EAGER_PAIRS
+        now = todo if free else [(j, side) for j, side in todo if j == i]
+        free = free or (len(self.layers) == 1 and now == todo)
+        targets = list(g.layers.values())
+        for n, (j, side) in enumerate(now):
+            pa, pb = graphs.pairs[j]
+            a_out = g.out.detach() if side == 0 else outputs.of(pa)
+            b_out = g.out.detach() if side == 1 else outputs.of(pb)
+            cos, r_a, r_b = seed_relevance(self.target, a_out.float(), b_out.float())
+            seed = (r_a if side == 0 else r_b).to(g.out.dtype)
+            retain = not (free and n + 1 == len(now))
+            g.relevance[(j, side)] = (cos, layer_relevance(g.out, seed, targets,
+                                                           retain_graph=retain))
 
     def _explain_batched(
         self, pairs: Sequence[tuple[_Image, _Image]], graph: _Graph, n_pix: int
@@ -624,9 +674,50 @@ class _GraphPool:
         self.live[key] = graph
         return graph
 
+    def is_live(self, st: _Image) -> bool:
+        """Whether the graph of ``st`` is built and kept."""
+        return id(st) in self.live
+
+    def uses_from(self, i: int, st: _Image) -> list[int]:
+        """The pairs from pair ``i`` on that use ``st`` (ascending)."""
+        later = self.uses[id(st)]
+        return later[bisect.bisect_left(later, i):]
+
     def release(self, i: int) -> None:
         for key in [k for k in self.live if self._next_use(k, i) == math.inf]:
             del self.live[key]
+
+
+class _Outputs:
+    """The LRP network's outputs of the images of one gradient-engine call, for the starting
+    relevance of their partners: from an image's graph where it has one, else from a forward
+    pass of the canonized network without a graph (the same values: recording a graph does not
+    change the arithmetic), remembered for the call."""
+
+    def __init__(self, net: nn.Module, model: ReIDModel, graphs: _GraphPool) -> None:
+        self.net = net
+        self.dtype = next((p.dtype for p in model.net.parameters()), torch.float32)
+        self.graphs = graphs
+        self.known: dict[int, torch.Tensor] = {}
+
+    def remember(self, st: _Image, graph: _Graph) -> None:
+        self.known[id(st)] = graph.out.detach()
+
+    def of(self, st: _Image) -> torch.Tensor:
+        """``(1, D)`` output of ``st`` in the LRP network's number format (detached)."""
+        live = self.graphs.live.get(id(st))
+        if live is not None:
+            return live.out.detach()
+        if id(st) not in self.known:
+            with torch.no_grad():
+                out = self.net(st.x.detach().to(self.dtype))
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                raise ModelError(
+                    "the model must return (B, D) embeddings; got "
+                    f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+            self.known[id(st)] = out
+            st.embedding = out.float()
+        return self.known[id(st)]
 
 
 def _pair_groups(

@@ -83,7 +83,7 @@ class ValueOf(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return y.detach().clone()
+        return y.detach().view_as(y)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
