@@ -156,3 +156,36 @@ def test_what_the_reviewer_asks_for_now_overtakes_prefetching(fresh_project: Pat
         assert n == len(cands(queries[0]))
     finally:
         server.kill()
+
+
+def test_the_worker_gives_freed_memory_back_when_its_queue_runs_dry(
+    fresh_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from pairx.app import worker
+
+    project, layer, conn, query, cands = _query(fresh_project, 0)
+    *_, second, second_cands = _query(fresh_project, 1)
+    events: list[str] = []
+    polls = [0]
+
+    def parent() -> int:  # the worker's loop runs while this is its parent: 12 polls here
+        polls[0] += 1
+        return 1 if polls[0] <= 12 else -1
+
+    def run_job(*args: Any) -> None:
+        events.append(f"job {args[-1]['query']}")
+
+    monkeypatch.setattr(worker, "_die_with_parent", lambda: None)
+    monkeypatch.setattr(worker, "tune_allocator", lambda: True)
+    monkeypatch.setattr(worker, "_Engine", lambda project: object())
+    monkeypatch.setattr(worker, "_run_job", run_job)
+    monkeypatch.setattr(worker, "release_free_memory", lambda: events.append("release"))
+    monkeypatch.setattr(worker, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(os, "getppid", parent)
+    enqueue(conn, project, query, layer, cands[:1])
+    enqueue(conn, project, second, layer, second_cands[:1])
+    worker.worker_main(str(fresh_project), 1)
+    # both jobs back to back, then one release when the queue is empty, none while it stays so
+    assert events == [f"job {query}", f"job {second}", "release"]

@@ -34,7 +34,7 @@ from pairx.app.amd import AMD_VIEW
 from pairx.app.cache import ExplanationCache, content_key
 from pairx.app.project import Project, crop
 from pairx.app.store import transaction
-from pairx.core.allocator import tune_allocator
+from pairx.core.allocator import release_free_memory, tune_allocator
 
 __all__ = ["cache_key", "enqueue", "job_progress", "recover_jobs", "start_worker",
            "worker_main"]
@@ -279,12 +279,17 @@ def worker_main(root: str, parent: int) -> None:
     else:
         with transaction(conn):
             conn.execute("DELETE FROM meta WHERE key = 'worker_error'")
+    idle = True
     while os.getppid() == parent:
         job = conn.execute("SELECT * FROM jobs WHERE status = 'pending' "
                            "ORDER BY priority DESC, id LIMIT 1").fetchone()
         if job is None:
+            if not idle:  # the queue ran dry: give the freed memory of the jobs back
+                release_free_memory()
+                idle = True
             time.sleep(POLL_SECONDS)
             continue
+        idle = False
         with transaction(conn):
             conn.execute("UPDATE jobs SET status = 'running', started_at = ?, updated_at = ? "
                          "WHERE id = ?", (time.time(), time.time(), job["id"]))

@@ -35,7 +35,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pairx.core.allocator import release_free_memory
 from pairx.core.errors import InputError, LayerError, ModelError
 from pairx.core.explainer import ImageInput, PairExplainer, PreparedImage
 from pairx.core.results import Matches, PairExplanation
@@ -461,8 +460,6 @@ class PairX(PairExplainer):
                     graphs.release(i)
                     if on_result is not None:
                         on_result(i, results[-1])
-                del graphs, outputs
-            release_free_memory()  # between calls a long-lived process holds what it uses
         else:
             bar = tqdm(total=len(states), desc="PAIR-X", disable=not progress or len(states) < 2)
             # without pixel maps several pairs share one forward and one backward pass (the
