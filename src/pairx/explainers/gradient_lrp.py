@@ -135,7 +135,6 @@ class _ZPlusRule(_Rule):
 
     def __init__(self, eps: float) -> None:
         super().__init__(eps)
-        self._params: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self._kept: dict[tuple[Any, ...],
                          tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self._biases: dict[int, torch.Tensor] = {}
@@ -183,14 +182,11 @@ class _ZPlusRule(_Rule):
         return cached
 
     def _split(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        cached = self._params.get(id(module))
-        if cached is None:
-            weight = torch.as_tensor(module.weight).detach()
-            bias = None if module.bias is None else torch.as_tensor(module.bias).detach()
-            cached = (weight.clamp(min=0), weight.clamp(max=0),
-                      None if bias is None else bias.clamp(min=0))
-            self._params[id(module)] = cached
-        return cached
+        """``W+``, ``W-`` and ``b+`` of a module whose rule is a differentiated surrogate (its
+        graph keeps them, so they are made once)."""
+        w_pos, w_neg = self.split_weight(torch.as_tensor(module.weight).detach(), keep=True)
+        assert w_neg is not None  # kept splits have both parts
+        return w_pos, w_neg, self._bias_pos(module)
 
     def _apply(self, module: nn.Module, x: torch.Tensor, w: torch.Tensor,
                b: torch.Tensor | None) -> torch.Tensor:
