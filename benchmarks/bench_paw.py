@@ -64,10 +64,8 @@ def masks_and_orientation(run: Path, data: Path) -> dict[str, float]:
     for s in test:
         x = model.to_input(s.path)
         out = net.forward_train(x)
-        masks = F.interpolate(out.masks, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        k = masks.shape[1] - 1
-        pred = masks[0].argmax(dim=0).numpy()
-        pred = np.where(pred == k, 0, pred + 1)  # channel k is the background
+        k = out.masks.shape[1] - 1
+        pred = _labels_at(out.masks[0], (int(x.shape[-2]), int(x.shape[-1])))
         true = _true_labels(data, s, cfg["size"])
         score.add(pred, true)
         visible = [i for i in range(k) if (true == i + 1).any()]
@@ -102,15 +100,13 @@ class _MaskScore:
                                 strict=True))}
 
 
-def _upsampled_labels(masks: torch.Tensor, mask_size: tuple[int, int],
-                      size: tuple[int, int]) -> np.ndarray:
-    """``(K + 1, h, w)`` token-grid masks (background last) -> part labels at ``size``, through
-    the model's own upsampling to ``mask_size`` and the benchmark's to the input size."""
-    up = F.interpolate(masks[None], size=mask_size, mode="bilinear", align_corners=False)
-    up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)[0]
-    k = up.shape[0] - 1
+def _labels_at(masks: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """``(K + 1, h, w)`` masks (background last) -> part labels (0 background, 1..K parts) at
+    ``size``, by bilinear upsampling and argmax, as the model's masks are scored."""
+    up = F.interpolate(masks[None], size=size, mode="bilinear", align_corners=False)[0]
     pred = up.argmax(dim=0).numpy()
-    return np.where(pred == k, 0, pred + 1)
+    k = up.shape[0] - 1
+    return np.where(pred == k, 0, pred + 1)  # channel k is the background
 
 
 def token_grid_ceiling(data: Path, size: int, grid: int) -> dict[str, float]:
@@ -123,7 +119,9 @@ def token_grid_ceiling(data: Path, size: int, grid: int) -> dict[str, float]:
         onehot = F.one_hot(torch.from_numpy(true).long(), 6).permute(2, 0, 1).float()
         shares = F.adaptive_avg_pool2d(onehot[None], grid)[0]
         masks = torch.cat([shares[1:], shares[:1]])  # parts 1..5, then the background
-        score.add(_upsampled_labels(masks, (size // 4, size // 4), (size, size)), true)
+        quarter = F.interpolate(masks[None], size=(size // 4, size // 4), mode="bilinear",
+                                align_corners=False)[0]  # the model's own upsampling
+        score.add(_labels_at(quarter, (size, size)), true)
     return {**score.figures(), "size": size, "grid": grid}
 
 

@@ -305,7 +305,7 @@ class PairX(PairExplainer):
             raise InputError(
                 f"both images must have the same input size; got {sorted(shapes)}"
             )
-        dtype = next((p.dtype for p in model.net.parameters()), torch.float32)
+        dtype = _dtype_of(model)
         gather, small = None, False
         if not to_pixels and self._dedupe and len(states) >= 2:
             gather, x, small = self._cut_gather(states, dtype)
@@ -327,11 +327,7 @@ class PairX(PairExplainer):
                                      for t in found.values()):
             # a layer that is not downstream of the first one: record the whole pass
             return self._forward(net, model, states, to_pixels=True)
-        if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            raise ModelError(
-                f"model {self.model.name!r} must return (B, D) embeddings; got "
-                f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
-            )
+        out = _embeddings(self.model, out)
         layers = {n: require_spatial_output(n, found.get(n), self.model) for n in self.layers}
         for i, st in enumerate(states):
             st.embedding = out[i : i + 1].detach().float()
@@ -454,7 +450,7 @@ class PairX(PairExplainer):
             with gradient_lrp_mode(lrp_model, family=self.family) as net:
                 graphs = _GraphPool(lambda st: self._forward(net, lrp_model, [st]), states,
                                     self.max_graphs)
-                outputs = _Outputs(net, lrp_model, graphs)
+                outputs = _Outputs(net, lrp_model)
                 for i, (sa, sb) in enumerate(bar):
                     results.append(self._explain_separate(i, sa, sb, graphs, outputs, n_pix))
                     graphs.release(i)
@@ -521,9 +517,10 @@ class PairX(PairExplainer):
                 and (j, side) not in g.relevance]
         if not todo:
             return
-        free = len(self.layers) == 1 and len(todo) <= _EAGER_PAIRS
-        now = todo if free else [(j, side) for j, side in todo if j == i]
-        free = free or (len(self.layers) == 1 and now == todo)
+        single = len(self.layers) == 1
+        now = (todo if single and len(todo) <= _EAGER_PAIRS
+               else [(j, side) for j, side in todo if j == i])
+        free = single and now == todo  # no later pair needs the graph above the layer
         targets = list(g.layers.values())
         for n, (j, side) in enumerate(now):
             pa, pb = graphs.pairs[j]
@@ -687,14 +684,13 @@ class _GraphPool:
 
 class _Outputs:
     """The LRP network's outputs of the images of one gradient-engine call, for the starting
-    relevance of their partners: from an image's graph where it has one, else from a forward
-    pass of the canonized network without a graph (the same values: recording a graph does not
-    change the arithmetic), remembered for the call."""
+    relevance of their partners: from an image's graph once it has one (:meth:`remember`), else
+    from a forward pass of the canonized network without a graph (the same values: recording a
+    graph does not change the arithmetic), remembered for the call."""
 
-    def __init__(self, net: nn.Module, model: ReIDModel, graphs: _GraphPool) -> None:
+    def __init__(self, net: nn.Module, model: ReIDModel) -> None:
         self.net = net
-        self.dtype = next((p.dtype for p in model.net.parameters()), torch.float32)
-        self.graphs = graphs
+        self.model = model
         self.known: dict[int, torch.Tensor] = {}
 
     def remember(self, st: _Image, graph: _Graph) -> None:
@@ -702,19 +698,27 @@ class _Outputs:
 
     def of(self, st: _Image) -> torch.Tensor:
         """``(1, D)`` output of ``st`` in the LRP network's number format (detached)."""
-        live = self.graphs.live.get(id(st))
-        if live is not None:
-            return live.out.detach()
         if id(st) not in self.known:
             with torch.no_grad():
-                out = self.net(st.x.detach().to(self.dtype))
-            if not isinstance(out, torch.Tensor) or out.dim() != 2:
-                raise ModelError(
-                    "the model must return (B, D) embeddings; got "
-                    f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+                out = _embeddings(self.model, self.net(st.x.detach().to(_dtype_of(self.model))))
             self.known[id(st)] = out
             st.embedding = out.float()
         return self.known[id(st)]
+
+
+def _dtype_of(model: ReIDModel) -> torch.dtype:
+    """The number format of the model's parameters (float32 for a model without any)."""
+    return next((p.dtype for p in model.net.parameters()), torch.float32)
+
+
+def _embeddings(model: ReIDModel, out: object) -> torch.Tensor:
+    """``out`` if it is a ``(B, D)`` tensor of embeddings."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ModelError(
+            f"model {model.name!r} must return (B, D) embeddings; got "
+            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+        )
+    return out
 
 
 def _pair_groups(
