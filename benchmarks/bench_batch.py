@@ -1,6 +1,6 @@
 """Batch jobs: ``pairx evaluate`` on this process against Ray actors, and what Ray costs.
 
-Runs the real protocol (:func:`pairx.metrics.protocol.evaluate`) on one synthetic dataset with
+Runs the real protocol (:func:`pairx.evaluation.protocol.evaluate`) on one synthetic dataset with
 each backend configuration, in this order, into its own output folder:
 
 * ``local-1t`` / ``local-2t``: this process, 1 or 2 torch threads (today's behaviour);
@@ -64,7 +64,7 @@ def _run(name: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     from pairx.batch.executors import RayExecutor
     from pairx.batch.spec import ModelSpec
     from pairx.data.datasets import load_dataset
-    from pairx.metrics.protocol import EvaluationConfig, evaluate
+    from pairx.evaluation.protocol import EvaluationConfig, evaluate
     from pairx.models.loaders import load_model
 
     dataset = load_dataset(data)

@@ -1,7 +1,8 @@
 """Wall time of ``pairx evaluate`` and where it goes (forward, LRP, matching, homography, KDE).
 
-Runs the real protocol (:func:`pairx.metrics.protocol.evaluate` + :func:`~pairx.metrics.report.
-write_report`) with timing wrappers around the engine's stages, then extrapolates linearly to
+Runs the real protocol (:func:`pairx.evaluation.protocol.evaluate` +
+:func:`~pairx.evaluation.report.write_report`) with timing wrappers around the engine's
+stages, then extrapolates linearly to
 ``--target`` pairs (the per-pair stages scale with the number of pairs; embedding scales with
 the number of images and is reported separately).
 
@@ -43,10 +44,10 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 @contextmanager
 def instrumented() -> Iterator[None]:
     """Patch the engine and metric stages with timers; always restores the originals."""
+    import pairx.evaluation.pair_metrics as pair_metrics
+    import pairx.evaluation.protocol as protocol
+    import pairx.evaluation.report as report
     import pairx.explainers.pairx as engine
-    import pairx.metrics.pair_metrics as pair_metrics
-    import pairx.metrics.protocol as protocol
-    import pairx.metrics.report as report
     from pairx.metrics import homography
 
     patches: list[tuple[Any, str, Any]] = [
@@ -110,8 +111,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from pairx.data.datasets import load_dataset
-    from pairx.metrics.protocol import EvaluationConfig, evaluate, read_pairs
-    from pairx.metrics.report import write_report
+    from pairx.evaluation.protocol import EvaluationConfig, evaluate, read_pairs
+    from pairx.evaluation.report import write_report
     from pairx.models.loaders import load_model
 
     dataset = load_dataset(args.data)

@@ -3,7 +3,7 @@
 About half of PAIR-X's top-20 matches on the synthetic benchmark have no true correspondence
 (mostly a point of A on the background; see ``pairx baselines``). ``PairX(match_filter=
 "ransac")`` keeps only the inliers of a RANSAC homography over all matches. This script
-measures both on the same pairs (``pairx.metrics.baselines.pair_rows``): PCK@16 of the top-20
+measures both on the same pairs (``pairx.evaluation.baselines.pair_rows``): PCK@16 of the top-20
 matches where the truth is defined, the defined share and why the rest is undefined, the
 inverted residual mean, mass on the animal and deletion AUC of the pixel maps.
 
@@ -20,8 +20,8 @@ import torch
 
 def main() -> None:
     from pairx.data.datasets import load_dataset
+    from pairx.evaluation.baselines import pair_rows, same_flank_pairs, summarise
     from pairx.explainers.pairx import PairX
-    from pairx.metrics.baselines import pair_rows, same_flank_pairs, summarise
     from pairx.metrics.homography import GroundTruthHomography
     from pairx.models.default import load_default
 

@@ -81,8 +81,8 @@ def _images(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_floor(size: int, n_pix: int, engine: str = "zennit") -> dict[str, object]:
-    from pairx.explainers.gradient_lrp import gradient_lrp_mode, layer_relevance
-    from pairx.explainers.lrp import lrp_mode, similarity_relevance
+    from pairx.lrp.gradient_engine import gradient_lrp_mode, layer_relevance
+    from pairx.lrp.zennit_engine import lrp_mode, similarity_relevance
 
     model = _model(size)
     a, b = _images(size)
@@ -106,8 +106,8 @@ def run_floor_gradient(size: int, n_pix: int) -> dict[str, object]:
 
 
 def run_per_match(size: int, n_pix: int) -> dict[str, object]:
-    from pairx.explainers.lrp import capture_layers, lrp_mode, pixel_relevance
     from pairx.explainers.pairx import _matches
+    from pairx.lrp.zennit_engine import capture_layers, lrp_mode, pixel_relevance
 
     model = _model(size)
     a, b = _images(size)

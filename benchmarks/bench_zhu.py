@@ -60,10 +60,10 @@ def _localised(sal: np.ndarray, box: tuple[int, int, int, int], t: float) -> boo
 
 def main() -> None:
     from pairx.data.datasets import load_dataset
+    from pairx.evaluation.baselines import match_scores, same_flank_pairs
     from pairx.explainers import create
     from pairx.explainers.zhu import argmax_matches, decompose_tensors, fold_head
     from pairx.explainers.zhu_retrieval import partial_similarity
-    from pairx.metrics.baselines import match_scores, same_flank_pairs
     from pairx.metrics.faithfulness import _on_animal
     from pairx.metrics.homography import GroundTruthHomography
     from pairx.models.default import load_default

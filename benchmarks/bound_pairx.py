@@ -133,12 +133,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from pairx.explainers.gradient_lrp import (
+    from pairx.lrp.gradient_engine import (
         gradient_lrp_mode,
         layer_relevance,
         position_pixel_relevance,
     )
-    from pairx.explainers.lrp import (
+    from pairx.lrp.zennit_engine import (
         capture_layers,
         lrp_mode,
         pixel_relevance,

@@ -18,7 +18,7 @@ PUBLIC = {
     "pairx.core.targets": ["CosineTarget", "DotTarget", "make_target", "TARGETS"],
     "pairx.models.layer_choice": ["default_layers", "pool_input_layer"],
     "pairx.viz.maps": ["render_maps", "render_comparison"],
-    "pairx.metrics.baselines": ["pair_rows", "same_flank_pairs", "hard_negative_pairs",
+    "pairx.evaluation.baselines": ["pair_rows", "same_flank_pairs", "hard_negative_pairs",
                                 "summarise"],
     "pairx.explainers.pairx": ["explain", "PairX"],
     "pairx.core.results": ["Matches", "PairExplanation", "SimilarityContext", "ModelInfo"],

@@ -15,7 +15,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from pairx.batch.executors import LocalExecutor, RayExecutor  # noqa: E402
 from pairx.batch.spec import ModelSpec  # noqa: E402
 from pairx.data.datasets import load_dataset  # noqa: E402
-from pairx.metrics.protocol import EvaluationConfig, evaluate  # noqa: E402
+from pairx.evaluation.protocol import EvaluationConfig, evaluate  # noqa: E402
 from pairx.models.loaders import load_model  # noqa: E402
 
 LAYER = "backbone.layer3"

@@ -18,8 +18,8 @@ from pairx.batch.explain import ExplainTask, explain_batch, read_pairs_file  # n
 from pairx.batch.spec import ModelSpec, WorkerError  # noqa: E402
 from pairx.core.errors import InputError  # noqa: E402
 from pairx.data.datasets import load_dataset  # noqa: E402
-from pairx.metrics.protocol import EvaluationConfig, evaluate  # noqa: E402
-from pairx.metrics.report import write_report  # noqa: E402
+from pairx.evaluation.protocol import EvaluationConfig, evaluate  # noqa: E402
+from pairx.evaluation.report import write_report  # noqa: E402
 from pairx.models.loaders import load_model  # noqa: E402
 
 LAYER = "backbone.layer3"

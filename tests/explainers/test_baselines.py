@@ -120,7 +120,7 @@ def test_shap_is_constant_within_superpixels(model: pairx.ReIDModel,
 
 def test_input_lrp_equals_zennit_oracle(model: pairx.ReIDModel, triple: list[str]) -> None:
     """The gradient engine's input map equals zennit's rule hooks (an independent engine)."""
-    from pairx.explainers.lrp import input_relevance, similarity_relevance
+    from pairx.lrp.zennit_engine import input_relevance, similarity_relevance
 
     e = pairx.explain(model, triple[0], triple[1], method="lrp")
     ex = explainers.create("lrp", model)

@@ -16,10 +16,10 @@ from torch import nn
 import pairx.explainers.pairx as pairx_module
 from pairx.core.errors import ImageReadError, InputError, LayerError, ModelError
 from pairx.core.results import PairExplanation
-from pairx.explainers.lrp import capture_layers, input_relevance, lrp_mode, similarity_relevance
 from pairx.explainers.matching import feature_descriptors, mutual_nearest_neighbours
 from pairx.explainers.pairx import PairX as _PairX
 from pairx.explainers.pairx import explain as _explain
+from pairx.lrp.zennit_engine import capture_layers, input_relevance, lrp_mode, similarity_relevance
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.architectures import ReIDNet
 

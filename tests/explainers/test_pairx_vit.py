@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from pairx.core.errors import LayerError
-from pairx.explainers.lrp import lrp_mode, similarity_relevance
 from pairx.explainers.matching import feature_descriptors, mutual_nearest_neighbours
 from pairx.explainers.pairx import PairX as _PairX
+from pairx.lrp.zennit_engine import lrp_mode, similarity_relevance
 from pairx.models.adapter import Preprocessing, ReIDModel
 
 PairX = functools.partial(_PairX, allow_untrained=True)

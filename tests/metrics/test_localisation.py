@@ -61,7 +61,7 @@ def test_partial_views_keep_the_source_and_lower_covisibility(synth_dir: Path,
                                                               tmp_path: Path) -> None:
     from pairx.data.datasets import load_dataset
     from pairx.data.partial import CROP_SUFFIX, partial_views
-    from pairx.metrics.baselines import same_flank_pairs
+    from pairx.evaluation.baselines import same_flank_pairs
     from pairx.metrics.homography import GroundTruthHomography
 
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest()

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import timm
 import torch
-from tests.explainers.test_gradient_lrp import _both_engines, _close
+from tests.lrp.test_gradient_engine import _both_engines, _close
 from tests.models.test_vit import _zero_biases, assert_canonizer_exact, conservation_ratio
 from torch import nn
 
 from pairx.core.errors import LayerError, ModelError
-from pairx.explainers.lrp import lrp_mode, similarity_relevance
 from pairx.explainers.pairx import PairX
+from pairx.lrp.canonizers import detect_family
+from pairx.lrp.zennit_engine import lrp_mode, similarity_relevance
 from pairx.models.adapter import Preprocessing, ReIDModel
-from pairx.models.canonizers import detect_family
 from pairx.models.layer_choice import block_layers
 from pairx.models.layers import capture_layers, require_spatial_output
 from pairx.models.loaders import load_model

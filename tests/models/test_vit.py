@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import timm
 import torch
-from tests.explainers.test_gradient_lrp import _both_engines, _close
+from tests.lrp.test_gradient_engine import _both_engines, _close
 from torch import nn
 
 from pairx.core.errors import CanonizerError, LayerError, ModelError
-from pairx.explainers.gradient_lrp import gradient_lrp_mode, layer_relevance
-from pairx.explainers.lrp import input_relevance, lrp_mode
+from pairx.lrp.canonizers import canonizer_for, detect_family
+from pairx.lrp.gradient_engine import gradient_lrp_mode, layer_relevance
+from pairx.lrp.zennit_engine import input_relevance, lrp_mode
 from pairx.models.adapter import Preprocessing, ReIDModel
-from pairx.models.canonizers import canonizer_for, detect_family
 from pairx.models.layers import candidate_layers, capture_layers, require_spatial_output
 from pairx.models.loaders import load_model
 

@@ -2,7 +2,7 @@
 
 Writes ``OUT/pairs.csv`` (one row per pair and method, appended as computed: a rerun with the
 same options computes only the missing rows), ``OUT/summary.csv``, ``OUT/summary.md`` and
-``OUT/summary.png``. Public API only: :mod:`pairx.explainers` and :mod:`pairx.metrics.baselines`.
+``OUT/summary.png``. Public API only: :mod:`pairx.explainers` and :mod:`pairx.evaluation.baselines`.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], config: dict[str, Any]) 
     import matplotlib.pyplot as plt
 
     from pairx.core.files import atomic_write_text
-    from pairx.metrics.baselines import summarise
+    from pairx.evaluation.baselines import summarise
 
     summary = summarise(rows)
     keys = ["method", "kind", *[k for k, _, _ in _COLUMNS], "pairs_in_band"]
@@ -163,15 +163,15 @@ def baselines_command(
 
     from pairx.cli.compare import method_options, parse_methods
     from pairx.data.datasets import load_dataset
-    from pairx.explainers import create
-    from pairx.metrics.baselines import (
+    from pairx.evaluation.baselines import (
         ROW_FIELDS,
         hard_negative_pairs,
         pair_rows,
         same_flank_pairs,
     )
+    from pairx.evaluation.protocol import _image_input
+    from pairx.explainers import create
     from pairx.metrics.homography import GroundTruthHomography
-    from pairx.metrics.protocol import _image_input
     from pairx.models.layer_choice import default_layers
 
     names = parse_methods(methods)

@@ -97,9 +97,9 @@ def evaluate(
     """
     from pairx.batch.spec import ModelSpec
     from pairx.data.datasets import load_dataset
-    from pairx.metrics.protocol import EvaluationConfig
-    from pairx.metrics.protocol import evaluate as run_protocol
-    from pairx.metrics.report import write_report
+    from pairx.evaluation.protocol import EvaluationConfig
+    from pairx.evaluation.protocol import evaluate as run_protocol
+    from pairx.evaluation.report import write_report
 
     for name in homography.split(","):
         if name.strip() not in HOMOGRAPHIES:

@@ -86,9 +86,9 @@ def zhu_retrieve_command(
 ) -> None:
     """Rank a gallery by its similarity to one region of the query (and by the whole image)."""
     from pairx.data.datasets import load_dataset
+    from pairx.evaluation.protocol import _image_input
     from pairx.explainers.zhu import ZhuExplainer, fold_head
     from pairx.explainers.zhu_retrieval import partial_similarity
-    from pairx.metrics.protocol import _image_input
 
     dataset = load_dataset(data)
     samples = [s for s in dataset if Path(s.path).resolve() != query.resolve()]

@@ -3,7 +3,7 @@
 One input heatmap per image: relevance starts at the embedding as ``s * ds/de`` (the seed
 PAIR-X uses, the partner held fixed) and is propagated to the pixels by the EpsilonPlus
 composite with the model family's canonizer, through pairx's modified-gradient engine
-(:mod:`pairx.explainers.gradient_lrp`, identical to zennit's rule hooks within float rounding).
+(:mod:`pairx.lrp.gradient_engine`, identical to zennit's rule hooks within float rounding).
 The map is the input relevance summed over RGB, signed.
 """
 
@@ -16,8 +16,8 @@ import torch
 from pairx.core.errors import ModelError
 from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation
-from pairx.explainers.gradient_lrp import gradient_lrp_mode, layer_relevance
-from pairx.explainers.lrp import seed_relevance
+from pairx.lrp.gradient_engine import gradient_lrp_mode, layer_relevance
+from pairx.lrp.zennit_engine import seed_relevance
 
 __all__ = ["InputLRPExplainer"]
 

@@ -6,7 +6,7 @@ For a pair of images and a layer: per-position descriptors of the layer's activa
 channel-summed absolute relevances; the top matches are propagated back to pixels by LRP from
 the activation masked to the matched position.
 
-Cost: with the default ``engine="gradient"`` (:mod:`pairx.explainers.gradient_lrp`) the rules
+Cost: with the default ``engine="gradient"`` (:mod:`pairx.lrp.gradient_engine`) the rules
 are linear surrogates built once in an image's LRP forward pass, so that graph serves every
 backward pass of every pair the image takes part in: one LRP backward from the embedding to the
 layer per pair and image, and one backward pass per pixel map (one transposed operation per
@@ -38,21 +38,21 @@ from tqdm.auto import tqdm
 from pairx.core.errors import InputError, LayerError, ModelError
 from pairx.core.explainer import ImageInput, PairExplainer, PreparedImage
 from pairx.core.results import Matches, PairExplanation
-from pairx.explainers.gradient_lrp import (
-    gradient_lrp_mode,
-    layer_relevance,
-    position_pixel_relevance,
-)
-from pairx.explainers.lrp import (
-    capture_layers,
-    lrp_mode,
-    pixel_relevance,
-    seed_relevance,
-)
 from pairx.explainers.matching import (
     feature_descriptors,
     grid_centres,
     mutual_nearest_neighbours,
+)
+from pairx.lrp.gradient_engine import (
+    gradient_lrp_mode,
+    layer_relevance,
+    position_pixel_relevance,
+)
+from pairx.lrp.zennit_engine import (
+    capture_layers,
+    lrp_mode,
+    pixel_relevance,
+    seed_relevance,
 )
 from pairx.metrics.calibration import SimilarityCalibration
 from pairx.models.adapter import Preprocessing, ReIDModel
@@ -164,7 +164,7 @@ class PairX(PairExplainer):
         says where its similarity falls (``context``).
     pixel_method
         Gradient engine: ``"cone"`` computes all pixel maps of an image in one backward pass
-        restricted to each match's receptive-field cone (:mod:`pairx.explainers.cone`);
+        restricted to each match's receptive-field cone (:mod:`pairx.lrp.cone`);
         ``"dense"`` runs one full backward pass per map; ``"auto"`` (default) uses the cone
         where the model's graph allows it (never for token models: after one global attention
         layer every cone is the whole image). The maps are the same to float rounding.

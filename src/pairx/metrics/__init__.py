@@ -1,8 +1,8 @@
 """PAIR-X quantitative metrics (paper section 3.3, supplement B.3-B.4), ground-truth faithfulness.
 
 The pure functions live in :mod:`pairx.metrics.functional`; :mod:`~pairx.metrics.homography`
-provides homography sources, :mod:`~pairx.metrics.protocol` the resumable dataset protocol,
-:mod:`~pairx.metrics.report` the tables and plots, :mod:`~pairx.metrics.faithfulness` the
+provides homography sources, :mod:`~pairx.evaluation.protocol` the resumable dataset protocol,
+:mod:`~pairx.evaluation.report` the tables and plots, :mod:`~pairx.metrics.faithfulness` the
 synthetic ground-truth faithfulness.
 """
 

@@ -7,7 +7,7 @@ distance in cells ``max(|dx| / cell_w, |dy| / cell_h) <= 1``, where ``cell_w = W
 ``cell_h = H / h`` are the layer's cell size in model-input pixels. So the matched cell or one
 of its 8 neighbours must contain the true point.
 
-Reported per pair (and averaged per layer by :mod:`pairx.metrics.report`):
+Reported per pair (and averaged per layer by :mod:`pairx.evaluation.report`):
 
 * ``faithful``: hits among the top-``n`` matches (by relevance) divided by ``n``; a match whose
   true correspondence is undefined (``p_a`` off the animal, or occluded in B) counts as a miss.

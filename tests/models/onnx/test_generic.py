@@ -11,15 +11,15 @@ from torch import nn
 from zennit.layer import Sum
 
 from pairx.core.errors import ModelError
-from pairx.explainers.lrp import input_relevance
-from pairx.models.adapter import Preprocessing, ReIDModel
-from pairx.models.canonizers import Power, canonizer_for
-from pairx.models.graph_modules import (
+from pairx.lrp.canonizers import Power, canonizer_for
+from pairx.lrp.graph_modules import (
     Clamp,
     GatedProduct,
     GraphGeMMean,
     register_graph_rule,
 )
+from pairx.lrp.zennit_engine import input_relevance
+from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.onnx import load_onnx
 
 from .conftest import export, prepare
@@ -104,7 +104,7 @@ def test_patterns_are_rewritten_and_verified(tiny_onnx: Path) -> None:
 
 
 def test_conservation_and_engines(tiny_onnx: Path) -> None:
-    from pairx.explainers.gradient_lrp import gradient_lrp_mode, layer_relevance
+    from pairx.lrp.gradient_engine import gradient_lrp_mode, layer_relevance
 
     model = load_onnx(tiny_onnx)
     torch.manual_seed(3)

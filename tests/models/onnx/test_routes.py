@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import pairx
-from pairx.explainers.lrp import input_relevance
 from pairx.explainers.pairx import PairX
+from pairx.lrp.zennit_engine import input_relevance
 from pairx.models.adapter import ReIDModel
 from pairx.models.layer_choice import default_layers
 from pairx.models.onnx import load_onnx

@@ -2,7 +2,7 @@
 
 ``onnx2torch`` converts the graph; pairx then rewrites it, keeping the function (checked against
 the file on load) and making each node's LRP meaning explicit
-(:mod:`pairx.models.graph_modules`):
+(:mod:`pairx.lrp.graph_modules`):
 
 * ``Add`` of two activations -> zennit ``Sum`` over the stacked operands (residual sum rule);
 * ``x * sigmoid(x)`` -> ``nn.SiLU``; ``x * g`` with ``g`` broadcast over positions ->
@@ -29,7 +29,7 @@ from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
 from pairx.core.optional import require
-from pairx.models.canonizers import (
+from pairx.lrp.canonizers import (
     Canonizer,
     ComposedCanonizer,
     DetachedLayerNorm,
@@ -38,7 +38,7 @@ from pairx.models.canonizers import (
     merge_conv_bn,
     register_family,
 )
-from pairx.models.graph_modules import (
+from pairx.lrp.graph_modules import (
     Clamp,
     ConstantOp,
     ErfGelu,
@@ -56,7 +56,7 @@ FAMILY = "onnx_graph"
 
 RULE_HINT = (
     "pairx cannot explain this graph faithfully. If the operator has a sound LRP rule, register "
-    "it: pairx.models.graph_modules.register_graph_rule(type(module), 'pass'|'norm'|'epsilon'|"
+    "it: pairx.lrp.graph_modules.register_graph_rule(type(module), 'pass'|'norm'|'epsilon'|"
     "'structural'), then load again"
 )
 

@@ -227,7 +227,7 @@ def pair_rows(
     ``(pair index, method)`` rows in ``skip`` are not computed."""
     import time
 
-    from pairx.metrics.protocol import _image_input
+    from pairx.evaluation.protocol import _image_input
     from pairx.models.edits import frozen_eval
 
     skip = skip or set()

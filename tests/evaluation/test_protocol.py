@@ -15,9 +15,7 @@ import torch
 
 from pairx.core.errors import DatasetError, InputError
 from pairx.data.datasets import ReIDDataset, Sample, load_dataset
-from pairx.explainers.pairx import PairX
-from pairx.metrics.functional import MetricWarning
-from pairx.metrics.protocol import (
+from pairx.evaluation.protocol import (
     PAIR_COLUMNS,
     EvaluationConfig,
     candidate_pairs,
@@ -27,11 +25,13 @@ from pairx.metrics.protocol import (
     select_pairs,
     split_dataset,
 )
-from pairx.metrics.report import write_report
+from pairx.evaluation.report import write_report
+from pairx.explainers.pairx import PairX
+from pairx.metrics.functional import MetricWarning
 from pairx.models.adapter import ReIDModel
 from pairx.models.layers import get_layer
 
-from .conftest import TINY_LAYERS
+from ..conftest import TINY_LAYERS
 
 
 def _samples(idents: Sequence[str], split: str = "") -> list[Sample]:
@@ -274,7 +274,7 @@ def test_bad_datasets(tmp_path: Path, tiny_model: ReIDModel, eval_synth: Path) -
 
 
 def test_bbox_crop_input(tmp_path: Path) -> None:
-    from pairx.metrics.protocol import _image_input
+    from pairx.evaluation.protocol import _image_input
 
     img = np.zeros((40, 60, 3), np.uint8)
     img[10:20, 30:50] = 255
@@ -290,7 +290,7 @@ def test_bbox_crop_input(tmp_path: Path) -> None:
 
 
 def test_chunks_never_split_a_query() -> None:
-    from pairx.metrics.protocol import Pair, _query_chunks
+    from pairx.evaluation.protocol import Pair, _query_chunks
 
     queries = ["a"] * 3 + ["b"] * 1 + ["c"] * 5 + ["d"] * 2
     pairs = [Pair(q, f"g{i}", i % 2 == 0, 0.5) for i, q in enumerate(queries)]

@@ -34,8 +34,8 @@ from pairx.metrics.homography import (
 from pairx.models.adapter import ReIDModel
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pairx.evaluation.protocol import EvaluationConfig, Pair
     from pairx.explainers.pairx import PairX
-    from pairx.metrics.protocol import EvaluationConfig, Pair
 
 __all__ = ["ANALYSIS_SIDE", "EngineFactory", "EvaluateTask", "PairRunner", "image_input"]
 
@@ -209,7 +209,7 @@ def default_engine(model: ReIDModel, layers: Sequence[str], cache_size: int) -> 
 class EvaluateTask:
     """The metric rows of one group's pairs, as a batch task (:func:`pairx.batch.run_chunk`).
 
-    A chunk is a sequence of :class:`~pairx.metrics.protocol.Pair` that never splits a query;
+    A chunk is a sequence of :class:`~pairx.evaluation.protocol.Pair` that never splits a query;
     its records are, per pair, the list of its rows (one per layer).
 
     Attributes

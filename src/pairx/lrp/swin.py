@@ -1,10 +1,10 @@
 """Reversible LRP canonizer for timm Swin Transformers (family ``timm_swin``; MegaDescriptor).
 
-The rules are those of :mod:`pairx.models.vit_canonizer` (CP-LRP): window attention with ``q``
+The rules are those of :mod:`pairx.lrp.vit` (CP-LRP): window attention with ``q``
 and ``k`` detached, its relative-position bias and the shifted windows' mask added to the
 logits as constants (:class:`WindowAttentionMix`, rule ``Epsilon``); LayerNorm with the
 standard deviation detached; explicit residual sums; the final average pool over the
-``(h, w)`` grid as :class:`~pairx.models.vit_canonizer.TokenMean` (``Norm``). Cyclic shifts,
+``(h, w)`` grid as :class:`~pairx.lrp.vit.TokenMean` (``Norm``). Cyclic shifts,
 window partitions, padding and patch merging's reshapes are index operations and pass
 relevance as is; patch merging's LayerNorm and linear reduction take their rules.
 """
@@ -18,8 +18,8 @@ from torch import nn
 from zennit.layer import Sum
 
 from pairx.core.errors import CanonizerError
-from pairx.models.canonizers import Canonizer
-from pairx.models.vit_canonizer import TokenMean, attention_mix, check_attention_rule
+from pairx.lrp.canonizers import Canonizer
+from pairx.lrp.vit import TokenMean, attention_mix, check_attention_rule
 
 __all__ = ["TimmSwin", "WindowAttentionMix"]
 
@@ -85,7 +85,7 @@ class TimmSwin(Canonizer):
     Parameters
     ----------
     attention_rule
-        ``"cp"`` (default) or ``"attnlrp"`` (:mod:`pairx.models.attnlrp`).
+        ``"cp"`` (default) or ``"attnlrp"`` (:mod:`pairx.lrp.attnlrp`).
     """
 
     def __init__(self, attention_rule: str = "cp") -> None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.explainers.test_lrp import _net, _oracle
-from tests.models.test_canonizers import FAMILIES, _prepare
+from tests.lrp.test_canonizers import FAMILIES, _prepare
+from tests.lrp.test_zennit_engine import _net, _oracle
 from torch import nn
 
 from pairx.core.errors import ModelError
-from pairx.explainers.gradient_lrp import (
+from pairx.lrp.gradient_engine import (
     gradient_lrp_mode,
     layer_relevance,
     position_pixel_relevance,
 )
-from pairx.explainers.lrp import capture_layers, input_relevance, lrp_mode, pixel_relevance
+from pairx.lrp.zennit_engine import capture_layers, input_relevance, lrp_mode, pixel_relevance
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.architectures import ReIDNet
 

@@ -1,4 +1,4 @@
-"""The node replays of :mod:`pairx.explainers.cone`: gradient windows and, per autograd node
+"""The node replays of :mod:`pairx.lrp.cone`: gradient windows and, per autograd node
 kind, its derivative applied to a window.
 
 A :class:`Window` is a block of one tensor's gradient (one per map of a replay, all of one size,
@@ -257,7 +257,7 @@ def _conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]
 
 
 def _zplus_conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]]:
-    """:class:`pairx.explainers.gradient_lrp.ZPlusConv`: ``[x>0] W+^T u + [x<0] W-^T u``
+    """:class:`pairx.lrp.gradient_engine.ZPlusConv`: ``[x>0] W+^T u + [x<0] W-^T u``
     with ``u = g * ratio``."""
     weight, ratio, sign = node.saved_tensors
     w_pos, w_neg = node.split(weight, keep=True)  # one replay per map: made once
@@ -372,6 +372,6 @@ ONLY_FIRST = {"ValueOfBackward", "ZPlusConvBackward", "SignalPassBackward",
                "MaxPool2DWithIndicesBackward0", "AvgPool2DBackward0", "MeanBackward1",
                "ConstantPadNdBackward0"}
 """Nodes whose gradient reaches only their first input (the others are weights, saved copies
-of the output that :class:`~pairx.models.canonizers.ValueOf` routes nothing to, or constants)."""
+of the output that :class:`~pairx.lrp.canonizers.ValueOf` routes nothing to, or constants)."""
 
 

@@ -56,10 +56,10 @@ from tqdm.auto import tqdm
 from pairx.core.errors import DatasetError, InputError
 from pairx.core.files import atomic_write_text
 from pairx.data.datasets import ReIDDataset, Sample
+from pairx.evaluation.pair_metrics import ANALYSIS_SIDE, EngineFactory, EvaluateTask
+from pairx.evaluation.pair_metrics import image_input as _image_input
 from pairx.metrics.functional import MetricWarning, spearman_rho
 from pairx.metrics.homography import HomographySource, is_synthetic, make_homography_source
-from pairx.metrics.pair_metrics import ANALYSIS_SIDE, EngineFactory, EvaluateTask
-from pairx.metrics.pair_metrics import image_input as _image_input
 from pairx.models.adapter import ReIDModel
 
 if TYPE_CHECKING:  # pragma: no cover

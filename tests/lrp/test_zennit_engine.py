@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pairx.core.errors import ModelError
-from pairx.explainers.lrp import (
+from pairx.lrp.zennit_engine import (
     capture_layers,
     input_relevance,
     lrp_mode,
@@ -173,7 +173,7 @@ def test_nonnegative_zplus_equals_zennit_zplus(signed_hidden: bool) -> None:
     from zennit.rules import ZPlus
     from zennit.types import Convolution
 
-    from pairx.explainers.lrp import NonNegativeZPlus
+    from pairx.lrp.zennit_engine import NonNegativeZPlus
 
     torch.manual_seed(0)
     act = nn.Identity() if signed_hidden else nn.ReLU()  # Identity: signed conv inputs

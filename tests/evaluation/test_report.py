@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pairx.evaluation.protocol import PAIR_COLUMNS
+from pairx.evaluation.report import write_report
 from pairx.metrics.functional import binned_bhattacharyya, spearman_rho
-from pairx.metrics.protocol import PAIR_COLUMNS
-from pairx.metrics.report import write_report
 
 
 def _write_pairs(path: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:

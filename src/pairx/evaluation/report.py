@@ -29,8 +29,8 @@ import numpy as np
 
 from pairx.core.errors import DatasetError
 from pairx.core.files import atomic_write_text
+from pairx.evaluation.protocol import read_pairs
 from pairx.metrics.functional import MetricWarning, binned_bhattacharyya, spearman_rho
-from pairx.metrics.protocol import read_pairs
 
 __all__ = ["METRIC_COLUMNS", "aggregate", "faithfulness_table", "markdown_table", "write_report"]
 
@@ -299,7 +299,7 @@ def write_report(out_dir: str | Path, *, plots: bool = True) -> list[dict[str, A
     Parameters
     ----------
     out_dir
-        Folder holding the ``pairs.csv`` written by :func:`pairx.metrics.protocol.evaluate`.
+        Folder holding the ``pairs.csv`` written by :func:`pairx.evaluation.protocol.evaluate`.
     plots
         Also draw the figures.
 

@@ -1,6 +1,6 @@
 """The AttnLRP attention rule (Achtibat et al., ICML 2024), an option beside CP-LRP.
 
-CP-LRP (:mod:`pairx.models.vit_canonizer`, the default) treats the attention weights as
+CP-LRP (:mod:`pairx.lrp.vit`, the default) treats the attention weights as
 constants, so only ``v`` receives relevance. AttnLRP propagates through the weights as well:
 
 * ``out = A v`` (Proposition 3.3, the epsilon rule with the uniform rule for a bilinear map):
@@ -15,7 +15,7 @@ constants, so only ``v`` receives relevance. AttnLRP propagates through the weig
 ``s`` is zennit's stabilizer ``x + eps * sign(x)``. The rule is one autograd function from the
 ``qkv`` projection's output to the heads' output whose backward *is* the rule, so it works in
 both of pairx's LRP engines: in zennit's convention the gradient is the relevance; inside
-:func:`~pairx.models.canonizers.gradient_convention` it is relevance / carrier, and the function
+:func:`~pairx.lrp.canonizers.gradient_convention` it is relevance / carrier, and the function
 converts at both ends.
 
 Select it with the families ``"timm_vit_attnlrp"`` and ``"timm_swin_attnlrp"`` (e.g.
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pairx.core.errors import CanonizerError
-from pairx.models.canonizers import _GRADIENT_CONVENTION, carrier
+from pairx.lrp.canonizers import _GRADIENT_CONVENTION, carrier
 
 __all__ = ["AttnLRPFunction", "AttnLRPMix", "attnlrp_relevance"]
 

@@ -1,4 +1,4 @@
-"""The same LRP (EpsilonPlus) as :mod:`pairx.explainers.lrp`, as modified gradients.
+"""The same LRP (EpsilonPlus) as :mod:`pairx.lrp.zennit_engine`, as modified gradients.
 
 zennit implements a rule as a backward hook that, on *every* backward pass, re-runs the module's
 modified forward (for ``ZPlus`` two extra convolutions) and differentiates it, while autograd
@@ -20,7 +20,7 @@ sign-preserving stabilizer, factors are detached):
 * pass-through (activations, BatchNorm, GeM powers, constant gates): the gradient of
   ``x * c(y) / c(x)``.
 
-Each module's output keeps its exact value (:class:`~pairx.models.canonizers.ValueOf`); only the
+Each module's output keeps its exact value (:class:`~pairx.lrp.canonizers.ValueOf`); only the
 gradient is routed through the surrogate. A backward pass then costs one transposed operation
 per layer (two for ``ZPlus`` with signed inputs) and nothing is recomputed. The relevance of a
 graph tensor ``a`` is ``c(a) * grad``; the output is seeded with ``R / c(y)``.
@@ -45,10 +45,7 @@ from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import ConvolutionStandard
 
 from pairx.core.errors import ModelError
-from pairx.explainers.cone import ConePlan, ConeUnsupported, signed_select
-from pairx.explainers.lrp import canonized, lrp_composite
-from pairx.models.adapter import ReIDModel
-from pairx.models.canonizers import (
+from pairx.lrp.canonizers import (
     GeMMean,
     ValueOf,
     carrier,
@@ -56,7 +53,10 @@ from pairx.models.canonizers import (
     has_zero,
     pass_ratio,
 )
-from pairx.models.graph_modules import GraphGeMMean
+from pairx.lrp.cone import ConePlan, ConeUnsupported, signed_select
+from pairx.lrp.graph_modules import GraphGeMMean
+from pairx.lrp.zennit_engine import canonized, lrp_composite
+from pairx.models.adapter import ReIDModel
 
 __all__ = [
     "ZPlusConv", "cone_plan", "gradient_lrp_mode", "layer_relevance", "output_seed",
@@ -362,7 +362,7 @@ def position_pixel_relevance(
         Keep the graph after the last backward pass (the cone replay always keeps it).
     method
         ``"cone"``: all maps in one replay of the backward pass restricted to each position's
-        receptive-field cone (:mod:`pairx.explainers.cone`); ``"dense"``: one ordinary backward
+        receptive-field cone (:mod:`pairx.lrp.cone`); ``"dense"``: one ordinary backward
         pass per map; ``"auto"`` (default): the cone replay where the graph allows it, else
         dense (with a warning naming the node that prevents it). Both give the same maps.
 
@@ -407,7 +407,7 @@ _WARNED: set[str] = set()
 
 
 def cone_plan(layer_output: torch.Tensor, x: torch.Tensor) -> ConePlan:
-    """The :class:`~pairx.explainers.cone.ConePlan` of ``layer_output`` down to ``x``, built
+    """The :class:`~pairx.lrp.cone.ConePlan` of ``layer_output`` down to ``x``, built
     once per graph (kept on the activation tensor, so it lives as long as the graph; so is
     the reason when the graph cannot be replayed).
 

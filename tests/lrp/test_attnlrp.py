@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.explainers.test_gradient_lrp import _both_engines, _close
+from tests.lrp.test_gradient_engine import _both_engines, _close
 from tests.models.test_swin import tiny_swin
 from tests.models.test_vit import assert_canonizer_exact, tiny_vit
 
 from pairx.core.errors import CanonizerError
 from pairx.explainers.pairx import PairX
+from pairx.lrp.attnlrp import AttnLRPMix
+from pairx.lrp.canonizers import canonizer_for, carrier, gradient_convention
 from pairx.models.adapter import Preprocessing, ReIDModel
-from pairx.models.attnlrp import AttnLRPMix
-from pairx.models.canonizers import canonizer_for, carrier, gradient_convention
 
 EPS = 1e-6
 
@@ -136,7 +136,7 @@ def test_attnlrp_in_pairx_and_refusals() -> None:
         with canonizer_for(tiny_vit(qk_norm=True), "timm_vit_attnlrp").applied(
                 tiny_vit(qk_norm=True)):
             pass
-    from pairx.models.vit_canonizer import TimmViT
+    from pairx.lrp.vit import TimmViT
 
     with pytest.raises(CanonizerError, match="attention rule"):
         TimmViT("fancy")

@@ -28,19 +28,19 @@ from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
-from pairx.models.adapter import ReIDModel
-from pairx.models.canonizers import (
+from pairx.lrp.canonizers import (
     DetachedLayerNorm,
     GeMMean,
     Power,
     canonizer_for,
     check_lrp_support,
 )
+from pairx.lrp.graph_modules import graph_layer_map
+from pairx.lrp.swin import WindowAttentionMix
+from pairx.lrp.vit import AggregationMix, AttentionMix, PointwiseProjection, TokenMean
+from pairx.models.adapter import ReIDModel
 from pairx.models.edits import frozen_eval
-from pairx.models.graph_modules import graph_layer_map
 from pairx.models.layers import capture_layers, require_spatial_output
-from pairx.models.swin_canonizer import WindowAttentionMix
-from pairx.models.vit_canonizer import AggregationMix, AttentionMix, PointwiseProjection, TokenMean
 
 __all__ = [
     "RULE_TYPES",

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.explainers.test_gradient_lrp import LAYERS
-from tests.models.test_canonizers import FAMILIES, _prepare
+from tests.lrp.test_canonizers import FAMILIES, _prepare
+from tests.lrp.test_gradient_engine import LAYERS
 from torch import nn
 
 from pairx.core.errors import ModelError
-from pairx.explainers import gradient_lrp
-from pairx.explainers.cone import ConePlan, ConeUnsupported
-from pairx.explainers.gradient_lrp import gradient_lrp_mode, position_pixel_relevance
-from pairx.explainers.lrp import capture_layers
+from pairx.lrp import gradient_engine as gradient_lrp
+from pairx.lrp.canonizers import carrier
+from pairx.lrp.cone import ConePlan, ConeUnsupported
+from pairx.lrp.gradient_engine import gradient_lrp_mode, position_pixel_relevance
+from pairx.lrp.zennit_engine import capture_layers
 from pairx.models.adapter import Preprocessing, ReIDModel
-from pairx.models.canonizers import carrier
 
 
 def _graph(model: ReIDModel, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,20 +11,20 @@ default of AttnLRP, Achtibat et al., ICML 2024):
   embedding's convolution takes ``ZPlus`` (the EpsilonPlus composite's rule for convolutions);
 * residual additions are explicit :class:`zennit.layer.Sum` modules (``Norm``); layer scales
   and the position embedding are constants that pass relevance to the signal
-  (:func:`~pairx.models.canonizers.signal_pass`);
+  (:func:`~pairx.lrp.canonizers.signal_pass`);
 * average pooling over tokens is :class:`TokenMean` (``Norm``); class-token pooling is an
   index and passes relevance as is.
 
 A hybrid ViT whose patch embedding is pairx's :class:`~pairx.models.paw_vit.HybridStem` (timm
 ResNet stages) gets the timm ResNet canonizers on that CNN first (BatchNorm merged, residual
-``Sum``; family factory in :mod:`pairx.models.canonizers`), then these rules; its 1 x 1
+``Sum``; family factory in :mod:`pairx.lrp.canonizers`), then these rules; its 1 x 1
 projection to tokens becomes a :class:`PointwiseProjection` with ``Epsilon``, not ``ZPlus``.
 
 Not covered (refused with a :class:`~pairx.core.errors.CanonizerError`): attention pooling
 (``global_pool='map'``), max pooling, gated attention, ``dynamic_img_size``, other hybrid
 patch embeddings and block types other than timm's ``Block``. The AttnLRP rule for softmax
 and the query-key product (the rule of AttnLRP proper) is the option
-``attention_rule="attnlrp"`` (:mod:`pairx.models.attnlrp`; families ``timm_vit_attnlrp`` and
+``attention_rule="attnlrp"`` (:mod:`pairx.lrp.attnlrp`; families ``timm_vit_attnlrp`` and
 ``timm_swin_attnlrp``).
 """
 
@@ -37,7 +37,7 @@ from torch import nn
 from zennit.layer import Sum
 
 from pairx.core.errors import CanonizerError
-from pairx.models.canonizers import Canonizer, signal_pass
+from pairx.lrp.canonizers import Canonizer, signal_pass
 
 __all__ = ["ATTENTION_RULES", "AggregationMix", "AttentionMix", "PointwiseProjection", "TimmViT",
            "TokenMean",
@@ -150,9 +150,9 @@ def check_attention_rule(rule: str) -> str:
 def attention_mix(attention: nn.Module, rule: str, cp: type[nn.Module] | None = None
                   ) -> nn.Module:
     """The module that replaces an attention's core under ``rule`` (``cp``: ``cp(attention)``,
-    default :class:`AttentionMix`; ``attnlrp``: :class:`~pairx.models.attnlrp.AttnLRPMix`)."""
+    default :class:`AttentionMix`; ``attnlrp``: :class:`~pairx.lrp.attnlrp.AttnLRPMix`)."""
     if rule == "attnlrp":
-        from pairx.models.attnlrp import AttnLRPMix
+        from pairx.lrp.attnlrp import AttnLRPMix
 
         return AttnLRPMix(attention)
     return (cp or AttentionMix)(attention)
@@ -228,7 +228,7 @@ class TimmViT(Canonizer):
     ----------
     attention_rule
         ``"cp"`` (default): attention weights as constants (:class:`AttentionMix`);
-        ``"attnlrp"``: AttnLRP's softmax and bilinear rules (:mod:`pairx.models.attnlrp`).
+        ``"attnlrp"``: AttnLRP's softmax and bilinear rules (:mod:`pairx.lrp.attnlrp`).
     """
 
     def __init__(self, attention_rule: str = "cp") -> None:

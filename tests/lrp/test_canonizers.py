@@ -22,9 +22,7 @@ import torchvision
 from torch import nn
 
 from pairx.core.errors import CanonizerError
-from pairx.explainers.lrp import RULE_TYPES, input_relevance, lrp_mode
-from pairx.models.architectures import ReIDNet
-from pairx.models.canonizers import (
+from pairx.lrp.canonizers import (
     Canonizer,
     FamilySpec,
     canonizer_for,
@@ -34,6 +32,8 @@ from pairx.models.canonizers import (
     merge_conv_bn,
     register_family,
 )
+from pairx.lrp.zennit_engine import RULE_TYPES, input_relevance, lrp_mode
+from pairx.models.architectures import ReIDNet
 
 
 def _tv_resnet18() -> nn.Module:

@@ -1,6 +1,6 @@
 """Cone-restricted pixel maps: the gradient engine's backward pass, run on receptive-field windows.
 
-A PAIR-X pixel map is the modified-gradient backward pass (:mod:`pairx.explainers.gradient_lrp`)
+A PAIR-X pixel map is the modified-gradient backward pass (:mod:`pairx.lrp.gradient_engine`)
 from one position of an intermediate layer to the pixels. Its gradient is non-zero only inside
 the receptive-field cone of that position, so a dense backward pass spends most of its work on
 zeros. :class:`ConePlan` reads the autograd graph that the engine's forward pass recorded (the
@@ -12,7 +12,7 @@ matching crop of their saved tensors, and where two branches meet (residual sums
 added on the union of their windows. Windows never leave their tensor and never grow beyond it,
 so the work is the cone's, not the image's. On a CPU each map is replayed on exactly its own
 cone; on a GPU all maps of an image run as one batch (sharing one window size per tensor). The
-replays of the nodes are in :mod:`pairx.explainers.cone_nodes`.
+replays of the nodes are in :mod:`pairx.lrp.cone_nodes`.
 
 The replay implements the derivative of each supported node exactly as autograd does (the same
 saved tensors, the same formulas), so maps equal the dense pass to float rounding; a graph with
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pairx.explainers.cone_nodes import (
+from pairx.lrp.cone_nodes import (
     HANDLERS,
     ONLY_FIRST,
     ConeUnsupported,
@@ -56,7 +56,7 @@ class ConePlan:
     ----------
     root
         ``(B, C, h, w)`` layer activation of a forward pass in
-        :func:`~pairx.explainers.gradient_lrp.gradient_lrp_mode` (graph attached and retained).
+        :func:`~pairx.lrp.gradient_engine.gradient_lrp_mode` (graph attached and retained).
     x
         ``(B, 3, H, W)`` leaf input with ``requires_grad``.
 

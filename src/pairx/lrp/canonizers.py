@@ -70,7 +70,7 @@ _GRADIENT_CONVENTION: contextvars.ContextVar[bool] = contextvars.ContextVar(
 @contextmanager
 def gradient_convention() -> Iterator[None]:
     """Inside the block, :func:`signal_pass` builds graphs for the modified-gradient LRP engine
-    (:mod:`pairx.explainers.gradient_lrp`), whose backward tensors are relevance / activation."""
+    (:mod:`pairx.lrp.gradient_engine`), whose backward tensors are relevance / activation."""
     token = _GRADIENT_CONVENTION.set(True)
     try:
         yield
@@ -656,7 +656,7 @@ def _generic() -> Canonizer:
 
 # Transformers are detected first: a hybrid ViT also contains timm ResNet blocks.
 def _vit(attention_rule: str = "cp") -> Canonizer:
-    from pairx.models.vit_canonizer import TimmViT
+    from pairx.lrp.vit import TimmViT
 
     # a hybrid ViT's CNN patch embedding (pairx.models.paw_vit.HybridStem, timm ResNet stages)
     # takes the timm ResNet canonizers first; on a plain ViT they find nothing to edit
@@ -665,7 +665,7 @@ def _vit(attention_rule: str = "cp") -> Canonizer:
 
 
 def _swin(attention_rule: str = "cp") -> Canonizer:
-    from pairx.models.swin_canonizer import TimmSwin
+    from pairx.lrp.swin import TimmSwin
 
     return TimmSwin(attention_rule)
 
@@ -765,7 +765,7 @@ def canonizer_for(model: ReIDModel | nn.Module, family: str | None = None) -> Ca
     if name not in _FAMILIES:
         raise CanonizerError(
             f"unknown model family {name!r}; registered: {', '.join(_FAMILIES)}. Register one "
-            "with pairx.models.canonizers.register_family(FamilySpec(name, detect, factory))"
+            "with pairx.lrp.canonizers.register_family(FamilySpec(name, detect, factory))"
         )
     return ComposedCanonizer([_FAMILIES[name].factory(), NeckCanonizer()])
 
@@ -792,7 +792,7 @@ def check_lrp_support(
             f"module {name or '<root>'!r} of type {type(module).__module__}."
             f"{type(module).__qualname__} has parameters but no LRP rule after canonization, so "
             "its relevance would be wrong. Register a canonizer for this model family with "
-            "pairx.models.canonizers.register_family(FamilySpec(name, detect, factory)) that "
+            "pairx.lrp.canonizers.register_family(FamilySpec(name, detect, factory)) that "
             "rewrites it into modules with rules (Conv, Linear, BatchNorm, Sum), and set "
             "ReIDModel.family to that name."
         )

@@ -1,0 +1,1 @@
+"""The paper's evaluation protocol: configuration, pairs, layer choice, runs and their rows."""
