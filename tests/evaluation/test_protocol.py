@@ -274,7 +274,7 @@ def test_bad_datasets(tmp_path: Path, tiny_model: ReIDModel, eval_synth: Path) -
 
 
 def test_bbox_crop_input(tmp_path: Path) -> None:
-    from pairx.evaluation.protocol import _image_input
+    from pairx.data.crops import image_input as _image_input
 
     img = np.zeros((40, 60, 3), np.uint8)
     img[10:20, 30:50] = 255

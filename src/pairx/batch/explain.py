@@ -176,8 +176,8 @@ class ExplainTask:
 
 
 def _read(source: str | Sample) -> str | np.ndarray:
+    from pairx.data.crops import image_input
     from pairx.data.images import load_image
-    from pairx.evaluation.pair_metrics import image_input
 
     if isinstance(source, Sample):
         return image_input(source)

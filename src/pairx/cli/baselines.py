@@ -162,6 +162,7 @@ def baselines_command(
     from tqdm.auto import tqdm
 
     from pairx.cli.compare import method_options, parse_methods
+    from pairx.data.crops import image_input
     from pairx.data.datasets import load_dataset
     from pairx.evaluation.baselines import (
         ROW_FIELDS,
@@ -169,7 +170,6 @@ def baselines_command(
         pair_rows,
         same_flank_pairs,
     )
-    from pairx.evaluation.protocol import _image_input
     from pairx.explainers import create
     from pairx.metrics.homography import GroundTruthHomography
     from pairx.models.layer_choice import default_layers
@@ -189,7 +189,7 @@ def baselines_command(
         paths = {s.image_id: s for s in dataset}
 
         def embed(ids: list[str]) -> Any:
-            return embedder.embed([_image_input(paths[i]) for i in ids]).cpu().numpy()
+            return embedder.embed([image_input(paths[i]) for i in ids]).cpu().numpy()
 
         sample += hard_negative_pairs(dataset, truth, embed, negatives, seed)
     out.mkdir(parents=True, exist_ok=True)

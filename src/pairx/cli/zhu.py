@@ -85,8 +85,8 @@ def zhu_retrieve_command(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Rank a gallery by its similarity to one region of the query (and by the whole image)."""
+    from pairx.data.crops import image_input
     from pairx.data.datasets import load_dataset
-    from pairx.evaluation.protocol import _image_input
     from pairx.explainers.zhu import ZhuExplainer, fold_head
     from pairx.explainers.zhu_retrieval import partial_similarity
 
@@ -102,7 +102,7 @@ def zhu_retrieve_command(
     box = (float(corners[0, 0]), float(corners[0, 1]), float(corners[1, 0]),
            float(corners[1, 1]))
     fold = fold_head(ex.model, q.x, ex.layer)
-    gallery = ex.embed([_image_input(s) for s in samples]).double().numpy()
+    gallery = ex.embed([image_input(s) for s in samples]).double().numpy()
     part = partial_similarity(fold, box, tuple(q.rgb.shape[:2]), gallery)
     e = fold.embedding
     whole = gallery @ e / (np.linalg.norm(gallery, axis=1) * np.linalg.norm(e))

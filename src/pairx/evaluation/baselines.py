@@ -227,7 +227,7 @@ def pair_rows(
     ``(pair index, method)`` rows in ``skip`` are not computed."""
     import time
 
-    from pairx.evaluation.protocol import _image_input
+    from pairx.data.crops import image_input
     from pairx.models.edits import frozen_eval
 
     skip = skip or set()
@@ -236,7 +236,7 @@ def pair_rows(
         todo = [n for n in (*explainers, "random") if (pair.index, n) not in skip]
         if not todo:
             continue
-        inputs = {k: _image_input(truth.dataset.by_id(k)) for k in (pair.key_a, pair.key_b)}
+        inputs = {k: image_input(truth.dataset.by_id(k)) for k in (pair.key_a, pair.key_b)}
         first = next(iter(explainers.values()))
         sa = first.prepare(inputs[pair.key_a], key=pair.key_a)
         sb = first.prepare(inputs[pair.key_b], key=pair.key_b)

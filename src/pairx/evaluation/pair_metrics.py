@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from pairx.batch.spec import ModelSpec
-from pairx.core.errors import DatasetError
-from pairx.data.datasets import ReIDDataset, Sample
+from pairx.data.crops import image_input
+from pairx.data.datasets import ReIDDataset
 from pairx.data.images import load_image
 from pairx.metrics.faithfulness import pair_faithfulness
 from pairx.metrics.functional import MetricWarning, inverted_residual_mean, match_coverage
@@ -37,26 +37,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from pairx.evaluation.protocol import EvaluationConfig, Pair
     from pairx.explainers.pairx import PairX
 
-__all__ = ["ANALYSIS_SIDE", "EngineFactory", "EvaluateTask", "PairRunner", "image_input"]
+__all__ = ["ANALYSIS_SIDE", "EngineFactory", "EvaluateTask", "PairRunner"]
 
 EngineFactory = Callable[[ReIDModel, Sequence[str], int], "PairX"]
 """``(model, layers, cache_size) -> PairX``: the explainer the protocol measures."""
 
 #: Longest side of the images keypoint homography sources (SIFT, LightGlue) work on.
 ANALYSIS_SIDE = 640
-
-
-def image_input(sample: Sample) -> str | np.ndarray:
-    """The image to give the model: the path, or the bbox crop as an array."""
-    if sample.bbox is None:
-        return str(sample.path)
-    rgb = load_image(sample.path)
-    x, y, w, h = (round(v) for v in sample.bbox)
-    x0, y0 = max(x, 0), max(y, 0)
-    crop = rgb[y0 : min(y + h, rgb.shape[0]), x0 : min(x + w, rgb.shape[1])]
-    if crop.size == 0:
-        raise DatasetError(f"bbox {sample.bbox} of {sample.image_id!r} is outside its image")
-    return np.ascontiguousarray(crop)
 
 
 class PairRunner:

@@ -55,9 +55,9 @@ from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
 from pairx.core.files import atomic_write_text
+from pairx.data.crops import image_input
 from pairx.data.datasets import ReIDDataset, Sample
 from pairx.evaluation.pair_metrics import ANALYSIS_SIDE, EngineFactory, EvaluateTask
-from pairx.evaluation.pair_metrics import image_input as _image_input
 from pairx.metrics.functional import MetricWarning, spearman_rho
 from pairx.metrics.homography import HomographySource, is_synthetic, make_homography_source
 from pairx.models.adapter import ReIDModel
@@ -496,7 +496,7 @@ def _embed_group(
     step = max(batch_size, 1)
     bar = tqdm(total=len(ids), desc=f"embed {cache.stem}", disable=not progress, unit="img")
     for i in range(0, len(ids), step):
-        batch = torch.cat([model.to_input(_image_input(s)) for s in dataset.samples[i : i + step]])
+        batch = torch.cat([model.to_input(image_input(s)) for s in dataset.samples[i : i + step]])
         chunks.append(model.embed(batch).detach().cpu().double().numpy())
         bar.update(len(batch))
     bar.close()
