@@ -102,7 +102,7 @@ def attribute_data(expl: Any) -> dict[str, Any]:
         ``None``) and ``map_a``/``map_b``: its attention on each photograph as a transparent
         ``inferno`` PNG data URI, both on one scale (min to max over A and B, as the figure).
     """
-    from pairx.app.bundle import _data_uri, display_resampler
+    from pairx.app.bundle import display_resampler, png_data_uri
     from pairx.viz.colors import apply_colormap
 
     size_a, resample_a = display_resampler(expl, "a")
@@ -120,7 +120,7 @@ def attribute_data(expl: Any) -> dict[str, Any]:
         for m in (ma, mb):
             v = np.clip((m - lo) / span, 0.0, 1.0)
             alpha = np.round(v ** 0.8 * 210).astype(np.uint8)
-            uris.append(_data_uri(np.dstack([apply_colormap(v, "inferno"), alpha])))
+            uris.append(png_data_uri(np.dstack([apply_colormap(v, "inferno"), alpha])))
         la, lb = expl.labels_a, expl.labels_b
         rows.append({"name": expl.attributes[k], "distance": float(expl.attribute_distances[k]),
                      "contribution": float(r[k]),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["MAP_SIDE", "display_resampler", "explanation_metrics", "figure_jpeg",
-           "interactive_data", "jpeg_bytes"]
+           "interactive_data", "jpeg_bytes", "png_data_uri"]
 
 MAP_SIDE = 320
 """Longest side, in pixels, of the heatmaps and pixel masks sent to the browser."""
@@ -42,7 +42,8 @@ def _png(rgba: np.ndarray) -> bytes:
     return bytes(buf)
 
 
-def _data_uri(rgba: np.ndarray) -> str:
+def png_data_uri(rgba: np.ndarray) -> str:
+    """``(H, W, 3|4)`` uint8 RGB(A) as a ``data:image/png;base64,...`` URI."""
     return "data:image/png;base64," + base64.b64encode(_png(rgba)).decode("ascii")
 
 
@@ -110,8 +111,8 @@ def _side(expl: Any, side: str, colours: np.ndarray) -> dict[str, Any]:
         for k, m in enumerate(np.atleast_3d(scaled) if scaled.ndim == 3 else [scaled]):
             alpha = np.round(np.clip(m, 0, 1) ** 0.7 * 230).astype(np.uint8)
             rgb = np.broadcast_to(colours[k % len(colours)], (*alpha.shape, 3))
-            masks.append(_data_uri(np.dstack([rgb, alpha]).astype(np.uint8)))
-    return {"size": [original[0], original[1]], "heatmap": _data_uri(heat),
+            masks.append(png_data_uri(np.dstack([rgb, alpha]).astype(np.uint8)))
+    return {"size": [original[0], original[1]], "heatmap": png_data_uri(heat),
             "pixels": masks}
 
 
