@@ -19,8 +19,8 @@ from pairx.core.errors import DatasetError, InputError, ModelError
 from pairx.data.attributes import load_attributes
 from pairx.data.datasets import load_dataset
 from pairx.explainers.amd import AMDExplainer, load_interpreter, reweighted_distance
-from pairx.explainers.amd_net import AMDNet, PePU, pepu
 from pairx.models.adapter import Preprocessing, ReIDModel
+from pairx.models.amd_net import AMDNet, PePU, pepu
 from pairx.models.loaders import load_model
 from pairx.models.provenance import weight_digest
 from pairx.training.amd import AMDTrainConfig, pair_terms, train_interpreter

@@ -14,7 +14,8 @@ from torch import nn
 
 from pairx.core.errors import ModelError
 from pairx.models.architectures import ReIDNet
-from pairx.models.loaders import load_model, read_state_dict
+from pairx.models.checkpoints import read_state_dict
+from pairx.models.loaders import load_model
 
 
 def _randomise_bn(module: nn.Module, seed: int = 0) -> None:

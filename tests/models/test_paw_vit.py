@@ -97,18 +97,19 @@ def test_lrp_on_the_paw_vit_embedder() -> None:
 
 def small_hybrid(seed: int = 0, *, paw: bool = True) -> torch.nn.Module:
     """A PAW-ViT (or plain ViT) whose patch embedding is the default model's stages to layer3."""
+    from pairx.models.export import stem_of
     from pairx.models.paw_vit import ViTBaseline
 
     torch.manual_seed(seed)
     kw = {"img_size": SIDE, "embed_dim": 48, "depth": 3, "heads": 3, "drop_path_rate": 0.0,
-          "stem": "default"}
+          "stem": stem_of("default", pretrained=True)}
     net = PAWViT(identities=7, **kw).embedder if paw else ViTBaseline(7, **kw).embedder
     return net.eval()
 
 
 def test_hybrid_stem_is_the_default_models_first_stages() -> None:
+    from pairx.models.export import hybrid_stem
     from pairx.models.loaders import load_model
-    from pairx.models.paw_vit import HybridStem
 
     default = load_model("default").net
     seen: list[torch.Tensor] = []
@@ -120,8 +121,8 @@ def test_hybrid_stem_is_the_default_models_first_stages() -> None:
             default(x)
     finally:
         handle.remove()
-    stem = HybridStem("layer3").eval()
-    assert stem.stride == 16 and HybridStem("layer2", pretrained=False).stride == 8
+    stem = hybrid_stem("layer3").eval()
+    assert stem.stride == 16 and hybrid_stem("layer2", pretrained=False).stride == 8
     with torch.no_grad():
         torch.testing.assert_close(stem(x), seen[0], atol=0, rtol=0)
     vit = small_hybrid().get_submodule("backbone")
@@ -162,11 +163,11 @@ def test_bias_free_hybrid_vit_conserves_relevance(last: str) -> None:
     from tests.models.test_vit import conservation_ratio
     from timm.layers import HybridEmbed
 
-    from pairx.models.paw_vit import HybridStem
+    from pairx.models.export import hybrid_stem
 
     # token-average pooling, no class token: every relevance reaches the image (class and
     # part tokens are constants that keep a share)
-    stem = HybridStem(last)
+    stem = hybrid_stem(last)
     torch.manual_seed(6)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=SIDE,
                             patch_size=1, embed_dim=48, depth=2, num_heads=3, num_classes=0,

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from pairx.cli.main import app
 from pairx.core.errors import DatasetError, InputError
 from pairx.data.synthetic import generate
+from pairx.models.export import stem_of
 from pairx.models.loaders import load_model
 from pairx.training.paw import PAWTrainConfig, _warp_labels, train_paw
 
@@ -113,7 +114,8 @@ def test_hybrid_stem_run(data: Path, tmp_path: Path) -> None:
     keys = set(load_file(str(got["model_path"])))
     assert any(".patch_embed.backbone.layer3." in k for k in keys)
     ckpt = torch.load(tmp_path / "h" / "checkpoint.pt", weights_only=True)
-    net = PAWViT(4, img_size=32, embed_dim=24, depth=2, heads=2, stem="default").eval()
+    net = PAWViT(4, img_size=32, embed_dim=24, depth=2, heads=2,
+                 stem=stem_of("default", pretrained=True)).eval()
     groups = _param_groups(net, config)
     assert [g["lr"] for g in groups] == [config.lr, config.lr * 0.25]
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(

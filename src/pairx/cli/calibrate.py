@@ -22,7 +22,7 @@ from pairx.cli.common import (
 )
 from pairx.core.errors import InputError
 from pairx.models.adapter import ReIDModel
-from pairx.models.loaders import calibration_path
+from pairx.models.checkpoints import calibration_path
 
 
 def calibrate_command(

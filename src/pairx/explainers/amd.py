@@ -27,8 +27,8 @@ from pairx.core.errors import InputError, ModelError
 from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation
 from pairx.core.files import atomic_write_text
-from pairx.explainers.amd_net import AMDNet
 from pairx.models.adapter import ReIDModel
+from pairx.models.amd_net import AMDNet
 from pairx.models.provenance import weight_digest
 
 __all__ = ["AMDExplainer", "AttributeExplanation", "Interpreter", "interpreter_files",
@@ -106,7 +106,7 @@ class Interpreter:
     Attributes
     ----------
     net
-        The :class:`~pairx.explainers.amd_net.AMDNet` (eval mode).
+        The :class:`~pairx.models.amd_net.AMDNet` (eval mode).
     model
         The target model.
     meta

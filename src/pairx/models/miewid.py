@@ -28,6 +28,7 @@ from torch import nn
 
 from pairx.core.errors import ModelError
 from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, ReIDModel
+from pairx.models.checkpoints import load_checked, read_state_dict
 
 MIEWID_BACKBONE = "efficientnetv2_rw_m"
 """timm architecture of the MiewID backbone."""
@@ -223,8 +224,6 @@ def load_miewid(
     ModelError
         The weights cannot be found or read, or their keys/shapes do not match MiewID.
     """
-    from pairx.models.loaders import load_checked, read_state_dict
-
     path = resolve_miewid_weights(weights)
     state = convert_miewid_state_dict(read_state_dict(path))
     net = build_miewid_net()

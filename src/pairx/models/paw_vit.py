@@ -40,7 +40,7 @@ from torch import nn
 
 __all__ = ["PARTS", "STEMS", "AttentionToMask", "HybridStem", "PAWOutputs", "PAWViT",
            "PAWViTEmbedder", "PartAggregation", "ViTBaseline", "build_embedder",
-           "load_part_decoder", "predict_part_masks", "stem_of", "stem_stride"]
+           "load_part_decoder", "predict_part_masks", "stem_stride"]
 
 PARTS = ("head", "body", "tail", "front_legs", "hind_legs")
 """The synthetic benchmark's part masks (``GroundTruth.part_mask`` labels 1-5; 0 = background)."""
@@ -62,42 +62,27 @@ def stem_stride(stem: str) -> int:
 
 
 class HybridStem(nn.Sequential):
-    """The default model's convolutional stages (timm ResNet stem, ``layer1`` .. ``last``) as a
-    ViT patch embedding's backbone: ``(B, 3, H, W) -> (B, C_s, H / s, W / s)``.
+    """A CNN's first stages (timm ResNet stem, ``layer1`` .. ``last``) as a ViT patch
+    embedding's backbone: ``(B, 3, H, W) -> (B, C_s, H / s, W / s)``.
+
+    The loader hands it the CNN (:func:`pairx.models.export.hybrid_stem` gives the default
+    model's, trained or random); the stem shares that CNN's modules.
 
     Parameters
     ----------
+    resnet
+        A timm ResNet (``conv1``, ``bn1``, ``act1``, ``maxpool``, ``layer1`` ...).
     last
-        Last stage kept (``"layer3"``: stride 16, 128 channels; ``"layer2"``: stride 8, 64).
-    pretrained
-        Start from the shipped default model's weights (else random, for loading an export).
+        Last stage kept (``"layer3"``: stride 16, 128 channels for the default model;
+        ``"layer2"``: stride 8, 64).
     """
 
-    def __init__(self, last: str = "layer3", *, pretrained: bool = True) -> None:
-        import timm
-
-        from pairx.models.default import WEIGHTS_DIR, _config_of, load_default
-
+    def __init__(self, resnet: nn.Module, last: str = "layer3") -> None:
         if last not in _STAGES[4:]:
             raise ValueError(f"unknown stem stage {last!r}; expected one of {_STAGES[4:]}")
-        if pretrained:
-            resnet = load_default().net.get_submodule("backbone")
-        else:
-            cfg = _config_of(WEIGHTS_DIR / "default.safetensors")
-            resnet = timm.create_model(cfg["backbone"], pretrained=False, num_classes=0,
-                                       **cfg["timm_kwargs"])
         keep = _STAGES[: _STAGES.index(last) + 1]
         super().__init__(OrderedDict((n, resnet.get_submodule(n)) for n in keep))
         self.stride = _stage_stride(last)
-
-
-def stem_of(stem: str | None, *, pretrained: bool) -> HybridStem | None:
-    """The :class:`HybridStem` named ``stem`` (a key of :data:`STEMS`), or ``None``."""
-    if stem is None:
-        return None
-    if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r}; expected one of {', '.join(STEMS)}")
-    return HybridStem(STEMS[stem], pretrained=pretrained)
 
 
 def _vit(img_size: int, patch_size: int, embed_dim: int, depth: int, heads: int,
@@ -124,10 +109,10 @@ def _vit(img_size: int, patch_size: int, embed_dim: int, depth: int, heads: int,
 
 def build_embedder(arch: str, *, img_size: int, patch_size: int, embed_dim: int, depth: int,
                    heads: int, mlp_ratio: float = 4.0, parts: int = 5,
-                   stem: str | None = None) -> nn.Module:
+                   stem: HybridStem | None = None) -> nn.Module:
     """The inference network of ``arch`` (``"paw-vit"`` or ``"vit"``), randomly initialised,
-    for loading an export."""
-    cnn = stem_of(stem, pretrained=False)
+    for loading an export; ``stem``: its hybrid patch embedding's CNN, if it has one."""
+    cnn = stem
     if arch == "paw-vit":
         backbone = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio, 0.0,
                         prefix=parts + 1, stem=cnn)
@@ -280,17 +265,18 @@ class PAWViT(nn.Module):
     drop_path_rate
         Stochastic depth of the blocks.
     stem
-        ``None`` (linear patch embedding) or a hybrid stem of :data:`STEMS`, started from the
-        default model's weights.
+        ``None`` (linear patch embedding) or a hybrid stem (e.g.
+        ``pairx.models.export.stem_of("default", pretrained=True)``: the default model's
+        trained stages).
     """
 
     def __init__(self, identities: int, *, parts: int = 5, img_size: int = 224,
                  patch_size: int = 16, embed_dim: int = 192, depth: int = 6, heads: int = 3,
                  mlp_ratio: float = 4.0, mask_size: tuple[int, int] | None = None,
-                 drop_path_rate: float = 0.1, stem: str | None = None) -> None:
+                 drop_path_rate: float = 0.1, stem: HybridStem | None = None) -> None:
         super().__init__()
         backbone = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio,
-                        drop_path_rate, prefix=parts + 1, stem=stem_of(stem, pretrained=True))
+                        drop_path_rate, prefix=parts + 1, stem=stem)
         self.parts = parts
         size = getattr(backbone.get_submodule("patch_embed"), "grid_size")  # noqa: B009
         self.grid: tuple[int, int] = (int(size[0]), int(size[1]))
@@ -334,10 +320,10 @@ class ViTBaseline(nn.Module):
 
     def __init__(self, identities: int, *, img_size: int = 224, patch_size: int = 16,
                  embed_dim: int = 192, depth: int = 6, heads: int = 3, mlp_ratio: float = 4.0,
-                 drop_path_rate: float = 0.1, stem: str | None = None) -> None:
+                 drop_path_rate: float = 0.1, stem: HybridStem | None = None) -> None:
         super().__init__()
         self.embedder = _vit(img_size, patch_size, embed_dim, depth, heads, mlp_ratio,
-                             drop_path_rate, stem=stem_of(stem, pretrained=True))
+                             drop_path_rate, stem=stem)
         self.bnneck = nn.BatchNorm1d(embed_dim)
         self.bnneck.bias.requires_grad_(False)
         self.classifier = nn.Linear(embed_dim, identities)

@@ -17,9 +17,18 @@ import torch
 from torch import nn
 
 from pairx.core.errors import ModelError
+from pairx.models.adapter import ReIDModel
+from pairx.models.checkpoints import (
+    TOKEN_ARCHS,
+    WEIGHTS_DIR,
+    load_checked,
+    read_state_dict,
+    timm_preprocessing,
+)
+from pairx.models.export import load_token_export
 
 __all__ = ["MEGADESCRIPTOR", "TOKEN_ARCHS", "is_token_architecture", "load_megadescriptor",
-           "load_token_export", "load_vit", "unused_patch_tokens"]
+           "load_shipped_paw_vit", "load_token_export", "load_vit", "unused_patch_tokens"]
 
 _TOKEN_MODULES = {"timm.models.vision_transformer": "timm_vit",
                   "timm.models.swin_transformer": "timm_swin"}
@@ -101,8 +110,6 @@ def load_vit(name: str, weights: str | Path | None, size: tuple[int, int] | None
     """
     import timm
 
-    from pairx.models.adapter import ReIDModel
-    from pairx.models.loaders import _timm_preprocessing, load_checked, read_state_dict
 
     family = _TOKEN_MODULES[_entry_module(name)]
     kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}
@@ -128,7 +135,7 @@ def load_vit(name: str, weights: str | Path | None, size: tuple[int, int] | None
         load_checked(net, state, f"timm:{name}")
         meta["weights_kind"] = "timm"
     net.eval()
-    return ReIDModel(net=net, preprocessing=_timm_preprocessing(net, size), name=f"timm:{name}",
+    return ReIDModel(net=net, preprocessing=timm_preprocessing(net, size), name=f"timm:{name}",
                      family=family, metadata=meta)
 
 
@@ -232,49 +239,9 @@ def unused_patch_tokens(model: Any, layer: str) -> str | None:
     return None
 
 
-TOKEN_ARCHS = ("paw-vit", "vit")
-"""Architectures of ``pairx train --arch`` exports read by :func:`load_token_export`."""
-
-
-def load_token_export(path: str | Path, cfg: dict[str, Any] | None = None, *,
-                      device: str | torch.device = "cpu") -> Any:
-    """A PAW-ViT or plain-ViT export of ``pairx train --arch`` (``model.safetensors`` with its
-    config in the ``.json`` beside it or in the file's metadata).
-
-    Returns
-    -------
-    ReIDModel
-        Family ``"timm_vit"``; ``metadata`` holds the config (``layers``: recommended layer).
-    """
-    from safetensors.torch import load_file
-
-    from pairx.models.adapter import ReIDModel
-    from pairx.models.default import _config_of, preprocessing_of
-    from pairx.models.loaders import calibration_beside, load_checked
-    from pairx.models.paw_vit import build_embedder
-
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    cfg = dict(cfg) if cfg is not None else _config_of(p)
-    arch = cfg.get("arch")
-    geometry = cfg.get("geometry")
-    if arch not in TOKEN_ARCHS or not isinstance(geometry, dict):
-        raise ModelError(f"{p} is not a PAW-ViT / ViT export (its config has arch={arch!r})")
-    net = build_embedder(str(arch), **geometry)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(p)).items()}
-    load_checked(net, state, f"{p} ({arch})")
-    net.to(device).eval()
-    return ReIDModel(net=net, preprocessing=preprocessing_of(cfg),
-                     name=str(cfg.get("name", p.stem)), family="timm_vit",
-                     metadata={"weights": str(p), **cfg, **calibration_beside(p)})
-
-
-def load_shipped_paw_vit(device: str | torch.device = "cpu") -> Any:
+def load_shipped_paw_vit(device: str | torch.device = "cpu") -> ReIDModel:
     """The PAW-ViT shipped with pairx (``pairx/weights/paw_vit.safetensors``; see
     ``pairx/weights/PAW_VIT_MODEL_CARD.md`` for its training and figures)."""
-    from pairx.models.default import WEIGHTS_DIR
-
     path = WEIGHTS_DIR / "paw_vit.safetensors"
     if not path.is_file():
         raise ModelError(f"the shipped PAW-ViT's weights are missing ({path}); reinstall pairx, "

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from pairx.core.errors import DatasetError, InputError
 from pairx.data.attributes import AttributeTable, load_attributes
 from pairx.data.datasets import load_dataset
-from pairx.explainers.amd_net import AMDNet
 from pairx.models.adapter import ReIDModel
+from pairx.models.amd_net import AMDNet
 from pairx.models.loaders import load_model
 from pairx.models.provenance import weight_digest
 from pairx.training.amd_losses import amd_loss

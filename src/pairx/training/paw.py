@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
 from pairx.data.datasets import Sample
+from pairx.models.export import stem_of
 from pairx.models.paw_vit import STEMS, HybridStem, PAWViT, ViTBaseline, stem_stride
 from pairx.models.token_models import TOKEN_ARCHS
 from pairx.training.data import AugmentConfig, augment_with_warp, load_images, normalize
@@ -138,9 +139,10 @@ class PAWTrainConfig:
 @functools.cache
 def _stem_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The default model's input normalisation (its stages are the hybrid stem)."""
-    from pairx.models.default import WEIGHTS_DIR, _config_of
+    from pairx.models.checkpoints import config_of
+    from pairx.models.export import DEFAULT_WEIGHTS
 
-    cfg = _config_of(WEIGHTS_DIR / "default.safetensors")
+    cfg = config_of(DEFAULT_WEIGHTS)
     return tuple(cfg["mean"]), tuple(cfg["std"])
 
 
@@ -174,10 +176,10 @@ def _build(config: PAWTrainConfig, identities: int) -> PAWViT | ViTBaseline:
     if config.arch == "paw-vit":
         return PAWViT(identities, img_size=config.size, patch_size=config.patch,
                       embed_dim=config.embed_dim, depth=config.depth, heads=config.heads,
-                      stem=config.stem)
+                      stem=stem_of(config.stem, pretrained=True))
     return ViTBaseline(identities, img_size=config.size, patch_size=config.patch,
                        embed_dim=config.embed_dim, depth=config.depth, heads=config.heads,
-                       stem=config.stem)
+                       stem=stem_of(config.stem, pretrained=True))
 
 
 def _param_groups(model: nn.Module, config: PAWTrainConfig) -> list[dict[str, Any]]:

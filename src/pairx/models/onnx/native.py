@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pairx.models.checkpoints import config_of, timm_family
+from pairx.models.export import DEFAULT_WEIGHTS
 from pairx.models.onnx.graph import ARCHITECTURE_KEY, OnnxGraph
 
 __all__ = [
@@ -82,9 +84,7 @@ class Architecture:
         """The canonizer family of a built network."""
         if self.kind == "torchvision":
             return "torchvision_resnet"
-        from pairx.models.loaders import _timm_family
-
-        return _timm_family(net.backbone)  # type: ignore[arg-type]
+        return timm_family(net.backbone)  # type: ignore[arg-type]
 
     def describe(self) -> str:
         """``timm:NAME`` / ``torchvision:NAME`` with arguments."""
@@ -101,9 +101,7 @@ class Architecture:
 def _catalogue() -> list[Architecture]:
     out = []
     try:
-        from pairx.models.default import WEIGHTS_DIR, _config_of
-
-        cfg = _config_of(WEIGHTS_DIR / "default.safetensors")
+        cfg = config_of(DEFAULT_WEIGHTS)
         out.append(Architecture("reidnet", str(cfg["backbone"]), dict(cfg.get("timm_kwargs", {}))))
     except Exception:
         pass
