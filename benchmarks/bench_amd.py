@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from pairx.data.attributes import load_attributes
+from pairx.data.batches import load_images, normalize
 from pairx.data.datasets import load_dataset
 from pairx.data.synthetic import (
     ATTRIBUTE_NAMES,
@@ -40,7 +41,6 @@ from pairx.data.synthetic import (
 )
 from pairx.explainers.amd import load_interpreter, reweighted_distance
 from pairx.metrics.attributes import adre, argmax_in_region, retrieval_from_distances, x_map
-from pairx.training.data import load_images, normalize
 
 
 def _pairs(ds_species: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

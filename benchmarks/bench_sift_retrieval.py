@@ -91,7 +91,7 @@ def main() -> None:
         import torch
 
         import pairx
-        from pairx.training.retrieval import embed_samples
+        from pairx.models.embedding import embed_samples
 
         torch.set_num_threads(args.threads)
         model = pairx.load_model(args.model)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pairx.core.errors import InputError
-from pairx.training.retrieval import retrieval_metrics, retrieval_per_query
+from pairx.metrics.retrieval import retrieval_metrics, retrieval_per_query
 
 
 def test_hand_computed_case() -> None:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from pairx.core.errors import InputError
-from pairx.training.retrieval import ranked_average_precision, retrieval_per_query
+from pairx.metrics.retrieval import ranked_average_precision, retrieval_per_query
 
 __all__ = ["adre", "argmax_in_region", "average_precision", "retrieval_from_distances", "x_map"]
 

@@ -193,8 +193,8 @@ def calibrate(
     DatasetError
         Too few images, or no true-match or no non-match pair.
     """
+    from pairx.models.embedding import embed_samples
     from pairx.models.provenance import weight_digest
-    from pairx.training.retrieval import embed_samples
 
     samples = [s for s in dataset.samples if split is None or s.split == split]
     if len(samples) < 3:
