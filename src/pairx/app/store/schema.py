@@ -1,44 +1,22 @@
-"""The review project's database: SQLite in WAL mode, an append-only decision log.
+"""The review database's schema and connections: SQLite in WAL mode, ``synchronous=FULL``.
 
 One file, ``review.sqlite``, per project (:mod:`pairx.app.project`). Every connection runs in
 WAL mode with ``synchronous=FULL``, so a decision whose ``INSERT`` has been committed (and
 acknowledged to the browser) survives a ``kill -9`` of the server or a power cut. The schema
 is versioned with ``PRAGMA user_version`` and brought up to date by :data:`MIGRATIONS`.
-
-Decisions are events: a decision appends a row, an undo appends a *retraction* of an earlier
-row. Triggers refuse ``UPDATE`` and ``DELETE`` on ``events``, so the audit log can only grow.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pairx.core.errors import InputError, PairxError
+from pairx.core.errors import PairxError
 
-__all__ = [
-    "DECISIONS",
-    "MIGRATIONS",
-    "Decision",
-    "StoreError",
-    "add_user",
-    "connect",
-    "current_decisions",
-    "record_decision",
-    "reviewer_of_token",
-    "undo_last",
-]
-
-DECISIONS = ("match", "no_match", "unsure")
-"""What a reviewer can say of a candidate."""
+__all__ = ["MIGRATIONS", "StoreError", "connect", "migrate", "timestamp", "transaction"]
 
 _V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -139,22 +117,8 @@ class StoreError(PairxError):
     """The review database cannot be used (newer schema, not a pairx database...)."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The decision in force on one (query, candidate) pair: the latest unretracted one."""
-
-    event: int
-    query: int
-    candidate: int
-    decision: str
-    confidence: float | None
-    tags: tuple[str, ...]
-    notes: str
-    reviewer: str
-    created_at: str
-
-
-def _now() -> str:
+def timestamp() -> str:
+    """Now, UTC, ISO 8601 with nanoseconds (``2026-12-07T10:00:00.123456789Z``)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}Z"
 
 
@@ -229,129 +193,3 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-def record_decision(
-    conn: sqlite3.Connection,
-    *,
-    query: int,
-    candidate: int,
-    decision: str,
-    reviewer: str,
-    model_digest: str,
-    confidence: float | None = None,
-    tags: Sequence[str] = (),
-    notes: str = "",
-    explanation: str = "",
-    blind: bool = False,
-) -> int:
-    """Append a decision event (committed and synced when this returns); its id.
-
-    Raises
-    ------
-    InputError
-        Unknown decision, a confidence outside ``[0, 1]``, or a pair that is not a candidate of
-        the query.
-    """
-    if decision not in DECISIONS:
-        raise InputError(f"decision must be one of {', '.join(DECISIONS)}; got {decision!r}")
-    if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
-        raise InputError(f"confidence must lie in [0, 1]; got {confidence}")
-    row = conn.execute("SELECT 1 FROM candidates WHERE query = ? AND candidate = ?",
-                       (query, candidate)).fetchone()
-    if row is None:
-        raise InputError(f"image {candidate} is not a candidate of query {query}")
-    clean_tags = sorted({t.strip() for t in tags if t.strip()})
-    with transaction(conn):
-        cur = conn.execute(
-            "INSERT INTO events (created_at, reviewer, kind, query, candidate, decision, "
-            "confidence, tags, notes, model_digest, explanation, blind) "
-            "VALUES (?, ?, 'decision', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (_now(), reviewer, query, candidate, decision,
-             None if confidence is None else float(confidence), json.dumps(clean_tags),
-             notes, model_digest, explanation, int(blind)),
-        )
-    return int(cur.lastrowid or 0)
-
-
-def undo_last(
-    conn: sqlite3.Connection, *, reviewer: str, model_digest: str, query: int | None = None
-) -> sqlite3.Row | None:
-    """Retract the reviewer's latest decision still in force (optionally within one query).
-
-    Undo is unlimited: each call retracts the next older decision. Returns the retracted event
-    (``None``: nothing left to undo).
-    """
-    where = "AND e.query = ?" if query is not None else ""
-    args: tuple[Any, ...] = (reviewer, query) if query is not None else (reviewer,)
-    with transaction(conn):
-        row = conn.execute(
-            "SELECT e.* FROM events e WHERE e.kind = 'decision' AND e.reviewer = ? "
-            f"{where} AND NOT EXISTS (SELECT 1 FROM events r WHERE r.retracts = e.id) "
-            "ORDER BY e.id DESC LIMIT 1", args).fetchone()
-        if row is None:
-            return None
-        conn.execute(
-            "INSERT INTO events (created_at, reviewer, kind, query, candidate, model_digest, "
-            "retracts) VALUES (?, ?, 'retraction', ?, ?, ?, ?)",
-            (_now(), reviewer, row["query"], row["candidate"], model_digest, row["id"]),
-        )
-    return row
-
-
-_IN_FORCE = (
-    "SELECT e.* FROM events e WHERE e.kind = 'decision' "
-    "AND NOT EXISTS (SELECT 1 FROM events r WHERE r.retracts = e.id) "
-    "AND e.id = (SELECT MAX(e2.id) FROM events e2 WHERE e2.kind = 'decision' "
-    "AND e2.query = e.query AND e2.candidate = e.candidate "
-    "AND NOT EXISTS (SELECT 1 FROM events r2 WHERE r2.retracts = e2.id))"
-)
-
-
-def current_decisions(
-    conn: sqlite3.Connection, query: int | None = None
-) -> dict[tuple[int, int], Decision]:
-    """The decision in force per ``(query, candidate)`` (latest unretracted event)."""
-    sql = _IN_FORCE + (" AND e.query = ?" if query is not None else "")
-    rows = conn.execute(sql, (query,) if query is not None else ()).fetchall()
-    return {
-        (r["query"], r["candidate"]): Decision(
-            event=r["id"], query=r["query"], candidate=r["candidate"], decision=r["decision"],
-            confidence=r["confidence"], tags=tuple(json.loads(r["tags"] or "[]")),
-            notes=r["notes"], reviewer=r["reviewer"], created_at=r["created_at"])
-        for r in rows
-    }
-
-
-def hash_token(token: str) -> str:
-    """SHA-256 of a reviewer token (only the hash is stored)."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def add_user(conn: sqlite3.Connection, name: str) -> str:
-    """Add a reviewer (or give an existing one a new token); the new token, shown once."""
-    name = name.strip()
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "._- " for c in name):
-        raise InputError(f"reviewer names are 1-64 letters, digits, '.', '_', '-' or spaces; "
-                         f"got {name!r}")
-    token = secrets.token_urlsafe(24)
-    with transaction(conn):
-        conn.execute(
-            "INSERT INTO users (name, token_sha256, created_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET token_sha256 = excluded.token_sha256",
-            (name, hash_token(token), _now()))
-    return token
-
-
-def reviewer_of_token(conn: sqlite3.Connection, token: str | None) -> str | None:
-    """The reviewer a token belongs to (``None``: unknown token)."""
-    if not token:
-        return None
-    row = conn.execute("SELECT name FROM users WHERE token_sha256 = ?",
-                       (hash_token(token),)).fetchone()
-    return None if row is None else str(row["name"])
-
-
-def has_users(conn: sqlite3.Connection) -> bool:
-    """Whether the project has reviewers with tokens (then every request needs one)."""
-    return conn.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
