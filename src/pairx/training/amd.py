@@ -32,14 +32,15 @@ from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
 from pairx.data.attributes import AttributeTable, load_attributes
+from pairx.data.batches import load_images, normalize
 from pairx.data.datasets import load_dataset
 from pairx.models.adapter import ReIDModel
 from pairx.models.amd_net import AMDNet
+from pairx.models.embedding import embed_images
 from pairx.models.loaders import load_model
 from pairx.models.provenance import weight_digest
 from pairx.training.amd_losses import amd_loss
-from pairx.training.data import load_images, normalize
-from pairx.training.loop import _embed_all, _save_atomic
+from pairx.training.runs import save_atomic
 from pairx.training.sampler import PKSampler
 
 __all__ = ["AMDTrainConfig", "pair_terms", "train_interpreter"]
@@ -117,7 +118,7 @@ def _lr_factor(cfg: AMDTrainConfig, steps_per_epoch: int) -> Any:
 def _mean_norm(model: ReIDModel, images: torch.Tensor, mean: Any, std: Any) -> float:
     """Mean embedding norm of (at most 512 of) the training images."""
     x = images[:: max(1, len(images) // 512)]
-    return float(_embed_all(model.net, x, mean, std, model.device).norm(dim=1).mean())
+    return float(embed_images(model.net, x, mean, std, model.device).norm(dim=1).mean())
 
 
 def _training_attributes(cfg: AMDTrainConfig) -> tuple[Any, AttributeTable]:
@@ -212,10 +213,10 @@ def train_interpreter(
                         "distill": float(sums[1] / n), "prior_group": float(sums[2] / n),
                         "prior_each": float(sums[3] / n),
                         "lr": sched.get_last_lr()[0], "elapsed_s": round(elapsed, 1)})
-        _save_atomic({"config": config, "epoch": epoch + 1, "interpreter": net.interpreter_state(),
-                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "history": history, "elapsed_s": elapsed, "rng": torch.get_rng_state()},
-                     ckpt_path)
+        save_atomic({"config": config, "epoch": epoch + 1, "interpreter": net.interpreter_state(),
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "history": history, "elapsed_s": elapsed, "rng": torch.get_rng_state()},
+                    ckpt_path)
     from pairx.explainers.amd import save_interpreter
 
     save_interpreter(net, run, target=cfg.model, target_digest=digest, config=config,

@@ -56,7 +56,7 @@ def body_coordinate_grids(
         ``N`` samples of that dataset.
     size
         ``(H, W)`` model input size the images are resized to (as in
-        :func:`pairx.training.data.load_images`, including the optional ``bbox`` crop).
+        :func:`pairx.data.batches.load_images`, including the optional ``bbox`` crop).
     grid
         ``(g_h, g_w)`` cells over the model input (e.g. ``(H // 4, W // 4)``).
     progress

@@ -35,27 +35,30 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
+from pairx.data.batches import load_images, normalize
 from pairx.data.datasets import Sample
 from pairx.models.export import stem_of
 from pairx.models.paw_vit import STEMS, HybridStem, PAWViT, ViTBaseline, stem_stride
 from pairx.models.token_models import TOKEN_ARCHS
-from pairx.training.data import AugmentConfig, augment_with_warp, load_images, normalize
-from pairx.training.loop import (
-    _device,
-    _lr_lambda,
-    _save_atomic,
-    check_run_folder,
-    training_samples,
-)
+from pairx.training.data import AugmentConfig, augment_with_warp
 from pairx.training.losses import batch_hard_triplet_loss
 from pairx.training.paw_losses import identity_loss, paw_loss
+from pairx.training.runs import (
+    CHECKPOINT,
+    EXPORT,
+    check_run_folder,
+    lr_lambda,
+    resolve_device,
+    save_atomic,
+    training_samples,
+)
 from pairx.training.sampler import PKSampler
 
 __all__ = ["ARCHS", "PAWTrainConfig", "train_paw"]
 
 ARCHS = TOKEN_ARCHS
 MEAN = STD = (0.5, 0.5, 0.5)  # the paper's normalisation
-CHECKPOINT, EXPORT, DECODER = "checkpoint.pt", "model.safetensors", "parts_decoder.safetensors"
+DECODER = "parts_decoder.safetensors"  # beside the run's CHECKPOINT and EXPORT
 
 
 @dataclass
@@ -258,13 +261,13 @@ def train_paw(config: PAWTrainConfig, run_dir: str | Path, *, resume: bool = Fal
     right = torch.tensor([int(s.orientation == "right") for s in samples])
     torch.manual_seed(config.seed)
     model = _build(config, len(identities))
-    dev = _device(device)
+    dev = resolve_device(device)
     model.to(dev)
     optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr,
                                   weight_decay=config.weight_decay)
     sampler = PKSampler(labels.tolist(), config.batch_p, config.batch_k, seed=config.seed)
     steps = len(sampler)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
         config.epochs * steps, max(1, round(config.warmup_epochs * steps)), lambda: 0.0))
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
@@ -322,10 +325,10 @@ def train_paw(config: PAWTrainConfig, run_dir: str | Path, *, resume: bool = Fal
         history.append(record)
         with (out / "log.jsonl").open("a") as fh:
             fh.write(json.dumps(record) + "\n")
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                      "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history,
-                      "train_config": cfg_dict}, ckpt_path)
+        save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                     "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history,
+                     "train_config": cfg_dict}, ckpt_path)
     model.to("cpu").eval()
     if last < config.epochs:
         return {"model_path": None, "history": history, "retrieval": {}}
