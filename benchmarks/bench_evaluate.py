@@ -55,7 +55,7 @@ def instrumented() -> Iterator[None]:
         (engine.PairX, "_explain_batched", "LRP backward + matching (zennit engine)"),
         (engine.PairX, "_explain_separate", "LRP backward + matching (gradient engine)"),
         (engine, "_matches", "matching (part of the line above)"),
-        (homography._KeypointSource, "estimate", "homography (sift / lightglue)"),
+        (homography.KeypointHomography, "estimate", "homography (sift / lightglue)"),
         (homography.GroundTruthHomography, "estimate", "homography (truth)"),
         (pair_metrics, "inverted_residual_mean", "res"),
         (pair_metrics, "match_coverage", "mc"),

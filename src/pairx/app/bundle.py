@@ -153,8 +153,8 @@ def interactive_data(expl: Any, *, max_lines: int = 60) -> dict[str, Any]:
 
 def explanation_metrics(expl: Any) -> dict[str, float]:
     """Ground-truth-free metrics of one explanation (see the module docstring)."""
+    from pairx.core.homography import fit_homography
     from pairx.metrics.functional import MetricWarning, inverted_residual_mean, match_coverage
-    from pairx.metrics.homography import fit_homography
 
     m = expl.matches
     with warnings.catch_warnings():

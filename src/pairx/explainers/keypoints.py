@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from pairx.core.errors import InputError
-from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation, Matches
+from pairx.core.homography import find_homography
+from pairx.explainers.base import PairExplainer, PreparedImage
+from pairx.explainers.keypoint_matching import LightGlueMatcher, SiftMatcher
 
 __all__ = ["LightGlueExplainer", "SiftExplainer", "match_density"]
 
@@ -51,7 +53,7 @@ class _KeypointExplainer(PairExplainer):
         super().__init__(model, **kwargs)
         self.max_matches, self.sigma = int(max_matches), float(sigma)
         self.ransac, self.ransac_threshold = bool(ransac), float(ransac_threshold)
-        self._source: Any = None
+        self._source: Any = None  # the KeypointMatcher, set by the subclass
 
     def options(self) -> dict[str, Any]:
         """The method's settings."""
@@ -77,13 +79,11 @@ class _KeypointExplainer(PairExplainer):
             xy_b = b.frame.to_model(xy_b * sb)
         keep = _inside(xy_a, a.rgb.shape[:2]) & _inside(xy_b, b.rgb.shape[:2])
         if self.ransac and keep.sum() >= 4:
-            import cv2
-
-            _, inl = cv2.findHomography(xy_a[keep], xy_b[keep], cv2.RANSAC,
-                                        self.ransac_threshold)
+            _, inl = find_homography(xy_a[keep], xy_b[keep], ransac=True,
+                                     threshold=self.ransac_threshold)
             if inl is not None:
                 idx = np.flatnonzero(keep)
-                keep[idx[inl.ravel() == 0]] = False
+                keep[idx[~inl]] = False
         xy_a, xy_b, dist, score = xy_a[keep], xy_b[keep], dist[keep], score[keep]
         order = np.argsort(-score, kind="stable")[: self.max_matches]
         xy_a, xy_b, dist, score = xy_a[order], xy_b[order], dist[order], score[order]
@@ -129,14 +129,11 @@ class SiftExplainer(_KeypointExplainer):
 
     def __init__(self, model: Any, *, ratio: float = 0.8, root: bool = False,
                  **kwargs: Any) -> None:
-        from pairx.metrics.homography import SIFTHomography
-
         super().__init__(model, **kwargs)
         if not 0 < ratio <= 1:
             raise InputError(f"ratio must be in (0, 1]; got {ratio}")
         self.ratio, self.root = float(ratio), bool(root)
-        self._source = SIFTHomography(ratio=self.ratio, root=self.root,
-                                      cache_size=self.cache_size)
+        self._source = SiftMatcher(ratio=self.ratio, root=self.root, cache_size=self.cache_size)
 
     def options(self) -> dict[str, Any]:
         """The method's settings."""
@@ -161,12 +158,10 @@ class LightGlueExplainer(_KeypointExplainer):
 
     def __init__(self, model: Any, *, features: str = "aliked", max_keypoints: int = 1024,
                  **kwargs: Any) -> None:
-        from pairx.metrics.homography import LightGlueHomography
-
         super().__init__(model, **kwargs)
         self.features = features
-        self._source = LightGlueHomography(features=features, max_keypoints=max_keypoints,
-                                           device=self.model.device, cache_size=self.cache_size)
+        self._source = LightGlueMatcher(features=features, max_keypoints=max_keypoints,
+                                        device=self.model.device, cache_size=self.cache_size)
 
     def options(self) -> dict[str, Any]:
         """The method's settings."""
