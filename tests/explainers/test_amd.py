@@ -122,16 +122,16 @@ def test_interrupted_run_resumes_to_the_same_weights(
     cfg = AMDTrainConfig(data=str(synth_dir), attributes=NAMES, epochs=2, warmup_epochs=0.5,
                          batch_p=4, batch_k=2, seed=5)
     whole = train_interpreter(cfg, tmp_path / "whole", progress=False)
-    save = amd_training._save_atomic
+    save = amd_training.save_atomic
 
     def save_then_stop(obj: dict, path: Path) -> None:
         save(obj, path)
         raise KeyboardInterrupt  # the machine stops right after the first checkpoint
 
-    monkeypatch.setattr(amd_training, "_save_atomic", save_then_stop)
+    monkeypatch.setattr(amd_training, "save_atomic", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train_interpreter(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(amd_training, "_save_atomic", save)
+    monkeypatch.setattr(amd_training, "save_atomic", save)
     with pytest.raises(InputError, match="not empty"):
         train_interpreter(cfg, tmp_path / "cut", progress=False)
     cut = train_interpreter(cfg, tmp_path / "cut", progress=False, resume=True)
