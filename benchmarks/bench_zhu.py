@@ -64,7 +64,7 @@ def main() -> None:
     from pairx.explainers import create
     from pairx.explainers.zhu import argmax_matches, decompose_tensors, fold_head
     from pairx.explainers.zhu_retrieval import partial_similarity
-    from pairx.metrics.faithfulness import _on_animal
+    from pairx.metrics.faithfulness import on_animal
     from pairx.metrics.homography import GroundTruthHomography
     from pairx.models.default import load_default
 
@@ -113,7 +113,7 @@ def main() -> None:
                     pck.setdefault(f"random @{px}", []).append(m["pck_random"])
         h, w = size
         rows, cols = np.mgrid[0:h, 0:w]
-        animal = _on_animal(truth, p.key_a, np.stack([cols.ravel(), rows.ravel()], 1).astype(
+        animal = on_animal(truth, p.key_a, np.stack([cols.ravel(), rows.ravel()], 1).astype(
             float), size).reshape(h, w)
         box = _box(animal)
         if box is None:

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from pairx.core.errors import DatasetError, InputError
-from pairx.core.explainer import PairExplainer
 from pairx.core.explanation import Explanation
 from pairx.core.targets import make_target
 from pairx.data.datasets import ReIDDataset
+from pairx.explainers.base import PairExplainer
 from pairx.metrics.localisation import PairRegions, localisation_scores, pair_regions
 from pairx.metrics.perturbation import deletion_insertion
 
@@ -174,14 +174,14 @@ def match_scores(truth: Any, pair: GTPair, expl: Explanation, *, n_top: int = 20
 
 def _random_pck(truth: Any, pair: GTPair, size: tuple[int, int], n: int, px: float,
                 rng: np.random.Generator) -> float:
-    from pairx.metrics.faithfulness import _on_animal
+    from pairx.metrics.faithfulness import on_animal
 
     h, w = size
     rows, cols = np.mgrid[0:h:4, 0:w:4]
     grid = np.stack([cols.ravel(), rows.ravel()], 1).astype(np.float64)
     true_b = truth.true_points(pair.key_a, pair.key_b, grid, size)
     ok_a = np.flatnonzero(np.isfinite(true_b).all(axis=1))
-    ok_b = np.flatnonzero(_on_animal(truth, pair.key_b, grid, size))
+    ok_b = np.flatnonzero(on_animal(truth, pair.key_b, grid, size))
     if not len(ok_a) or not len(ok_b):
         return math.nan
     ia, ib = rng.choice(ok_a, n), rng.choice(ok_b, n)

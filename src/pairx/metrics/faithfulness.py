@@ -30,7 +30,7 @@ import numpy as np
 from pairx.core.errors import InputError
 from pairx.metrics.homography import GroundTruthHomography, input_to_source
 
-__all__ = ["FaithfulnessResult", "cell_hits", "pair_faithfulness"]
+__all__ = ["FaithfulnessResult", "cell_hits", "on_animal", "pair_faithfulness"]
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def _random_baseline(
     true_b = truth.true_points(key_a, key_b, centres_a, size)
     ok_a = np.flatnonzero(np.isfinite(true_b).all(axis=1))
     centres_b = _cell_centres(*grid_b, size)
-    mask_b = _on_animal(truth, key_b, centres_b, size)
+    mask_b = on_animal(truth, key_b, centres_b, size)
     ok_b = np.flatnonzero(mask_b)
     if len(ok_a) == 0 or len(ok_b) == 0:
         return math.nan
@@ -158,7 +158,7 @@ def _random_baseline(
     return float(hits.mean())
 
 
-def _on_animal(
+def on_animal(
     truth: GroundTruthHomography, key: str, xy: np.ndarray, size: tuple[int, int]
 ) -> np.ndarray:
     """``(N,)`` bool: model-input points of image ``key`` that lie on the animal's part mask."""

@@ -58,12 +58,12 @@ def pair_regions(truth: Any, key_a: str, key_b: str, size: tuple[int, int]) -> P
     truth
         A :class:`pairx.metrics.homography.GroundTruthHomography` of the synthetic dataset.
     """
-    from pairx.metrics.faithfulness import _on_animal
+    from pairx.metrics.faithfulness import on_animal
 
     h, w = size
     rows, cols = np.mgrid[0:h, 0:w]
     xy = np.stack([cols.ravel(), rows.ravel()], axis=1).astype(np.float64)
-    animal = _on_animal(truth, key_a, xy, size)
+    animal = on_animal(truth, key_a, xy, size)
     covis = np.zeros(h * w, bool)
     idx = np.flatnonzero(animal)
     if len(idx):

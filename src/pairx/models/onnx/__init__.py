@@ -187,7 +187,7 @@ def _carried_calibration(metadata: dict[str, str], model: ReIDModel) -> Any:
         return None
     from dataclasses import replace
 
-    from pairx.metrics.calibration import SimilarityCalibration
+    from pairx.core.calibration import SimilarityCalibration
     from pairx.models.provenance import weight_digest
 
     try:
