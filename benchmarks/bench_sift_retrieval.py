@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pairx.data.datasets import load_dataset
-from pairx.data.images import load_image
+from pairx.core.images import load_image
 
 
 def sift_scores(

@@ -13,7 +13,7 @@ PUBLIC = {
     "pairx": ["explain", "load_model", "PairExplanation", "PairX", "ReIDModel", "__version__",
               "SimilarityCalibration", "Explanation", "PairExplainer", "load_explanation"],
     "pairx.explainers": ["get", "create", "explain", "available", "METHODS", "MethodInfo"],
-    "pairx.core.explainer": ["PairExplainer", "PreparedImage", "as_reid_model"],
+    "pairx.explainers.base": ["PairExplainer", "PreparedImage", "as_reid_model"],
     "pairx.core.explanation": ["Explanation", "Matches", "load_explanation"],
     "pairx.core.targets": ["CosineTarget", "DotTarget", "make_target", "TARGETS"],
     "pairx.models.layer_choice": ["default_layers", "pool_input_layer"],

@@ -17,16 +17,17 @@ __version__ = "0.1.0"
 _LAZY = {
     "explain": "pairx.explainers.registry",
     "Explanation": "pairx.core.explanation",
-    "PairExplainer": "pairx.core.explainer",
+    "PairExplainer": "pairx.explainers.base",
     "load_explanation": "pairx.core.explanation",
     "PairX": "pairx.explainers.pairx",
     "PairExplanation": "pairx.core.results",
-    "SimilarityCalibration": "pairx.metrics.calibration",
+    "SimilarityCalibration": "pairx.core.calibration",
     "load_model": "pairx.models.loaders",
     "ReIDModel": "pairx.models.adapter",
     "load_interpreter": "pairx.explainers.amd",
     "AMDExplainer": "pairx.explainers.amd",
     "tune_allocator": "pairx.core.allocator",
+    "render_explanation": "pairx.viz.figure",
 }
 
 __all__ = [
@@ -42,20 +43,22 @@ __all__ = [
     "load_explanation",
     "load_interpreter",
     "load_model",
+    "render_explanation",
     "tune_allocator",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from pairx.core.allocator import tune_allocator
-    from pairx.core.explainer import PairExplainer
+    from pairx.core.calibration import SimilarityCalibration
     from pairx.core.explanation import Explanation, load_explanation
     from pairx.core.results import PairExplanation
     from pairx.explainers.amd import AMDExplainer, load_interpreter
+    from pairx.explainers.base import PairExplainer
     from pairx.explainers.pairx import PairX
     from pairx.explainers.registry import explain
-    from pairx.metrics.calibration import SimilarityCalibration
     from pairx.models.adapter import ReIDModel
     from pairx.models.loaders import load_model
+    from pairx.viz.figure import render_explanation
 
 
 def __getattr__(name: str) -> Any:

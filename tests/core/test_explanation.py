@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from pairx.core.errors import InputError, ModelError
-from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation, Matches, load_explanation
+from pairx.explainers.base import PairExplainer, PreparedImage
 
 
 def _expl(**kw: object) -> Explanation:

@@ -47,7 +47,7 @@ def test_a_thread_safe_cache_stays_bounded_under_concurrent_puts() -> None:
 
     def work(offset: int) -> None:
         for i in range(500):
-            cache.get_or_compute(offset + i % 20, lambda: i)
+            cache.get_or_compute(offset + i % 20, lambda i=i: i)  # type: ignore[misc]
 
     threads = [threading.Thread(target=work, args=(k * 100,)) for k in range(4)]
     for t in threads:

@@ -132,7 +132,7 @@ def test_input_lrp_equals_zennit_oracle(model: pairx.ReIDModel, triple: list[str
 
 
 def test_sift_recovers_a_known_shift(model: pairx.ReIDModel, triple: list[str]) -> None:
-    from pairx.data.images import load_image
+    from pairx.core.images import load_image
 
     rgb = load_image(triple[0])
     shifted = np.roll(rgb, (6, 9), axis=(0, 1))

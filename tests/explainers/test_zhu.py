@@ -58,7 +58,7 @@ def test_the_four_terms_sum_to_the_dot_product_on_the_default_model(synth_dir: P
 def test_exact_on_timm_resnet_heads(pool: str) -> None:
     net = _timm(pool)
     xa, xb = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
-    model = pairx.core.explainer.as_reid_model(net)
+    model = pairx.explainers.base.as_reid_model(net)
     d = decompose(net, xa, xb)
     assert d.dot == pytest.approx(_dot64(model, xa, xb), rel=1e-4)
     if pool == "max":  # GMP: only each channel's argmax cell contributes (the paper's mask)
@@ -103,7 +103,7 @@ def test_point_map_sums_to_the_overall_map(synth_dir: Path) -> None:
 def test_a_non_affine_head_is_refused() -> None:
     net = _timm("avg")
     net.fc = nn.Sequential(nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 32))
-    model = pairx.core.explainer.as_reid_model(net)
+    model = pairx.explainers.base.as_reid_model(net)
     x = torch.randn(1, 3, 64, 64)
     with pytest.raises(ModelError, match="not affine"):
         fold_head(model, x, "layer4")
@@ -112,7 +112,7 @@ def test_a_non_affine_head_is_refused() -> None:
     np.testing.assert_allclose(taylor.contributions.sum(axis=(1, 2)) + taylor.bias,
                                taylor.embedding, rtol=1e-9, atol=1e-9)
     with pytest.raises(ModelError, match="not affine"):  # a layer below the pool's input
-        fold_head(pairx.core.explainer.as_reid_model(_timm("avg")), x, "layer3")
+        fold_head(pairx.explainers.base.as_reid_model(_timm("avg")), x, "layer3")
 
 
 def test_partial_similarity_is_the_region_sum_of_the_bias_map(synth_dir: Path) -> None:

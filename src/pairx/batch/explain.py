@@ -176,8 +176,8 @@ class ExplainTask:
 
 
 def _read(source: str | Sample) -> str | np.ndarray:
+    from pairx.core.images import load_image
     from pairx.data.crops import image_input
-    from pairx.data.images import load_image
 
     if isinstance(source, Sample):
         return image_input(source)

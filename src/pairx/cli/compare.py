@@ -94,7 +94,7 @@ def compare_command(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Explain IMAGE_A and IMAGE_B with several methods and draw one row per method."""
-    from pairx.data.images import load_image
+    from pairx.core.images import load_image
     from pairx.explainers import create
     from pairx.viz.figure import save_png
     from pairx.viz.maps import render_comparison

@@ -167,7 +167,7 @@ def explain_command(
     IMAGE_A and the candidates are listed and numbered by similarity (out_01-NAME.png is the
     most similar).
     """
-    from pairx.data.images import load_image
+    from pairx.core.images import load_image
     from pairx.explainers.pairx import PairX
     from pairx.viz.figure import ARRANGEMENTS, render_explanation, save_png
 

@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,7 +29,8 @@ from pairx.core.errors import InputError, ModelError
 from pairx.core.files import atomic_write_bytes, atomic_write_text
 from pairx.core.geometry import ImageFrame
 
-__all__ = ["MAP_SCHEMA", "Explanation", "Matches", "frame_name", "load_explanation"]
+__all__ = ["MAP_SCHEMA", "Explanation", "Matches", "frame_name", "load_explanation",
+           "read_explanation_files"]
 
 MAP_SCHEMA = "pairx-map-explanation/1"
 """Schema of :meth:`Explanation.to_dict`."""
@@ -135,7 +136,14 @@ class Explanation:
         A map has NaN or infinite values.
     InputError
         A map's shape differs from its image's.
+
+    Notes
+    -----
+    A subclass that writes records of its own declares their ``SCHEMA``; it is then registered
+    where it is defined, and :func:`load_explanation` reads its files back as that class.
     """
+
+    SCHEMA: ClassVar[str] = MAP_SCHEMA
 
     similarity: float
     method: str
@@ -155,6 +163,11 @@ class Explanation:
     options: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     context: SimilarityContext | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "SCHEMA" in cls.__dict__:
+            RECORD_TYPES[cls.SCHEMA] = cls
 
     def __post_init__(self) -> None:
         for side, m, img in (("a", self.map_a, self.image_a), ("b", self.map_b, self.image_b)):
@@ -252,6 +265,18 @@ class Explanation:
         return out, npz
 
     @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """Read an explanation of this class written by :meth:`save` (exactly as it was saved).
+
+        Raises
+        ------
+        InputError
+            The file or its ``.npz`` is missing, unreadable or not a record of this class.
+        """
+        data, arrays = read_explanation_files(path)
+        return _rebuild(cls, data, arrays, path)
+
+    @classmethod
     def from_record(cls, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Explanation:
         """Rebuild an explanation from :meth:`to_dict` and the arrays of its ``.npz``."""
         if data.get("schema") != MAP_SCHEMA:
@@ -293,16 +318,18 @@ def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_explanation(path: str | Path) -> Explanation:
-    """Read any explanation written by ``save`` (a PAIR-X one or another method's).
+RECORD_TYPES: dict[str, type[Explanation]] = {MAP_SCHEMA: Explanation}
+"""Explanation classes by the ``schema`` of their records (subclasses register themselves)."""
+
+
+def read_explanation_files(path: str | Path) -> tuple[Any, dict[str, np.ndarray]]:
+    """The JSON record at ``path`` and the arrays of the ``.npz`` beside it.
 
     Raises
     ------
     InputError
-        The file or its ``.npz`` is missing, unreadable or not a pairx explanation.
+        Either file is missing or unreadable.
     """
-    from pairx.core.results import SCHEMA, PairExplanation
-
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -310,17 +337,34 @@ def load_explanation(path: str | Path) -> Explanation:
         raise InputError(f"explanation file not found: {p}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read {p}: {exc}") from None
-    if isinstance(data, dict) and data.get("schema") == SCHEMA:
-        return PairExplanation.load(p)
     npz = p.with_suffix(".npz")
     if not npz.is_file():
         raise InputError(f"{npz.name} (images and maps) is missing beside {p}")
     with np.load(npz, allow_pickle=False) as fh:
         arrays = {k: fh[k] for k in fh.files}
+    return data, arrays
+
+
+def _rebuild(cls: type[Explanation], data: Any, arrays: Mapping[str, np.ndarray],
+             path: str | Path) -> Explanation:
     try:
-        return Explanation.from_record(data if isinstance(data, dict) else {}, arrays)
+        return cls.from_record(data if isinstance(data, dict) else {}, arrays)
     except InputError as exc:
-        raise InputError(f"{p}: {exc}") from None
+        raise InputError(f"{Path(path)}: {exc}") from None
+
+
+def load_explanation(path: str | Path) -> Explanation:
+    """Read any explanation written by ``save`` (a PAIR-X one or another method's), as the
+    class its record's schema names.
+
+    Raises
+    ------
+    InputError
+        The file or its ``.npz`` is missing, unreadable or not a pairx explanation.
+    """
+    data, arrays = read_explanation_files(path)
+    schema = data.get("schema") if isinstance(data, dict) else None
+    return _rebuild(RECORD_TYPES.get(str(schema), Explanation), data, arrays, path)
 
 
 def frame_name(frame: ImageFrame | None) -> str:

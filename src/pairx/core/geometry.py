@@ -19,10 +19,11 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from pairx.core.errors import InputError
 
-__all__ = ["RESIZE_MODES", "ImageFrame", "ResizeMode", "fit_frame"]
+__all__ = ["RESIZE_MODES", "ImageFrame", "ResizeMode", "fit_frame", "warp_to_frame"]
 
 ResizeMode = Literal["stretch", "letterbox", "crop"]
 RESIZE_MODES: tuple[str, ...] = ("stretch", "letterbox", "crop")
@@ -199,6 +200,50 @@ def fit_frame(
     else:  # padding before the image (0 for stretch)
         ox, oy = float((mw - rw) // 2), float((mh - rh) // 2)
     return ImageFrame((oh, ow), (mh, mw), (rw / ow, rh / oh), (ox, oy), (rh, rw), source)
+
+
+def warp_to_frame(
+    rgb: np.ndarray,
+    frame: ImageFrame,
+    size: tuple[int, int],
+    resize_mode: str,
+    mean: tuple[float, float, float],
+) -> np.ndarray:
+    """Resize (and pad or crop) an original image into the model-input frame ``frame`` says.
+
+    Parameters
+    ----------
+    rgb
+        ``(H0, W0, 3)`` uint8 original image.
+    frame
+        Its frame (see :func:`fit_frame`).
+    size
+        ``(H, W)`` of the model input.
+    resize_mode
+        One of :data:`RESIZE_MODES`.
+    mean
+        The input normalisation's mean: letterbox padding is filled with it (a zero input).
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W, 3)`` uint8.
+    """
+    h, w = size
+    if rgb.shape[:2] == (h, w) and frame.resized == (h, w):
+        return rgb
+    rh, rw = frame.resized
+    resized = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BILINEAR))
+    if resize_mode == "stretch":
+        return resized
+    ox, oy = int(frame.offset[0]), int(frame.offset[1])
+    if resize_mode == "crop":
+        return np.ascontiguousarray(resized[-oy : -oy + h, -ox : -ox + w])
+    fill = np.round(np.asarray(mean) * 255.0).astype(np.uint8)
+    canvas = np.empty((h, w, 3), dtype=np.uint8)
+    canvas[:] = fill
+    canvas[oy : oy + rh, ox : ox + rw] = resized
+    return canvas
 
 
 def _as_xy(xy: np.ndarray) -> np.ndarray:

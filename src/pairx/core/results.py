@@ -12,15 +12,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
 from pairx.core.context import ModelInfo, SimilarityContext
 from pairx.core.errors import ImageReadError, InputError
-from pairx.core.explanation import Explanation, Matches, common_fields
-from pairx.core.explanation import frame_name as _name
-from pairx.core.geometry import ImageFrame
+from pairx.core.explanation import Explanation, Matches, common_fields, frame_name
+from pairx.core.geometry import ImageFrame, warp_to_frame
+from pairx.core.images import load_image
 
 __all__ = [
     "SCHEMA",
@@ -83,6 +83,8 @@ class PairExplanation(Explanation):
         Where the similarity falls in the model's calibration (``None``: no calibration).
     """
 
+    SCHEMA: ClassVar[str] = SCHEMA
+
     layer: str
     matches: Matches
     relevance_a: np.ndarray
@@ -104,7 +106,7 @@ class PairExplanation(Explanation):
 
     def __repr__(self) -> str:
         name = self.model.name if self.model else "?"
-        names = ", ".join(_name(f) for f in (self.frame_a, self.frame_b))
+        names = ", ".join(frame_name(f) for f in (self.frame_a, self.frame_b))
         extra = f", warnings={len(self.warnings)}" if self.warnings else ""
         return (
             f"PairExplanation({names}: similarity={self.similarity:.4f}, model={name!r}, "
@@ -113,17 +115,19 @@ class PairExplanation(Explanation):
         )
 
     def render(self, **options: Any) -> np.ndarray:
-        """Draw the explanation (see :func:`pairx.viz.figure.render_explanation`).
+        """Draw the explanation: a convenience for :func:`pairx.viz.figure.render_explanation`
+        (bound through the package's face, so that results do not import the figure code).
 
         Returns
         -------
         np.ndarray
             ``(H', W', 3)`` uint8 RGB picture.
         """
-        from pairx.viz.figure import render_explanation
+        import pairx
 
         options.setdefault("n_lines", self.n_matches)
-        return render_explanation(self, **options)
+        picture: np.ndarray = pairx.render_explanation(self, **options)
+        return picture
 
     # -- files ---------------------------------------------------------------------------
     def to_dict(self, *, include_maps: bool = True) -> dict[str, Any]:
@@ -221,38 +225,26 @@ class PairExplanation(Explanation):
         return {k: v for k in _NPZ_FIELDS if (v := getattr(self, k)) is not None}
 
     @classmethod
+    def from_record(
+        cls, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+    ) -> PairExplanation:
+        """Rebuild an explanation from :meth:`to_dict` and the arrays of its ``.npz`` (what
+        :meth:`load` and :func:`pairx.core.explanation.load_explanation` read)."""
+        return cls.from_dict(data, arrays)
+
+    @classmethod
     def load(cls, path: str | Path) -> PairExplanation:
         """Read an explanation written by :meth:`save` (exactly as it was saved)."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"explanation file not found: {p}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read {p}: {exc}") from None
-        npz = p.with_suffix(".npz")
-        if not npz.is_file():
-            raise InputError(f"{npz.name} (images and pixel maps) is missing beside {p}")
-        with np.load(npz, allow_pickle=False) as fh:
-            arrays = {k: fh[k] for k in fh.files}
-        try:
-            return cls.from_json(text, arrays)
-        except InputError as exc:
-            raise InputError(f"{p}: {exc}") from None
+        return cast(PairExplanation, super().load(path))
 
 
 def _reload(
     data: Mapping[str, Any], model: ModelInfo | None, frames: list[ImageFrame | None]
 ) -> dict[str, np.ndarray]:
     """Model-frame images and photographs read again from their recorded sources."""
-    from pairx.data.images import load_image
-    from pairx.models.adapter import Preprocessing
-
     out: dict[str, np.ndarray] = {}
-    pre = None if model is None else Preprocessing(model.size, model.mean, model.std,
-                                                   model.resize_mode)
     for side, frame in zip("ab", frames, strict=True):
-        if frame is None or frame.source is None or pre is None:
+        if frame is None or frame.source is None or model is None:
             raise InputError(
                 f"image {side} was not read from a file, so it cannot be reloaded; read the "
                 "explanation with PairExplanation.load (the .npz beside the JSON)"
@@ -261,7 +253,8 @@ def _reload(
             rgb = load_image(frame.source)
         except ImageReadError as exc:
             raise ImageReadError(f"cannot reload image {side} of the explanation: {exc}") from None
-        out[f"image_{side}"] = pre.apply(rgb, frame)
+        out[f"image_{side}"] = warp_to_frame(rgb, frame, model.size, model.resize_mode,
+                                              model.mean)
         out[f"photo_{side}"] = shrink_photo(rgb)
     h, w = out["image_a"].shape[:2]
     out["pixel_relevance_a"] = np.zeros((0, h, w), dtype=np.float32)

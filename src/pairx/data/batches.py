@@ -16,8 +16,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError
+from pairx.core.images import load_image
 from pairx.data.datasets import Sample
-from pairx.data.images import load_image
 
 __all__ = ["load_images", "normalize"]
 

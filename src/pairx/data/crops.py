@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pairx.core.errors import DatasetError
+from pairx.core.images import load_image
 from pairx.data.datasets import Sample
-from pairx.data.images import load_image
 
 __all__ = ["image_input"]
 

@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from pairx.batch.spec import ModelSpec
+from pairx.core.images import load_image
 from pairx.data.crops import image_input
 from pairx.data.datasets import ReIDDataset
-from pairx.data.images import load_image
 from pairx.metrics.faithfulness import pair_faithfulness
 from pairx.metrics.functional import MetricWarning, inverted_residual_mean, match_coverage
 from pairx.metrics.homography import (

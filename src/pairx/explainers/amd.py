@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from pairx.core.errors import InputError, ModelError
-from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation
 from pairx.core.files import atomic_write_text
+from pairx.explainers.base import PairExplainer, PreparedImage
 from pairx.models.adapter import ReIDModel
 from pairx.models.amd_net import AMDNet
 from pairx.models.provenance import weight_digest
@@ -239,7 +239,7 @@ class AMDExplainer(PairExplainer):
         Optional attribute labels by image key (path or explicit key): ``(M,)`` bool each,
         shown next to the contributions.
     **kwargs
-        As :class:`~pairx.core.explainer.PairExplainer` (``target`` must be ``"cosine"``).
+        As :class:`~pairx.explainers.base.PairExplainer` (``target`` must be ``"cosine"``).
     """
 
     name = "amd"

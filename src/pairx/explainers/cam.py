@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from pairx.core.errors import InputError
-from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation
 from pairx.core.optional import require
 from pairx.core.targets import SimilarityTarget
+from pairx.explainers.base import PairExplainer, PreparedImage
 from pairx.models.edits import frozen_eval
 from pairx.models.layer_choice import pool_input_layer
 from pairx.models.layers import get_layer
@@ -70,7 +70,7 @@ class CamExplainer(PairExplainer):
     Parameters
     ----------
     model
-        The embedding model (see :class:`pairx.core.explainer.PairExplainer`).
+        The embedding model (see :class:`pairx.explainers.base.PairExplainer`).
     method
         One of :data:`CAM_METHODS`.
     layer
@@ -79,7 +79,7 @@ class CamExplainer(PairExplainer):
     batch_size
         Score-CAM / Ablation-CAM: masked or ablated inputs per forward pass.
     **kwargs
-        Passed to :class:`~pairx.core.explainer.PairExplainer` (``target``, ``allow_untrained``,
+        Passed to :class:`~pairx.explainers.base.PairExplainer` (``target``, ``allow_untrained``,
         ``calibration``, ``cache_size``, ``preprocessing``).
 
     Raises

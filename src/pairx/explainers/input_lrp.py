@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from pairx.core.errors import ModelError
-from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation
+from pairx.explainers.base import PairExplainer, PreparedImage
 from pairx.lrp.gradient_engine import gradient_lrp_mode, layer_relevance
 from pairx.lrp.zennit_engine import seed_relevance
 
@@ -28,11 +28,11 @@ class InputLRPExplainer(PairExplainer):
     Parameters
     ----------
     model
-        The embedding model (see :class:`pairx.core.explainer.PairExplainer`).
+        The embedding model (see :class:`pairx.explainers.base.PairExplainer`).
     family
         Canonizer family, overriding ``model.family`` and detection.
     **kwargs
-        Passed to :class:`~pairx.core.explainer.PairExplainer`.
+        Passed to :class:`~pairx.explainers.base.PairExplainer`.
     """
 
     name = "lrp"

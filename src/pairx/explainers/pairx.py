@@ -35,9 +35,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pairx.core.calibration import SimilarityCalibration
 from pairx.core.errors import InputError, LayerError, ModelError
-from pairx.core.explainer import ImageInput, PairExplainer, PreparedImage
 from pairx.core.results import Matches, PairExplanation
+from pairx.explainers.base import ImageInput, PairExplainer, PreparedImage
 from pairx.explainers.matching import (
     feature_descriptors,
     grid_centres,
@@ -54,7 +55,6 @@ from pairx.lrp.zennit_engine import (
     pixel_relevance,
     seed_relevance,
 )
-from pairx.metrics.calibration import SimilarityCalibration
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.layers import get_layer, require_spatial_output, token_grid
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pairx.core.errors import InputError
-from pairx.core.explainer import ImageInput, PairExplainer
 from pairx.core.explanation import Explanation
+from pairx.explainers.base import ImageInput, PairExplainer
 
 __all__ = ["METHODS", "MethodInfo", "available", "create", "explain", "get"]
 
@@ -143,7 +143,7 @@ def create(name: str, model: Any, *, layer: str | Sequence[str] | None = None,
     info = METHODS.get(name)
     cls = get(name)
     if name == "pairx":
-        from pairx.core.explainer import as_reid_model
+        from pairx.explainers.base import as_reid_model
         from pairx.models.layer_choice import default_layers
 
         if layer is None:

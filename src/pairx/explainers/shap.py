@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from pairx.core.errors import InputError
-from pairx.core.explainer import PairExplainer, PreparedImage
 from pairx.core.explanation import Explanation
 from pairx.core.optional import require
 from pairx.core.targets import SimilarityTarget
+from pairx.explainers.base import PairExplainer, PreparedImage
 from pairx.models.edits import frozen_eval
 
 __all__ = ["BASELINES", "KernelShapExplainer", "superpixels"]
@@ -46,7 +46,7 @@ class KernelShapExplainer(PairExplainer):
     Parameters
     ----------
     model
-        The embedding model (see :class:`pairx.core.explainer.PairExplainer`).
+        The embedding model (see :class:`pairx.explainers.base.PairExplainer`).
     n_segments
         SLIC superpixels per image (the paper: 500).
     n_samples
@@ -60,7 +60,7 @@ class KernelShapExplainer(PairExplainer):
     progress
         Show captum's progress bar per image.
     **kwargs
-        Passed to :class:`~pairx.core.explainer.PairExplainer`.
+        Passed to :class:`~pairx.explainers.base.PairExplainer`.
     """
 
     name = "shap"

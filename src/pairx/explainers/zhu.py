@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from pairx.core.errors import InputError, ModelError
-from pairx.core.explainer import PairExplainer, PreparedImage, as_reid_model
 from pairx.core.explanation import Explanation, Matches
+from pairx.explainers.base import PairExplainer, PreparedImage, as_reid_model
 from pairx.explainers.matching import grid_centres
 from pairx.models.adapter import ReIDModel
 from pairx.models.edits import frozen_eval
@@ -278,7 +278,7 @@ class ZhuExplainer(PairExplainer):
     Parameters
     ----------
     model
-        The embedding model (see :class:`pairx.core.explainer.PairExplainer`).
+        The embedding model (see :class:`pairx.explainers.base.PairExplainer`).
     layer
         Default: the module feeding the global pooling.
     bias
@@ -286,7 +286,7 @@ class ZhuExplainer(PairExplainer):
     linearise
         First-order Taylor expansion for a head that is not affine (instead of refusing it).
     **kwargs
-        Passed to :class:`~pairx.core.explainer.PairExplainer`.
+        Passed to :class:`~pairx.explainers.base.PairExplainer`.
     """
 
     name = "zhu"

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from pairx.core.errors import InputError, ModelError
-from pairx.core.geometry import RESIZE_MODES, ImageFrame, fit_frame
-from pairx.data.images import ImageLike, load_image
+from pairx.core.geometry import RESIZE_MODES, ImageFrame, fit_frame, warp_to_frame
+from pairx.core.images import ImageLike, load_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,21 +73,7 @@ class Preprocessing:
 
     def apply(self, rgb: np.ndarray, frame: ImageFrame) -> np.ndarray:
         """Resize (and pad or crop) a loaded ``(H0, W0, 3)`` uint8 image as ``frame`` says."""
-        h, w = self.size
-        if rgb.shape[:2] == (h, w) and frame.resized == (h, w):
-            return rgb
-        rh, rw = frame.resized
-        resized = np.asarray(Image.fromarray(rgb).resize((rw, rh), Image.Resampling.BILINEAR))
-        if self.resize_mode == "stretch":
-            return resized
-        ox, oy = int(frame.offset[0]), int(frame.offset[1])
-        if self.resize_mode == "crop":
-            return np.ascontiguousarray(resized[-oy : -oy + h, -ox : -ox + w])
-        fill = np.round(np.asarray(self.mean) * 255.0).astype(np.uint8)
-        canvas = np.empty((h, w, 3), dtype=np.uint8)
-        canvas[:] = fill
-        canvas[oy : oy + rh, ox : ox + rw] = resized
-        return canvas
+        return warp_to_frame(rgb, frame, self.size, self.resize_mode, self.mean)
 
     def resize(self, image: ImageLike) -> np.ndarray:
         """Load ``image`` and resize it to the model-input frame.

@@ -36,9 +36,9 @@ from pairx.core.context import ModelInfo
 from pairx.core.errors import InputError, ModelError
 from pairx.core.explanation import Explanation, Matches
 from pairx.core.geometry import ImageFrame
+from pairx.core.images import ImageLike
 from pairx.core.results import shrink_photo
 from pairx.core.targets import TARGETS, SimilarityTarget, make_target
-from pairx.data.images import ImageLike
 from pairx.models.adapter import Preprocessing, ReIDModel
 
 __all__ = ["ImageInput", "PairExplainer", "PreparedImage", "as_reid_model"]
@@ -371,7 +371,7 @@ def _as_map(m: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def _resolve_calibration(model: ReIDModel, calibration: Any, digest: str) -> Any:
     """The calibration to use: the given one or path, else the one shipped with the model."""
-    from pairx.metrics.calibration import SimilarityCalibration
+    from pairx.core.calibration import SimilarityCalibration
 
     given = calibration if calibration is not None else model.metadata.get("calibration_file")
     if given is None:
