@@ -29,7 +29,18 @@ import numpy as np
 
 from pairx import __version__
 from pairx.app.search import top_k
-from pairx.app.store import connect, transaction
+from pairx.app.store import (
+    connect,
+    count_embedded,
+    embedded_images,
+    images_to_embed,
+    mark_unreadable,
+    record_model_digest,
+    replace_candidates,
+    store_embeddings,
+    transaction,
+    upsert_image,
+)
 from pairx.core.errors import DatasetError, InputError, PairxError
 
 __all__ = [
@@ -235,8 +246,8 @@ def init_project(
     import torch
     from tqdm.auto import tqdm
 
+    from pairx.core.images import load_image
     from pairx.data.datasets import load_dataset
-    from pairx.data.images import load_image
     from pairx.models.layer_choice import default_layers
     from pairx.models.loaders import load_model
     from pairx.models.provenance import weight_digest
@@ -294,29 +305,18 @@ def init_project(
             sha = _file_hash(s.path)
             ex = extra.get(s.image_id, {})
             status, problem = ("ok", "") if sha else ("missing", f"cannot read {s.path}")
-            conn.execute(
-                "INSERT INTO images (image_id, identity, path, split, species, location, "
-                "captured_at, viewpoint, sha256, status, problem, bbox) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(image_id) DO UPDATE SET identity=excluded.identity, "
-                "path=excluded.path, split=excluded.split, species=excluded.species, "
-                "location=excluded.location, captured_at=excluded.captured_at, "
-                "viewpoint=excluded.viewpoint, sha256=excluded.sha256, status=excluded.status, "
-                "problem=excluded.problem, bbox=excluded.bbox",
-                (s.image_id, s.identity, str(s.path), s.split, s.species,
-                 ex.get("location", ""), ex.get("captured_at", ""),
-                 ex.get("viewpoint", "") or s.orientation, sha or "", status, problem,
-                 "" if s.bbox is None else ",".join(f"{v:g}" for v in s.bbox)))
+            upsert_image(
+                conn, image_id=s.image_id, identity=s.identity, path=str(s.path),
+                split=s.split, species=s.species, location=ex.get("location", ""),
+                captured_at=ex.get("captured_at", ""),
+                viewpoint=ex.get("viewpoint", "") or s.orientation, sha256=sha or "",
+                status=status, problem=problem,
+                bbox="" if s.bbox is None else ",".join(f"{v:g}" for v in s.bbox))
             if not sha:
                 summary.problems.append(f"{s.image_id}: missing file {s.path}")
     crops = {s.image_id: s.bbox for s in dataset}
-    todo = conn.execute(
-        "SELECT i.id, i.image_id, i.path, i.sha256 FROM images i LEFT JOIN embeddings e "
-        "ON e.image = i.id AND e.sha256 = i.sha256 AND e.model_digest = ? "
-        "WHERE i.status = 'ok' AND e.image IS NULL ORDER BY i.id", (digest,)).fetchall()
-    summary.reused = int(conn.execute(
-        "SELECT COUNT(*) FROM images i JOIN embeddings e ON e.image = i.id "
-        "AND e.sha256 = i.sha256 AND e.model_digest = ?", (digest,)).fetchone()[0])
+    todo = images_to_embed(conn, digest)
+    summary.reused = count_embedded(conn, digest)
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress)
     for start in range(0, len(todo), batch_size):
@@ -332,9 +332,7 @@ def init_project(
                 ok.append(row)
             except (PairxError, OSError, ValueError) as exc:
                 summary.problems.append(f"{row['image_id']}: {exc}")
-                with transaction(conn):
-                    conn.execute("UPDATE images SET status='unreadable', problem=? WHERE id=?",
-                                 (str(exc)[:300], row["id"]))
+                mark_unreadable(conn, row["id"], str(exc)[:300])
         if xs:
             with torch.no_grad():
                 emb = net.embed(torch.cat(xs).to(net.device)).float()
@@ -342,12 +340,9 @@ def init_project(
             if not np.isfinite(emb).all():
                 raise PairxError(f"the model gave non-finite embeddings for "
                                  f"{ok[0]['image_id']}...; nothing of this batch was stored")
-            with transaction(conn):
-                for row, vec in zip(ok, emb, strict=True):
-                    conn.execute(
-                        "INSERT OR REPLACE INTO embeddings (image, sha256, model_digest, vector) "
-                        "VALUES (?, ?, ?, ?)",
-                        (row["id"], row["sha256"], digest, vec.astype(np.float32).tobytes()))
+            store_embeddings(conn, digest, ((row["id"], row["sha256"],
+                                             vec.astype(np.float32).tobytes())
+                                            for row, vec in zip(ok, emb, strict=True)))
             summary.embedded += len(ok)
         bar.update(len(batch))
     bar.close()
@@ -355,8 +350,7 @@ def init_project(
     t1 = time.perf_counter()
     _store_candidates(conn, settings, digest, summary)
     summary.seconds_search = time.perf_counter() - t1
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('model_digest', ?)",
-                 (digest,))
+    record_model_digest(conn, digest)
     conn.close()
     return summary
 
@@ -370,10 +364,7 @@ def _write_settings(root: Path, settings: dict[str, Any]) -> None:
 def _store_candidates(conn: Any, settings: dict[str, Any], digest: str,
                       summary: InitSummary) -> None:
     """Recompute every query's exact top-k and replace the candidate table in one go."""
-    rows = conn.execute(
-        "SELECT i.id, i.split, e.vector FROM images i JOIN embeddings e ON e.image = i.id "
-        "AND e.sha256 = i.sha256 AND e.model_digest = ? WHERE i.status = 'ok' ORDER BY i.id",
-        (digest,)).fetchall()
+    rows = embedded_images(conn, digest)
     if not rows:
         raise DatasetError("no image of the dataset could be embedded; see the problems above")
     has_split = any(r["split"] for r in rows)
@@ -390,14 +381,7 @@ def _store_candidates(conn: Any, settings: dict[str, Any], digest: str,
     g_index = {r["id"]: j for j, r in enumerate(g_rows)}
     exclude = np.array([g_index.get(r["id"], -1) for r in q_rows], dtype=np.int64)
     idx, sims = top_k(q, g, settings["k"], exclude=exclude)
-    with transaction(conn):
-        conn.execute("DELETE FROM candidates")
-        conn.execute("DELETE FROM queries")
-        for pos, (r, ii, ss) in enumerate(zip(q_rows, idx, sims, strict=True)):
-            conn.execute("INSERT INTO queries (image, position, top, n) VALUES (?, ?, ?, ?)",
-                         (r["id"], pos, float(ss[0]) if len(ss) else None, len(ss)))
-            conn.executemany(
-                "INSERT INTO candidates (query, rank, candidate, similarity) VALUES (?,?,?,?)",
-                [(r["id"], rank + 1, g_rows[int(j)]["id"], float(s))
-                 for rank, (j, s) in enumerate(zip(ii, ss, strict=True))])
+    replace_candidates(conn, [
+        (r["id"], [(g_rows[int(j)]["id"], float(s)) for j, s in zip(ii, ss, strict=True)])
+        for r, ii, ss in zip(q_rows, idx, sims, strict=True)])
     summary.queries, summary.gallery = len(q_rows), len(g_rows)

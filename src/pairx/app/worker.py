@@ -33,11 +33,26 @@ from pairx import __version__
 from pairx.app.amd import AMD_VIEW
 from pairx.app.cache import ExplanationCache, content_key
 from pairx.app.project import Project, crop
-from pairx.app.store import transaction
+from pairx.app.store import (
+    add_job,
+    explained_candidates,
+    finish_job,
+    has_more_urgent_job,
+    image_row,
+    image_rows,
+    jobs_of,
+    next_pending_job,
+    recent_seconds,
+    record_explanation,
+    requeue_running_jobs,
+    set_worker_error,
+    start_job,
+    worker_error,
+)
 from pairx.core.allocator import release_free_memory, tune_allocator
 
-__all__ = ["cache_key", "enqueue", "job_progress", "recover_jobs", "start_worker",
-           "worker_main"]
+__all__ = ["cache_key", "enqueue", "image_hash", "job_progress", "recover_jobs", "start_worker",
+           "user_priority", "worker_main"]
 
 POLL_SECONDS = 0.05
 
@@ -76,37 +91,17 @@ def enqueue(conn: sqlite3.Connection, project: Project, query: int, layer: str,
     """
     if layer not in project.views:
         raise KeyError(layer)
-    with transaction(conn):
-        done = {r[0] for r in conn.execute(
-            "SELECT candidate FROM explanations WHERE query = ? AND layer = ?", (query, layer))}
-        open_jobs = conn.execute(
-            "SELECT id, candidates, priority FROM jobs WHERE query = ? AND layer = ? AND status "
-            "IN ('pending', 'running')", (query, layer)).fetchall()
-        queued = {c for j in open_jobs for c in json.loads(j["candidates"])}
-        for j in open_jobs:
-            if j["priority"] < priority:
-                conn.execute("UPDATE jobs SET priority = ? WHERE id = ? AND status = 'pending'",
-                             (priority, j["id"]))
-        todo = [int(c) for c in dict.fromkeys(candidates) if c not in done and c not in queued]
-        if not todo:
-            return None
-        cur = conn.execute(
-            "INSERT INTO jobs (query, layer, candidates, priority, total, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (query, layer, json.dumps(todo), priority, len(todo), time.time()))
-        return int(cur.lastrowid or 0)
+    return add_job(conn, query, layer, candidates, priority=priority)
 
 
 def job_progress(conn: sqlite3.Connection, query: int, layer: str) -> dict[str, Any]:
     """Progress of the open and recent jobs of one query and layer (done, total, ETA)."""
-    rows = conn.execute(
-        "SELECT * FROM jobs WHERE query = ? AND layer = ? ORDER BY id", (query, layer)).fetchall()
+    rows = jobs_of(conn, query, layer)
     open_rows = [r for r in rows if r["status"] in ("pending", "running")]
     done = sum(r["done"] for r in open_rows)
     total = sum(r["total"] for r in open_rows)
     eta = None
-    recent = [r[0] for r in conn.execute(
-        "SELECT seconds FROM explanations ORDER BY created_at DESC LIMIT 20")]
+    recent = recent_seconds(conn)
     if open_rows and recent:  # the worker's recent seconds per candidate
         eta = float(sorted(recent)[len(recent) // 2]) * (total - done)
     failed = [r["error"] for r in rows if r["status"] == "failed"]
@@ -117,9 +112,7 @@ def job_progress(conn: sqlite3.Connection, query: int, layer: str) -> dict[str, 
 
 def recover_jobs(conn: sqlite3.Connection) -> int:
     """Put jobs a killed worker left ``running`` back to ``pending``; how many."""
-    with transaction(conn):
-        cur = conn.execute("UPDATE jobs SET status = 'pending' WHERE status = 'running'")
-    return int(cur.rowcount)
+    return requeue_running_jobs(conn)
 
 
 def _die_with_parent() -> None:
@@ -187,7 +180,7 @@ class _Engine:
 
 def _image(row: sqlite3.Row) -> Any:
     """The image as the model sees it: its path, or its bounding-box crop."""
-    from pairx.data.images import load_image
+    from pairx.core.images import load_image
 
     if not row["bbox"]:
         return row["path"]
@@ -200,15 +193,16 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
     from pairx.app.bundle import explanation_metrics, figure_jpeg, interactive_data
 
     layer = job["layer"]
-    query = conn.execute("SELECT * FROM images WHERE id = ?", (job["query"],)).fetchone()
-    done = {r[0] for r in conn.execute(
-        "SELECT candidate FROM explanations WHERE query = ? AND layer = ?", (job["query"], layer))}
+    found = image_row(conn, job["query"])
+    done = explained_candidates(conn, job["query"], layer)
     wanted = [c for c in json.loads(job["candidates"]) if c not in done]  # resumed: the rest
     if not wanted:
         return
-    rows = {r["id"]: r for r in conn.execute(
-        f"SELECT * FROM images WHERE id IN ({','.join('?' * len(wanted))})", wanted)}
+    rows = image_rows(conn, wanted)
     todo = [rows[c] for c in wanted if c in rows]
+    if found is None:  # ruled out by the foreign key of jobs.query
+        raise RuntimeError(f"job {job['id']}: no image {job['query']} in the project")
+    query = found
     q_img = _image(query)
     pairs, keys = [], []
     for r in todo:
@@ -231,18 +225,9 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
         cache.write(key, "json", json.dumps(data).encode())
         seconds = time.perf_counter() - started[0]
         started[0] = time.perf_counter()
-        with transaction(conn):
-            conn.execute(
-                "INSERT OR REPLACE INTO explanations (query, candidate, layer, key, seconds, "
-                "metrics, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (query["id"], cand["id"], layer, key, seconds,
-                 json.dumps({k: (None if v != v else v) for k, v in metrics.items()}),
-                 time.time()))
-            conn.execute("UPDATE jobs SET done = done + 1, updated_at = ? WHERE id = ?",
-                         (time.time(), job["id"]))
-        urgent = conn.execute("SELECT 1 FROM jobs WHERE status = 'pending' AND priority > ? "
-                              "LIMIT 1", (job["priority"],)).fetchone()
-        if urgent is not None and i + 1 < len(todo):
+        record_explanation(conn, job=job["id"], query=query["id"], candidate=cand["id"],
+                           layer=layer, key=key, seconds=seconds, metrics=metrics)
+        if has_more_urgent_job(conn, job["priority"]) and i + 1 < len(todo):
             raise _Preempted
 
     if layer == AMD_VIEW:
@@ -271,18 +256,13 @@ def worker_main(root: str, parent: int) -> None:
     try:
         engine = _Engine(project)
     except Exception as exc:  # the app keeps serving everything else; jobs say why
-        message = f"the explanation engine cannot start: {exc}"
-        with transaction(conn):
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('worker_error', ?)",
-                         (message,))
+        set_worker_error(conn, f"the explanation engine cannot start: {exc}")
         engine = None
     else:
-        with transaction(conn):
-            conn.execute("DELETE FROM meta WHERE key = 'worker_error'")
+        set_worker_error(conn, None)
     idle = True
     while os.getppid() == parent:
-        job = conn.execute("SELECT * FROM jobs WHERE status = 'pending' "
-                           "ORDER BY priority DESC, id LIMIT 1").fetchone()
+        job = next_pending_job(conn)
         if job is None:
             if not idle:  # the queue ran dry: give the freed memory of the jobs back
                 release_free_memory()
@@ -290,13 +270,10 @@ def worker_main(root: str, parent: int) -> None:
             time.sleep(POLL_SECONDS)
             continue
         idle = False
-        with transaction(conn):
-            conn.execute("UPDATE jobs SET status = 'running', started_at = ?, updated_at = ? "
-                         "WHERE id = ?", (time.time(), time.time(), job["id"]))
+        start_job(conn, job["id"])
         try:
             if engine is None:
-                raise RuntimeError(conn.execute(
-                    "SELECT value FROM meta WHERE key = 'worker_error'").fetchone()[0])
+                raise RuntimeError(worker_error(conn))
             _run_job(conn, project, cache, engine, job)
             status, error = "done", ""
         except _Preempted:
@@ -304,9 +281,7 @@ def worker_main(root: str, parent: int) -> None:
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             traceback.print_exc()
-        with transaction(conn):
-            conn.execute("UPDATE jobs SET status = ?, error = ?, updated_at = ? WHERE id = ?",
-                         (status, error, time.time(), job["id"]))
+        finish_job(conn, job["id"], status, error)
 
 
 def start_worker(project: Project) -> mp.process.BaseProcess:
