@@ -12,7 +12,8 @@ from tests.models.test_vit import assert_canonizer_exact, tiny_vit
 from pairx.core.errors import CanonizerError
 from pairx.explainers.pairx import PairX
 from pairx.lrp.attnlrp import AttnLRPMix
-from pairx.lrp.canonizers import canonizer_for, carrier, gradient_convention
+from pairx.lrp.convention import carrier, gradient_convention
+from pairx.lrp.families import canonizer_for
 from pairx.models.adapter import Preprocessing, ReIDModel
 
 EPS = 1e-6

@@ -22,16 +22,16 @@ import torchvision
 from torch import nn
 
 from pairx.core.errors import CanonizerError
-from pairx.lrp.canonizers import (
-    Canonizer,
+from pairx.lrp.canonizer import Canonizer
+from pairx.lrp.families import (
     FamilySpec,
     canonizer_for,
     check_lrp_support,
     detect_family,
     families,
-    merge_conv_bn,
     register_family,
 )
+from pairx.lrp.rule_modules import merge_conv_bn
 from pairx.lrp.zennit_engine import RULE_TYPES, input_relevance, lrp_mode
 from pairx.models.architectures import ReIDNet
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from pairx.core.errors import ModelError
 from pairx.lrp import gradient_engine as gradient_lrp
-from pairx.lrp.canonizers import carrier
 from pairx.lrp.cone import ConePlan, ConeUnsupported
+from pairx.lrp.convention import carrier
 from pairx.lrp.gradient_engine import gradient_lrp_mode, position_pixel_relevance
 from pairx.lrp.zennit_engine import capture_layers
 from pairx.models.adapter import Preprocessing, ReIDModel

@@ -12,7 +12,7 @@ from tests.models.test_vit import assert_canonizer_exact
 
 from pairx.core.errors import LayerError, ModelError
 from pairx.explainers.pairx import PairX
-from pairx.lrp.canonizers import detect_family
+from pairx.lrp.families import detect_family
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.layer_choice import block_layers
 from pairx.models.paw_vit import PAWViT
@@ -183,7 +183,7 @@ def test_foreign_hybrid_embeddings_are_refused() -> None:
     from timm.layers import HybridEmbed
 
     from pairx.core.errors import CanonizerError
-    from pairx.lrp.canonizers import canonizer_for
+    from pairx.lrp.families import canonizer_for
 
     cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, stride=4), torch.nn.ReLU())
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=1,

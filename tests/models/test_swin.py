@@ -15,7 +15,7 @@ from torch import nn
 
 from pairx.core.errors import LayerError, ModelError
 from pairx.explainers.pairx import PairX
-from pairx.lrp.canonizers import detect_family
+from pairx.lrp.families import detect_family
 from pairx.lrp.zennit_engine import lrp_mode, similarity_relevance
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.layer_choice import block_layers

@@ -15,7 +15,7 @@ from tests.lrp.test_gradient_engine import _both_engines, _close
 from torch import nn
 
 from pairx.core.errors import CanonizerError, LayerError, ModelError
-from pairx.lrp.canonizers import canonizer_for, detect_family
+from pairx.lrp.families import canonizer_for, detect_family
 from pairx.lrp.gradient_engine import gradient_lrp_mode, layer_relevance
 from pairx.lrp.zennit_engine import input_relevance, lrp_mode
 from pairx.models.adapter import Preprocessing, ReIDModel

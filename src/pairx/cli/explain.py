@@ -210,7 +210,7 @@ def explain_command(
     layers = list(dict.fromkeys(layer)) if layer else default_layers(net)
     family = None
     if attention_rule == "attnlrp":
-        from pairx.lrp.canonizers import detect_family
+        from pairx.lrp.families import detect_family
 
         family = net.family or detect_family(net.net)
         if family not in ("timm_vit", "timm_swin"):

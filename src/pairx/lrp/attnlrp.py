@@ -15,7 +15,7 @@ constants, so only ``v`` receives relevance. AttnLRP propagates through the weig
 ``s`` is zennit's stabilizer ``x + eps * sign(x)``. The rule is one autograd function from the
 ``qkv`` projection's output to the heads' output whose backward *is* the rule, so it works in
 both of pairx's LRP engines: in zennit's convention the gradient is the relevance; inside
-:func:`~pairx.lrp.canonizers.gradient_convention` it is relevance / carrier, and the function
+:func:`~pairx.lrp.convention.gradient_convention` it is relevance / carrier, and the function
 converts at both ends.
 
 Select it with the families ``"timm_vit_attnlrp"`` and ``"timm_swin_attnlrp"`` (e.g.
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from pairx.core.errors import CanonizerError
-from pairx.lrp.canonizers import _GRADIENT_CONVENTION, carrier
+from pairx.lrp.convention import GRADIENT_CONVENTION, carrier
 
 __all__ = ["AttnLRPFunction", "AttnLRPMix", "attnlrp_relevance"]
 
@@ -79,7 +79,7 @@ class AttnLRPFunction(torch.autograd.Function):
         out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, -1)
         ctx.save_for_backward(qkv.detach(), out, bias)
         ctx.heads, ctx.scale = heads, scale
-        ctx.gradient = _GRADIENT_CONVENTION.get()
+        ctx.gradient = GRADIENT_CONVENTION.get()
         return out
 
     @staticmethod

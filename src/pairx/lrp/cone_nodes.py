@@ -372,6 +372,6 @@ ONLY_FIRST = {"ValueOfBackward", "ZPlusConvBackward", "SignalPassBackward",
                "MaxPool2DWithIndicesBackward0", "AvgPool2DBackward0", "MeanBackward1",
                "ConstantPadNdBackward0"}
 """Nodes whose gradient reaches only their first input (the others are weights, saved copies
-of the output that :class:`~pairx.lrp.canonizers.ValueOf` routes nothing to, or constants)."""
+of the output that :class:`~pairx.lrp.convention.ValueOf` routes nothing to, or constants)."""
 
 

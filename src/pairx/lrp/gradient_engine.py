@@ -20,7 +20,7 @@ sign-preserving stabilizer, factors are detached):
 * pass-through (activations, BatchNorm, GeM powers, constant gates): the gradient of
   ``x * c(y) / c(x)``.
 
-Each module's output keeps its exact value (:class:`~pairx.lrp.canonizers.ValueOf`); only the
+Each module's output keeps its exact value (:class:`~pairx.lrp.convention.ValueOf`); only the
 gradient is routed through the surrogate. A backward pass then costs one transposed operation
 per layer (two for ``ZPlus`` with signed inputs) and nothing is recomputed. The relevance of a
 graph tensor ``a`` is ``c(a) * grad``; the output is seeded with ``R / c(y)``.
@@ -45,16 +45,10 @@ from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import ConvolutionStandard
 
 from pairx.core.errors import ModelError
-from pairx.lrp.canonizers import (
-    GeMMean,
-    ValueOf,
-    carrier,
-    gradient_convention,
-    has_zero,
-    pass_ratio,
-)
 from pairx.lrp.cone import ConePlan, ConeUnsupported, signed_select
+from pairx.lrp.convention import ValueOf, carrier, gradient_convention, has_zero, pass_ratio
 from pairx.lrp.graph_modules import GraphGeMMean
+from pairx.lrp.rule_modules import GeMMean
 from pairx.lrp.zennit_engine import canonized, lrp_composite
 from pairx.models.adapter import ReIDModel
 

@@ -8,7 +8,7 @@ composite (both engines read it):
 * :class:`ConstantOp` (``x op c`` with a constant ``c``) and :class:`Clamp`: pass-through, as for
   BatchNorm's affine map;
 * :class:`GraphAvgPool`: ``Norm`` (sum rule), :class:`GraphGeMMean` the same with a tiny
-  stabilizer, like :class:`pairx.lrp.canonizers.GeMMean`;
+  stabilizer, like :class:`pairx.lrp.rule_modules.GeMMean`;
 * :class:`GatedProduct` ``x * g`` with a broadcast gate ``g`` (squeeze-excitation): the gate
   is a constant under LRP (signal-only), switched on by the family canonizer;
 * residual sums use zennit's ``Sum`` (``Norm``), SiLU ``nn.SiLU`` (pass-through).
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pairx.lrp.canonizers import signal_pass
+from pairx.lrp.convention import signal_pass
 
 __all__ = [
     "GRAPH_RULE_KINDS",
@@ -69,7 +69,7 @@ class ConstantOp(nn.Module):
 
 
 class Clamp(nn.Module):
-    """``clamp(x, low, high)`` (rule: pass-through, as for :class:`~pairx.lrp.canonizers.Power`'s
+    """``clamp(x, low, high)`` (rule: pass-through, as for :class:`~pairx.lrp.rule_modules.Power`'s
     clamp in GeM)."""
 
     def __init__(self, low: float | None, high: float | None) -> None:

@@ -18,7 +18,8 @@ from torch import nn
 from zennit.layer import Sum
 
 from pairx.core.errors import CanonizerError
-from pairx.lrp.canonizers import Canonizer
+from pairx.lrp.canonizer import Canonizer, ComposedCanonizer
+from pairx.lrp.families import contains, family_canonizer, never
 from pairx.lrp.vit import TokenMean, attention_mix, check_attention_rule
 
 __all__ = ["TimmSwin", "WindowAttentionMix"]
@@ -126,3 +127,24 @@ class TimmSwin(Canonizer):
                     self.add_child(module, "pairx_sum2", Sum())
                     self.override_forward(module, _swin_block_forward)
         self.detach_layer_norms(net)
+
+
+# -- the families (their detection order: pairx.lrp.families.DETECTION_ORDER) -----------------
+
+
+@family_canonizer(
+    "timm_swin",
+    contains("timm.models.swin_transformer.SwinTransformer"),
+    "timm Swin Transformer, e.g. MegaDescriptor (CP-LRP on window attention)",
+)
+def _timm_swin() -> Canonizer:
+    return ComposedCanonizer([TimmSwin()])
+
+
+@family_canonizer(
+    "timm_swin_attnlrp",
+    never,
+    "timm Swin Transformer with the AttnLRP attention rule (chosen explicitly, never detected)",
+)
+def _timm_swin_attnlrp() -> Canonizer:
+    return ComposedCanonizer([TimmSwin(attention_rule="attnlrp")])

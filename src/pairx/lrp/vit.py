@@ -11,13 +11,13 @@ default of AttnLRP, Achtibat et al., ICML 2024):
   embedding's convolution takes ``ZPlus`` (the EpsilonPlus composite's rule for convolutions);
 * residual additions are explicit :class:`zennit.layer.Sum` modules (``Norm``); layer scales
   and the position embedding are constants that pass relevance to the signal
-  (:func:`~pairx.lrp.canonizers.signal_pass`);
+  (:func:`~pairx.lrp.convention.signal_pass`);
 * average pooling over tokens is :class:`TokenMean` (``Norm``); class-token pooling is an
   index and passes relevance as is.
 
 A hybrid ViT whose patch embedding is pairx's :class:`~pairx.models.paw_vit.HybridStem` (timm
 ResNet stages) gets the timm ResNet canonizers on that CNN first (BatchNorm merged, residual
-``Sum``; family factory in :mod:`pairx.lrp.canonizers`), then these rules; its 1 x 1
+``Sum``; :mod:`pairx.lrp.cnn`), then these rules; its 1 x 1
 projection to tokens becomes a :class:`PointwiseProjection` with ``Epsilon``, not ``ZPlus``.
 
 Not covered (refused with a :class:`~pairx.core.errors.CanonizerError`): attention pooling
@@ -37,7 +37,11 @@ from torch import nn
 from zennit.layer import Sum
 
 from pairx.core.errors import CanonizerError
-from pairx.lrp.canonizers import Canonizer, signal_pass
+from pairx.lrp.attnlrp import AttnLRPMix
+from pairx.lrp.canonizer import Canonizer, ComposedCanonizer
+from pairx.lrp.cnn import MergeBatchNorm, SignalOnlyGates, TimmResNetResiduals
+from pairx.lrp.convention import signal_pass
+from pairx.lrp.families import contains, family_canonizer, never
 
 __all__ = ["ATTENTION_RULES", "AggregationMix", "AttentionMix", "PointwiseProjection", "TimmViT",
            "TokenMean",
@@ -152,8 +156,6 @@ def attention_mix(attention: nn.Module, rule: str, cp: type[nn.Module] | None = 
     """The module that replaces an attention's core under ``rule`` (``cp``: ``cp(attention)``,
     default :class:`AttentionMix`; ``attnlrp``: :class:`~pairx.lrp.attnlrp.AttnLRPMix`)."""
     if rule == "attnlrp":
-        from pairx.lrp.attnlrp import AttnLRPMix
-
         return AttnLRPMix(attention)
     return (cp or AttentionMix)(attention)
 
@@ -327,3 +329,31 @@ def _bind(fn: Any, obj: nn.Module) -> Any:
     import types
 
     return types.MethodType(fn, obj)
+
+
+# -- the families (their detection order: pairx.lrp.families.DETECTION_ORDER) -----------------
+
+
+def _vit_family(attention_rule: str = "cp") -> Canonizer:
+    # a hybrid ViT's CNN patch embedding (pairx.models.paw_vit.HybridStem, timm ResNet stages)
+    # takes the timm ResNet canonizers first; on a plain ViT they find nothing to edit
+    return ComposedCanonizer([MergeBatchNorm(), SignalOnlyGates(), TimmResNetResiduals(),
+                              TimmViT(attention_rule)])
+
+
+@family_canonizer(
+    "timm_vit",
+    contains("timm.models.vision_transformer.VisionTransformer"),
+    "timm Vision Transformer (CP-LRP: attention with q and k detached)",
+)
+def _timm_vit() -> Canonizer:
+    return _vit_family()
+
+
+@family_canonizer(
+    "timm_vit_attnlrp",
+    never,
+    "timm Vision Transformer with the AttnLRP attention rule (chosen explicitly, never detected)",
+)
+def _timm_vit_attnlrp() -> Canonizer:
+    return _vit_family(attention_rule="attnlrp")

@@ -28,14 +28,9 @@ from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
-from pairx.lrp.canonizers import (
-    DetachedLayerNorm,
-    GeMMean,
-    Power,
-    canonizer_for,
-    check_lrp_support,
-)
+from pairx.lrp.families import canonizer_for, check_lrp_support
 from pairx.lrp.graph_modules import graph_layer_map
+from pairx.lrp.rule_modules import DetachedLayerNorm, GeMMean, Power
 from pairx.lrp.swin import WindowAttentionMix
 from pairx.lrp.vit import AggregationMix, AttentionMix, PointwiseProjection, TokenMean
 from pairx.models.adapter import ReIDModel

@@ -11,13 +11,14 @@ from torch import nn
 from zennit.layer import Sum
 
 from pairx.core.errors import ModelError
-from pairx.lrp.canonizers import Power, canonizer_for
+from pairx.lrp.families import canonizer_for
 from pairx.lrp.graph_modules import (
     Clamp,
     GatedProduct,
     GraphGeMMean,
     register_graph_rule,
 )
+from pairx.lrp.rule_modules import Power
 from pairx.lrp.zennit_engine import input_relevance
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.onnx import load_onnx

@@ -29,15 +29,8 @@ from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
 from pairx.core.optional import require
-from pairx.lrp.canonizers import (
-    Canonizer,
-    ComposedCanonizer,
-    DetachedLayerNorm,
-    FamilySpec,
-    Power,
-    merge_conv_bn,
-    register_family,
-)
+from pairx.lrp.canonizer import Canonizer, ComposedCanonizer
+from pairx.lrp.families import FamilySpec, register_family
 from pairx.lrp.graph_modules import (
     Clamp,
     ConstantOp,
@@ -47,6 +40,7 @@ from pairx.lrp.graph_modules import (
     GraphGeMMean,
     graph_rule_of,
 )
+from pairx.lrp.rule_modules import DetachedLayerNorm, Power, merge_conv_bn
 from pairx.models.onnx.graph import OnnxGraph
 
 __all__ = ["FAMILY", "convert_for_lrp", "convert_graph"]
