@@ -19,8 +19,9 @@ import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
-__all__ = ["CSP", "LOOPBACK_NAMES", "SECURITY_HEADERS", "check_bind", "csrf_token",
-           "host_allowed", "is_loopback", "new_session", "origin_allowed"]
+__all__ = ["CSP", "LOOPBACK_NAMES", "SECURITY_HEADERS", "SESSION_COOKIE", "TOKEN_COOKIE",
+           "check_bind", "csrf_ok", "csrf_token", "host_allowed", "is_loopback", "new_session",
+           "origin_allowed"]
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
@@ -84,6 +85,7 @@ def origin_allowed(origin: str | None, host: str | None) -> bool:
 
 
 def new_session() -> str:
+    """A new random browser session id (the session cookie's value)."""
     return secrets.token_urlsafe(24)
 
 
@@ -93,6 +95,7 @@ def csrf_token(secret: str, session: str) -> str:
 
 
 def csrf_ok(secret: str, session: str | None, token: str | None) -> bool:
+    """Whether ``token`` is the CSRF token of ``session`` (constant-time comparison)."""
     if not session or not token:
         return False
     return hmac.compare_digest(csrf_token(secret, session), token)

@@ -18,8 +18,8 @@ from typing import Any
 
 from pairx.app.store import current_decisions
 
-__all__ = ["QueueFilter", "export_audit", "export_decisions", "identity_images", "queue",
-           "review"]
+__all__ = ["DECISION_FIELDS", "METRIC_FIELDS", "STATUSES", "QueueFilter", "export_audit",
+           "export_decisions", "identity_images", "queue", "review", "to_csv"]
 
 STATUSES = ("todo", "started", "done")
 
@@ -211,6 +211,7 @@ def export_decisions(conn: sqlite3.Connection, *, with_metrics: bool = False
 
 
 def to_csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
+    """``rows`` as CSV text with a header of ``fields`` (``None`` as an empty cell)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
     w.writeheader()
