@@ -1,7 +1,7 @@
 """Layer-wise relevance propagation for re-identification models: rules, canonizers, engines.
 
 * :mod:`.convention`: how relevance rides on autograd (the two gradient conventions);
-* :mod:`.rule_modules`, :mod:`.graph_modules`: modules that each carry one LRP rule;
+* :mod:`.rule_modules`: the modules canonizers swap in, each with one LRP rule;
 * :mod:`.canonizer`: the reversible model edit; :mod:`.neck`: the GeM / BatchNorm neck;
 * :mod:`.families`: the family registry (detection order, ``canonizer_for``);
 * the families, each registered where its canonizer is defined: :mod:`.cnn`, :mod:`.vit`,
@@ -13,6 +13,6 @@ Importing this package imports the family modules, so :func:`.families.detect_fa
 :func:`.families.canonizer_for` see every family however :mod:`pairx.lrp` is entered.
 """
 
-from pairx.lrp import cnn, swin, vit
+from pairx.lrp import cnn, swin, traced, vit
 
-__all__ = ["cnn", "swin", "vit"]
+__all__ = ["cnn", "swin", "traced", "vit"]

@@ -47,10 +47,10 @@ from zennit.types import ConvolutionStandard
 from pairx.core.errors import ModelError
 from pairx.lrp.cone import ConePlan, ConeUnsupported, signed_select
 from pairx.lrp.convention import ValueOf, carrier, gradient_convention, has_zero, pass_ratio
-from pairx.lrp.graph_modules import GraphGeMMean
 from pairx.lrp.rule_modules import GeMMean
 from pairx.lrp.zennit_engine import canonized, lrp_composite
 from pairx.models.adapter import ReIDModel
+from pairx.models.graph_ops import GraphGeMMean
 
 __all__ = [
     "ZPlusConv", "cone_plan", "gradient_lrp_mode", "layer_relevance", "output_seed",

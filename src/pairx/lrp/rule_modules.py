@@ -1,7 +1,8 @@
 """Replacement modules that canonizers swap in, each computing one operation with one LRP rule.
 
-* :class:`CanonicalGeM`: GeM pooling as :class:`Power` (pass) -> :class:`GeMMean` (``Norm``)
-  -> :class:`Power` (pass), which splits a channel's relevance in proportion to ``x ** p``;
+* :class:`CanonicalGeM`: GeM pooling as :class:`~pairx.models.graph_ops.Power` (pass) ->
+  :class:`GeMMean` (``Norm``) -> ``Power`` (pass), which splits a channel's relevance in
+  proportion to ``x ** p``;
 * :class:`DetachedLayerNorm`: LayerNorm with a detached standard deviation (linear in its input,
   rule ``Epsilon``);
 * :func:`merge_conv_bn`: a convolution with the BatchNorm that follows it folded in.
@@ -19,23 +20,9 @@ import torch
 from torch import nn
 
 from pairx.core.errors import CanonizerError
+from pairx.models.graph_ops import Power
 
-__all__ = ["CanonicalGeM", "DetachedLayerNorm", "GeMMean", "Power", "merge_conv_bn"]
-
-
-class Power(nn.Module):
-    """Elementwise ``clamp(x, min=eps) ** exponent`` (LRP rule: pass-through)."""
-
-    def __init__(self, exponent: torch.Tensor | float, eps: float | None = None) -> None:
-        super().__init__()
-        self.exponent = exponent.detach() if isinstance(exponent, torch.Tensor) else exponent
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, h, w) -> (B, C, h, w)``."""
-        if self.eps is not None:
-            x = x.clamp(min=self.eps)
-        return x.pow(self.exponent)
+__all__ = ["CanonicalGeM", "DetachedLayerNorm", "GeMMean", "merge_conv_bn"]
 
 
 class GeMMean(nn.AdaptiveAvgPool2d):

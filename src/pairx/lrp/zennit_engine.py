@@ -29,12 +29,13 @@ from zennit.types import BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
 from pairx.lrp.families import canonizer_for, check_lrp_support
-from pairx.lrp.graph_modules import graph_layer_map
-from pairx.lrp.rule_modules import DetachedLayerNorm, GeMMean, Power
+from pairx.lrp.rule_modules import DetachedLayerNorm, GeMMean
 from pairx.lrp.swin import WindowAttentionMix
+from pairx.lrp.traced import graph_layer_map
 from pairx.lrp.vit import AggregationMix, AttentionMix, PointwiseProjection, TokenMean
 from pairx.models.adapter import ReIDModel
 from pairx.models.edits import frozen_eval
+from pairx.models.graph_ops import Power
 from pairx.models.layers import capture_layers, require_spatial_output
 
 __all__ = [

@@ -12,15 +12,15 @@ from zennit.layer import Sum
 
 from pairx.core.errors import ModelError
 from pairx.lrp.families import canonizer_for
-from pairx.lrp.graph_modules import (
+from pairx.lrp.zennit_engine import input_relevance
+from pairx.models.adapter import Preprocessing, ReIDModel
+from pairx.models.graph_ops import (
     Clamp,
     GatedProduct,
     GraphGeMMean,
+    Power,
     register_graph_rule,
 )
-from pairx.lrp.rule_modules import Power
-from pairx.lrp.zennit_engine import input_relevance
-from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.onnx import load_onnx
 
 from .conftest import export, prepare

@@ -1,8 +1,8 @@
-"""The generic route: any ONNX graph as a ``torch.fx`` graph with an LRP rule for every node.
+"""The generic route: any ONNX graph as a ``torch.fx`` graph of modules with one operation each.
 
 ``onnx2torch`` converts the graph; pairx then rewrites it, keeping the function (checked against
-the file on load) and making each node's LRP meaning explicit
-(:mod:`pairx.lrp.graph_modules`):
+the file on load) and making each node's meaning explicit with the modules of
+:mod:`pairx.models.graph_ops`, each of which has one LRP rule (:mod:`pairx.lrp.traced`):
 
 * ``Add`` of two activations -> zennit ``Sum`` over the stacked operands (residual sum rule);
 * ``x * sigmoid(x)`` -> ``nn.SiLU``; ``x * g`` with ``g`` broadcast over positions ->
@@ -11,8 +11,9 @@ the file on load) and making each node's LRP meaning explicit
   a power (GeM) -> :class:`GraphGeMMean`, other global pools -> :class:`GraphAvgPool`.
 
 Any other node that depends on the image and has no rule (a softmax, a product of two
-activations, ...) is refused with its name. The ``onnx_graph`` canonizer family folds each
-BatchNorm into the convolution feeding it and switches the gates to signal-only, reversibly.
+activations, ...) is refused with its name. The ``onnx_graph`` family's canonizer
+(:class:`pairx.lrp.traced.GraphCanonizer`) folds each BatchNorm into the convolution feeding it
+and switches the gates to signal-only, reversibly, when LRP runs.
 """
 
 from __future__ import annotations
@@ -29,28 +30,26 @@ from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
 from pairx.core.optional import require
-from pairx.lrp.canonizer import Canonizer, ComposedCanonizer
-from pairx.lrp.families import FamilySpec, register_family
-from pairx.lrp.graph_modules import (
+from pairx.models.graph_ops import (
     Clamp,
     ConstantOp,
     ErfGelu,
     GatedProduct,
     GraphAvgPool,
     GraphGeMMean,
+    Power,
     graph_rule_of,
 )
-from pairx.lrp.rule_modules import DetachedLayerNorm, Power, merge_conv_bn
 from pairx.models.onnx.graph import OnnxGraph
 
-__all__ = ["FAMILY", "convert_for_lrp", "convert_graph"]
+__all__ = ["FAMILY", "convert_for_lrp", "convert_graph", "node_module"]
 
 FAMILY = "onnx_graph"
-"""Canonizer family of networks imported by this route."""
+"""Canonizer family of networks imported by this route (registered by :mod:`pairx.lrp.traced`)."""
 
 RULE_HINT = (
     "pairx cannot explain this graph faithfully. If the operator has a sound LRP rule, register "
-    "it: pairx.lrp.graph_modules.register_graph_rule(type(module), 'pass'|'norm'|'epsilon'|"
+    "it: pairx.models.graph_ops.register_graph_rule(type(module), 'pass'|'norm'|'epsilon'|"
     "'structural'), then load again"
 )
 
@@ -120,7 +119,8 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+def node_module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The module that ``node`` of ``gm`` calls, or ``None`` for a node that calls none."""
     return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
 
 
@@ -137,7 +137,7 @@ def convert_for_lrp(graph: OnnxGraph, size: tuple[int, int]) -> fx.GraphModule:
     with torch.no_grad():
         rec.run(torch.zeros(1, 3, *size))
     for node in list(gm.graph.nodes):  # products and sums first: they decide what is a gate
-        module = _module(gm, node)
+        module = node_module(gm, node)
         if node in rec.dynamic and type(module).__name__ == "OnnxBinaryMathOperation":
             _rewrite_binary(gm, node, module, rec, strict=False)  # type: ignore[arg-type]
     path = _relevance_path(gm)
@@ -161,7 +161,7 @@ def _relevance_path(gm: fx.GraphModule) -> set[fx.Node]:
             continue
         seen.add(node)
         inputs = node.all_input_nodes
-        if isinstance(_module(gm, node), GatedProduct):
+        if isinstance(node_module(gm, node), GatedProduct):
             inputs = [node.args[0]]  # type: ignore[list-item, unused-ignore]
         stack.extend(inputs)
     return seen
@@ -172,7 +172,7 @@ def _refuse(node: fx.Node, what: str) -> ModelError:
 
 
 def _rewrite(gm: fx.GraphModule, node: fx.Node, rec: _Recorder) -> None:
-    module = _module(gm, node)
+    module = node_module(gm, node)
     if module is None:
         if node.op == "call_function" and node.target in (operator.getitem, torch.stack):
             return
@@ -229,7 +229,7 @@ def _spatial_mean(module: nn.Module) -> bool:
 
 def _after_power(gm: fx.GraphModule, node: fx.Node) -> bool:
     src = node.args[0] if node.args else None
-    return isinstance(src, fx.Node) and isinstance(_module(gm, src), Power | _OnnxPow())
+    return isinstance(src, fx.Node) and isinstance(node_module(gm, src), Power | _OnnxPow())
 
 
 def _OnnxPow() -> type:
@@ -281,7 +281,7 @@ def _rewrite_binary(gm: fx.GraphModule, node: fx.Node, module: nn.Module, rec: _
                 _replace_call(gm, node, gelu[1], (gelu[0],), rec)
                 return
             for x, s in ((a, b), (b, a)):
-                sig = _module(gm, s)  # type: ignore[arg-type]
+                sig = node_module(gm, s)  # type: ignore[arg-type]
                 if isinstance(sig, nn.Sigmoid) and s.args[0] is x and len(s.users) == 1:  # type: ignore[union-attr]
                     _replace_call(gm, node, nn.SiLU(), (x,), rec)
                     gm.graph.erase_node(s)  # type: ignore[arg-type]
@@ -317,57 +317,12 @@ def _erf_gelu(gm: fx.GraphModule, a: Any, b: Any) -> tuple[fx.Node, ErfGelu] | N
     for x, t in ((a, b), (b, a)):
         if not isinstance(t, fx.Node) or not isinstance(x, fx.Node):
             continue
-        shift = _scalar(_module(gm, t), "Add")
+        shift = _scalar(node_module(gm, t), "Add")
         erf = t.args[0] if shift is not None and t.args else None
-        if not isinstance(erf, fx.Node) or type(_module(gm, erf)).__name__ != "OnnxErf":
+        if not isinstance(erf, fx.Node) or type(node_module(gm, erf)).__name__ != "OnnxErf":
             continue
         div = erf.args[0] if erf.args else None
-        divisor = _scalar(_module(gm, div), "Div") if isinstance(div, fx.Node) else None
+        divisor = _scalar(node_module(gm, div), "Div") if isinstance(div, fx.Node) else None
         if divisor is not None and div.args and div.args[0] is x:  # type: ignore[union-attr]
             return x, ErfGelu(divisor, shift)  # type: ignore[arg-type]
     return None
-
-
-# -- the canonizer family -------------------------------------------------------------------------
-
-
-class GraphCanonizer(Canonizer):
-    """BatchNorm after a convolution folded into it (by data flow); gates made signal-only."""
-
-    def edit(self, net: nn.Module) -> None:
-        if not isinstance(net, fx.GraphModule):
-            return
-        for node in net.graph.nodes:
-            bn = _module(net, node)
-            if not isinstance(bn, nn.BatchNorm2d) or not node.args:
-                continue
-            src = node.args[0]
-            if not isinstance(src, fx.Node) or len(src.users) != 1:
-                continue
-            conv = _module(net, src)
-            if not isinstance(conv, nn.Conv2d):
-                continue
-            conv_parent, _, conv_name = str(src.target).rpartition(".")
-            bn_parent, _, bn_name = str(node.target).rpartition(".")
-            self.swap(net.get_submodule(conv_parent), conv_name, merge_conv_bn(conv, bn))
-            self.swap(net.get_submodule(bn_parent), bn_name, nn.Identity())
-        for module in net.modules():
-            if isinstance(module, GatedProduct):
-                self.set_attr(module, "signal_only", True)
-        for node in net.graph.nodes:  # LayerNorm over the last axis: standard deviation detached
-            norm = _module(net, node)
-            if type(norm) is nn.LayerNorm and len(norm.normalized_shape) == 1:
-                parent, _, name = str(node.target).rpartition(".")
-                self.swap(net.get_submodule(parent), name, DetachedLayerNorm(norm, -1))
-
-
-def _graph_family() -> Canonizer:
-    return ComposedCanonizer([GraphCanonizer()])
-
-
-register_family(
-    FamilySpec(FAMILY, lambda net: isinstance(net, fx.GraphModule) and any(
-        isinstance(m, (Sum, ConstantOp, GatedProduct, GraphAvgPool)) for m in net.modules()
-    ), _graph_family, "a graph imported from ONNX (generic route)"),
-    overwrite=True,
-)

@@ -1,30 +1,29 @@
-"""Canonical modules for networks imported as graphs (``torch.fx``, e.g. from ONNX).
+"""Modules that each compute one named operation, which imported graphs are rewritten into.
 
-An imported graph spells operations as generic nodes (``Mul``, ``Add``, ``Pow``, ``Clip``) whose
-LRP rule depends on what they mean. :mod:`pairx.models.onnx.generic` rewrites them into these
-modules, each with one rule, and :func:`graph_layer_map` adds the rules to pairx's LRP
-composite (both engines read it):
+An imported graph (``torch.fx``, e.g. from ONNX by :mod:`pairx.models.onnx.generic`) spells
+operations as generic nodes (``Mul``, ``Add``, ``Pow``, ``Clip``) whose meaning depends on their
+operands. The ONNX import rewrites them into these modules, so that every operation of the
+network says what it is, and LRP (:mod:`pairx.lrp.traced`) can give each one rule:
 
-* :class:`ConstantOp` (``x op c`` with a constant ``c``) and :class:`Clamp`: pass-through, as for
-  BatchNorm's affine map;
-* :class:`GraphAvgPool`: ``Norm`` (sum rule), :class:`GraphGeMMean` the same with a tiny
-  stabilizer, like :class:`pairx.lrp.rule_modules.GeMMean`;
-* :class:`GatedProduct` ``x * g`` with a broadcast gate ``g`` (squeeze-excitation): the gate
-  is a constant under LRP (signal-only), switched on by the family canonizer;
-* residual sums use zennit's ``Sum`` (``Norm``), SiLU ``nn.SiLU`` (pass-through).
+* :class:`ConstantOp` (``x op c`` with a constant ``c``), :class:`Clamp`, :class:`Power`,
+  :class:`ErfGelu`: elementwise maps of one activation (LRP: pass-through);
+* :class:`GraphAvgPool`: an average over positions (LRP: the sum rule), :class:`GraphGeMMean`
+  the average inside a GeM pattern (the same with a tiny stabilizer);
+* :class:`GatedProduct`: ``x * g`` with a gate ``g`` broadcast over positions
+  (squeeze-excitation; under LRP the gate is a constant);
+* residual sums use zennit's ``Sum``, SiLU ``nn.SiLU``.
 
-:func:`register_graph_rule` lets a user give another module type a rule.
+:class:`Power` is also the power step of the native GeM's canonical form
+(:class:`pairx.lrp.rule_modules.CanonicalGeM`). :func:`register_graph_rule` names the LRP rule
+of another module type, which the import then keeps as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
-
-from pairx.lrp.convention import signal_pass
 
 __all__ = [
     "GRAPH_RULE_KINDS",
@@ -34,9 +33,10 @@ __all__ = [
     "GatedProduct",
     "GraphAvgPool",
     "GraphGeMMean",
-    "graph_layer_map",
+    "Power",
     "graph_rule_of",
     "register_graph_rule",
+    "registered_graph_rules",
 ]
 
 GRAPH_RULE_KINDS = ("pass", "norm", "epsilon", "structural")
@@ -45,6 +45,21 @@ GRAPH_RULE_KINDS = ("pass", "norm", "epsilon", "structural")
 the plain gradient already keeps relevance)."""
 
 _USER_RULES: dict[type, str] = {}
+
+
+class Power(nn.Module):
+    """Elementwise ``clamp(x, min=eps) ** exponent`` (LRP rule: pass-through)."""
+
+    def __init__(self, exponent: torch.Tensor | float, eps: float | None = None) -> None:
+        super().__init__()
+        self.exponent = exponent.detach() if isinstance(exponent, torch.Tensor) else exponent
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w) -> (B, C, h, w)``."""
+        if self.eps is not None:
+            x = x.clamp(min=self.eps)
+        return x.pow(self.exponent)
 
 
 class ConstantOp(nn.Module):
@@ -69,8 +84,7 @@ class ConstantOp(nn.Module):
 
 
 class Clamp(nn.Module):
-    """``clamp(x, low, high)`` (rule: pass-through, as for :class:`~pairx.lrp.rule_modules.Power`'s
-    clamp in GeM)."""
+    """``clamp(x, low, high)`` (rule: pass-through, as for :class:`Power`'s clamp in GeM)."""
 
     def __init__(self, low: float | None, high: float | None) -> None:
         super().__init__()
@@ -111,14 +125,16 @@ class GraphAvgPool(nn.Module):
 
 
 class GraphGeMMean(GraphAvgPool):
-    """The average inside a GeM pattern (``Norm`` with a tiny stabilizer, like ``GeMMean``)."""
+    """The average inside a GeM pattern (``Norm`` with a tiny stabilizer, like the native
+    :class:`pairx.lrp.rule_modules.GeMMean`)."""
 
 
 class GatedProduct(nn.Module):
     """``x * g`` with a gate ``g`` broadcast over positions (e.g. squeeze-excitation).
 
-    With :attr:`signal_only` set (by the LRP canonizer) the gate is a constant: the value is
-    unchanged and all relevance flows to ``x``.
+    :attr:`signal_only` is set while the LRP canonizer of imported graphs
+    (:class:`pairx.lrp.traced.GraphCanonizer`) treats the gate as a constant; it then also
+    gives the module a forward whose value is unchanged and whose relevance all flows to ``x``.
     """
 
     def __init__(self) -> None:
@@ -127,13 +143,14 @@ class GatedProduct(nn.Module):
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w) * (B, C, 1, 1) -> (B, C, h, w)``."""
-        if self.signal_only:
-            return signal_pass(x, x * gate.detach())
         return x * gate
 
 
 def register_graph_rule(module_type: type, rule: str) -> None:
     """Give modules of ``module_type`` (as found in an imported graph) an LRP rule.
+
+    The ONNX import then keeps such modules as they are, and both LRP engines give them the
+    rule (:func:`pairx.lrp.traced.graph_layer_map`).
 
     Parameters
     ----------
@@ -155,17 +172,6 @@ def graph_rule_of(module: nn.Module) -> str | None:
     return None
 
 
-def graph_layer_map(epsilon: float, stabilizer: float) -> list[tuple[tuple[type, ...], Any]]:
-    """zennit layer-map entries for these modules and the user's registered types."""
-    from zennit.rules import Epsilon, Norm, Pass
-
-    rules = {"pass": Pass(), "norm": Norm(stabilizer=stabilizer), "epsilon": Epsilon(epsilon)}
-    out: list[tuple[tuple[type, ...], Any]] = [
-        ((ConstantOp, Clamp, ErfGelu), Pass()),
-        ((GraphGeMMean,), Norm(stabilizer=1e-30)),
-        ((GraphAvgPool,), Norm(stabilizer=stabilizer)),
-    ]
-    for cls, rule in _USER_RULES.items():
-        if rule in rules:
-            out.append(((cls,), rules[rule]))
-    return out
+def registered_graph_rules() -> dict[type, str]:
+    """The module types a user gave a rule, in the order of registration (a copy)."""
+    return dict(_USER_RULES)
