@@ -48,19 +48,21 @@ def instrumented() -> Iterator[None]:
     import pairx.evaluation.protocol as protocol
     import pairx.evaluation.report as report
     import pairx.explainers.pairx as engine
+    import pairx.explainers.pairx_gradient as gradient_pairs
+    import pairx.explainers.pairx_zennit as zennit_pairs
     from pairx.metrics import homography
 
     patches: list[tuple[Any, str, Any]] = [
         (engine.PairX, "_forward", "LRP forward passes"),
-        (engine.PairX, "_explain_batched", "LRP backward + matching (zennit engine)"),
-        (engine.PairX, "_explain_separate", "LRP backward + matching (gradient engine)"),
-        (engine, "_matches", "matching (part of the line above)"),
+        (zennit_pairs.ZennitPairs, "explain", "LRP backward + matching (zennit engine)"),
+        (gradient_pairs.GradientPairs, "explain", "LRP backward + matching (gradient engine)"),
+        (engine, "build_matches", "matching (part of the line above)"),
         (homography.KeypointHomography, "estimate", "homography (sift / lightglue)"),
         (homography.GroundTruthHomography, "estimate", "homography (truth)"),
         (pair_metrics, "inverted_residual_mean", "res"),
         (pair_metrics, "match_coverage", "mc"),
         (pair_metrics, "pair_faithfulness", "faithfulness (truth only)"),
-        (protocol, "_embed_group", "embeddings (batched, per image)"),
+        (protocol, "embed_group", "embeddings (batched, per image)"),
         (report, "binned_bhattacharyya", "KDE / binned Bhattacharyya"),
         (report, "plot_metric", "plots"),
     ]

@@ -290,7 +290,8 @@ def test_bbox_crop_input(tmp_path: Path) -> None:
 
 
 def test_chunks_never_split_a_query() -> None:
-    from pairx.evaluation.protocol import Pair, _query_chunks
+    from pairx.evaluation.chunks import query_chunks as _query_chunks
+    from pairx.evaluation.pairs import Pair
 
     queries = ["a"] * 3 + ["b"] * 1 + ["c"] * 5 + ["d"] * 2
     pairs = [Pair(q, f"g{i}", i % 2 == 0, 0.5) for i, q in enumerate(queries)]

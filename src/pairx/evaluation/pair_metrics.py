@@ -21,8 +21,11 @@ from PIL import Image
 
 from pairx.batch.spec import ModelSpec
 from pairx.core.images import load_image
+from pairx.core.lru import LRUCache
 from pairx.data.crops import image_input
 from pairx.data.datasets import ReIDDataset
+from pairx.evaluation.config import EvaluationConfig
+from pairx.evaluation.pairs import Pair
 from pairx.metrics.faithfulness import pair_faithfulness
 from pairx.metrics.functional import MetricWarning, inverted_residual_mean, match_coverage
 from pairx.metrics.homography import (
@@ -34,7 +37,6 @@ from pairx.metrics.homography import (
 from pairx.models.adapter import ReIDModel
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pairx.evaluation.protocol import EvaluationConfig, Pair
     from pairx.explainers.pairx import PairX
 
 __all__ = ["ANALYSIS_SIDE", "EngineFactory", "EvaluateTask", "PairRunner"]
@@ -70,32 +72,25 @@ class PairRunner:
         self.truth = truth
         self.config = config
         self.engine = engine_factory(model, self.layers, cache_size)
-        self._inputs: dict[str, str | np.ndarray] = {}
-        self._analysis: dict[str, np.ndarray] = {}
+        self._inputs: LRUCache[str, str | np.ndarray] = LRUCache(64)
+        self._analysis: LRUCache[str, np.ndarray] = LRUCache(64)
 
     def _input(self, image_id: str) -> str | np.ndarray:
         """Path of the image, or its bbox crop (a small LRU cache bounds the memory)."""
-        if image_id in self._inputs:
-            return self._inputs[image_id]
-        value = image_input(self.dataset.by_id(image_id))
-        self._inputs[image_id] = value
-        if len(self._inputs) > 64:
-            del self._inputs[next(iter(self._inputs))]
-        return value
+        return self._inputs.get_or_compute(
+            image_id, lambda: image_input(self.dataset.by_id(image_id)))
 
     def _analysis_image(self, image_id: str) -> np.ndarray:
         """The original (cropped) image, downscaled to at most :data:`ANALYSIS_SIDE` pixels."""
-        if image_id in self._analysis:
-            return self._analysis[image_id]
+        return self._analysis.get_or_compute(image_id, lambda: self._downscaled(image_id))
+
+    def _downscaled(self, image_id: str) -> np.ndarray:
         src = self._input(image_id)
         rgb = load_image(src) if isinstance(src, str) else src
         scale = ANALYSIS_SIDE / max(rgb.shape[:2])
         if scale < 1:
             size = (max(round(rgb.shape[1] * scale), 1), max(round(rgb.shape[0] * scale), 1))
             rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-        self._analysis[image_id] = rgb
-        if len(self._analysis) > 64:
-            del self._analysis[next(iter(self._analysis))]
         return rgb
 
     def _homography(self, source: HomographySource, pair: Pair, first: Any) -> np.ndarray | None:
@@ -196,7 +191,7 @@ def default_engine(model: ReIDModel, layers: Sequence[str], cache_size: int) -> 
 class EvaluateTask:
     """The metric rows of one group's pairs, as a batch task (:func:`pairx.batch.run_chunk`).
 
-    A chunk is a sequence of :class:`~pairx.evaluation.protocol.Pair` that never splits a query;
+    A chunk is a sequence of :class:`~pairx.evaluation.pairs.Pair` that never splits a query;
     its records are, per pair, the list of its rows (one per layer).
 
     Attributes

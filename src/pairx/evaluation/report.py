@@ -29,7 +29,7 @@ import numpy as np
 
 from pairx.core.errors import DatasetError
 from pairx.core.files import atomic_write_text
-from pairx.evaluation.protocol import read_pairs
+from pairx.evaluation.rows import read_pairs
 from pairx.metrics.functional import MetricWarning, binned_bhattacharyya, spearman_rho
 
 __all__ = ["METRIC_COLUMNS", "aggregate", "faithfulness_table", "markdown_table", "write_report"]

@@ -1,7 +1,10 @@
 """Which layer a method explains at when the user names none.
 
 * :func:`default_layers`: PAIR-X's layer, as the model recommends it (its metadata, or the
-  shipped default model's choice).
+  shipped default model's choice); with ``candidates=n``, the candidate layers of the
+  evaluation protocol's ``auto`` layer selection instead (every recommended layer, or ``n``
+  spread over the middle of the network). The two answers differ on purpose (one layer to
+  explain at, against a short list to choose from), so they are two modes of one function.
 * :func:`pool_input_layer`: the module whose output feeds the global pooling, the usual layer
   of the CAM family and of Zhu et al.'s decomposition (the last convolutional feature map).
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,25 +69,37 @@ def _children(module: object) -> list[nn.Module]:
     return list(module.children()) if isinstance(module, nn.Sequential) else []
 
 
-def default_layers(model: ReIDModel) -> list[str]:
-    """The PAIR-X layer to explain at when the user names none.
+def default_layers(model: ReIDModel, *, candidates: int | None = None) -> list[str]:
+    """The PAIR-X layer to explain at when the user names none, or the candidates to choose from.
 
     Parameters
     ----------
     model
         A loaded model; its metadata may recommend layers (``"default_layers"`` or
         ``"layers"``, written by the loaders and by ``pairx train``).
+    candidates
+        ``None``: the one layer PAIR-X explains at (see Returns). A number ``n``: the candidate
+        layers of the evaluation protocol's ``auto`` layer selection
+        (:func:`pairx.evaluation.layer_selection.default_candidate_layers`).
 
     Returns
     -------
     list[str]
-        The first recommended layer.
+        Without ``candidates``, the first recommended layer (``"default_layers"``, else
+        ``"layers"``, else the default model's :data:`pairx.models.default.DEFAULT_LAYERS`).
+        With ``candidates=n``: every layer of ``metadata["layers"]``, or the default model's
+        :data:`~pairx.models.default.DEFAULT_LAYERS`, when known; otherwise ``n`` layers spread
+        over the spatial modules whose grid is between 1/32 and 1/4 of the input size (the
+        middle of the network, where the paper found the best layers), one per stage.
 
     Raises
     ------
     LayerError
-        The model recommends no layer; the message lists candidate layers.
+        Without ``candidates``: the model recommends no layer; the message lists candidate
+        layers.
     """
+    if candidates is not None:
+        return _selection_candidates(model, candidates)
     for key in ("default_layers", "layers"):
         value = model.metadata.get(key)
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
@@ -98,6 +114,30 @@ def default_layers(model: ReIDModel) -> list[str]:
         f"model {model.name!r} recommends no PAIR-X layer; pass one or more --layer NAME "
         f"(layers near the middle of the network work best). Candidates: {shown}"
     )
+
+
+def _selection_candidates(model: ReIDModel, max_layers: int) -> list[str]:
+    """:func:`default_layers` with ``candidates=max_layers``."""
+    meta = model.metadata.get("layers") if isinstance(model.metadata, dict) else None
+    if isinstance(meta, (list, tuple)) and meta:
+        return [str(x) for x in meta]
+    if model.name == "default":
+        from pairx.models.default import DEFAULT_LAYERS
+
+        return list(DEFAULT_LAYERS)
+    infos = candidate_layers(model)
+    h_in = model.preprocessing.size[0]
+    mid = [i for i in infos if h_in / 32 <= i.grid[0] <= h_in / 4] or infos
+    # one module per distinct (grid, channels) stage: the last module of each run
+    stages: list[str] = []
+    for i, info in enumerate(mid):
+        nxt = mid[i + 1] if i + 1 < len(mid) else None
+        if nxt is None or (nxt.grid, nxt.channels) != (info.grid, info.channels):
+            stages.append(info.name)
+    if len(stages) <= max_layers:
+        return stages
+    idx = np.linspace(0, len(stages) - 1, max_layers).round().astype(int)
+    return [stages[i] for i in sorted(set(idx.tolist()))]
 
 
 def pool_input_layer(model: ReIDModel) -> str:
