@@ -7,7 +7,8 @@
 * the families, each registered where its canonizer is defined: :mod:`.cnn`, :mod:`.vit`,
   :mod:`.swin` (AttnLRP's rule: :mod:`.attnlrp`), :mod:`.traced` (graphs imported from ONNX);
 * the engines: :mod:`.zennit_engine` (rule hooks), :mod:`.gradient_engine` (modified
-  gradients) and its cone replay (:mod:`.cone`, :mod:`.cone_nodes`).
+  gradients; its rules: :mod:`.surrogates`) and its cone replay (:mod:`.cone`,
+  :mod:`.cone_nodes`).
 
 Importing this package imports the family modules, so :func:`.families.detect_family` and
 :func:`.families.canonizer_for` see every family however :mod:`pairx.lrp` is entered.

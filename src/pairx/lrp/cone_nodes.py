@@ -257,7 +257,7 @@ def _conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]
 
 
 def _zplus_conv(node: _Node, win: Window, rp: Crops) -> list[tuple[int, Window | None]]:
-    """:class:`pairx.lrp.gradient_engine.ZPlusConv`: ``[x>0] W+^T u + [x<0] W-^T u``
+    """:class:`pairx.lrp.surrogates.ZPlusConv`: ``[x>0] W+^T u + [x<0] W-^T u``
     with ``u = g * ratio``."""
     weight, ratio, sign = node.saved_tensors
     w_pos, w_neg = node.split(weight, keep=True)  # one replay per map: made once
