@@ -106,7 +106,7 @@ def run_floor_gradient(size: int, n_pix: int) -> dict[str, object]:
 
 
 def run_per_match(size: int, n_pix: int) -> dict[str, object]:
-    from pairx.explainers.pairx import _matches
+    from pairx.explainers.pairx_matches import build_matches
     from pairx.lrp.zennit_engine import capture_layers, lrp_mode, pixel_relevance
 
     model = _model(size)
@@ -130,7 +130,7 @@ def run_per_match(size: int, n_pix: int) -> dict[str, object]:
             rel, _ = torch.autograd.grad(out, [layer_out, xi], grad_outputs=grad[i:i + 1])
             rels.append(rel[0].abs().sum(0))
             feats.append(layer_out.detach())
-    matches = _matches(feats[0], feats[1], rels[0], rels[1], x.shape[-2:], x.shape[-2:])
+    matches = build_matches(feats[0], feats[1], rels[0], rels[1], x.shape[-2:], x.shape[-2:])
     k = min(n_pix, len(matches))
     # per pixel map: a new LRP forward of the whole model, then a backward from the layer
     maps = []

@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-import pairx.explainers.pairx as pairx_module
+import pairx.explainers.pairx_forward as forward_module
+import pairx.explainers.pairx_matches as matches_module
+import pairx.explainers.pairx_zennit as zennit_module
 from pairx.core.errors import ImageReadError, InputError, LayerError, ModelError
 from pairx.core.results import PairExplanation
 from pairx.explainers.matching import feature_descriptors, mutual_nearest_neighbours
@@ -183,8 +185,8 @@ def test_model_unchanged_after_explain_and_after_error(
         def boom(*args: object, **kwargs: object) -> None:
             raise RuntimeError("boom inside the explanation")
 
-        monkeypatch.setattr(pairx_module, "pixel_relevance", boom)
-        monkeypatch.setattr(pairx_module, "position_pixel_relevance", boom)
+        monkeypatch.setattr(zennit_module, "pixel_relevance", boom)
+        monkeypatch.setattr(forward_module, "position_pixel_relevance", boom)
         with pytest.raises(RuntimeError, match="boom"):
             explain(model, images[0], images[1], layer=LAYER, n_pixel_maps=1)
         _assert_unchanged(model, before)
@@ -197,7 +199,7 @@ def test_zero_matches_warn_and_return_empty(
     model: ReIDModel, images: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     empty = torch.zeros(0, dtype=torch.int64)
-    monkeypatch.setattr(pairx_module, "mutual_nearest_neighbours",
+    monkeypatch.setattr(matches_module, "mutual_nearest_neighbours",
                         lambda a, b: (empty, empty, torch.zeros(0, dtype=torch.float64)))
     with pytest.warns(UserWarning, match="no cross-checked matches"):
         r = explain(model, images[0], images[1], layer=LAYER)
@@ -323,7 +325,7 @@ def test_gradient_engine_shares_each_image_graph_across_pairs(
 def test_gradient_engine_frees_each_graph_above_the_layer_once_its_relevance_is_known(
     model: ReIDModel, images: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pairx.explainers.pairx as engine
+    import pairx.explainers.pairx_gradient as engine
 
     a, b = images
     c = np.roll(a, 9, axis=1)
@@ -431,13 +433,13 @@ def test_a_query_shares_its_pixel_maps_across_candidates(
     alone = [PairX(model, LAYER, **kw).explain(a, other, key_a="q", key_b=k)
              for other, k in ((b, "b"), (c, "c"), (b, "b2"))]
     calls: list[int] = []
-    real = pairx_module.position_pixel_relevance
+    real = forward_module.position_pixel_relevance
 
     def counting(act, x, positions, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(int(positions.shape[0]))
         return real(act, x, positions, **kwargs)
 
-    monkeypatch.setattr(pairx_module, "position_pixel_relevance", counting)
+    monkeypatch.setattr(forward_module, "position_pixel_relevance", counting)
     shared = PairX(model, LAYER, **kw).explain_pairs([(a, b), (a, c), (a, b)],
                                                      keys=[("q", "b"), ("q", "c"), ("q", "b2")])
     for x, y in zip(alone, shared, strict=True):

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pairx.batch.spec import ChunkTask, WorkerError, run_chunk, task_key
+from pairx.batch.spec import WORKER_CACHE, ChunkTask, WorkerError, run_chunk, task_key
 from pairx.core.errors import InputError
 from pairx.core.optional import require
 
@@ -120,9 +120,7 @@ class _Actor:
         torch.set_num_threads(threads)
         self.error: str | None = None
         try:
-            from pairx.batch.spec import _CACHE
-
-            _CACHE.model_for(spec)
+            WORKER_CACHE.model_for(spec)
         except Exception as exc:  # reported by check(), so the driver can say which node
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -136,12 +134,10 @@ class _Actor:
         """``(index, records, node id, pid, seconds)`` of one chunk."""
         import ray
 
-        from pairx.batch.spec import _CACHE
-
         if self.error is not None:
             raise WorkerError(self.error)
         t0 = time.perf_counter()
-        fn = _CACHE.functions.get(key)
+        fn = WORKER_CACHE.functions.lookup(key)
         if fn is None:  # first chunk of this task here: fetch the task (shipped once) and build
             out = run_chunk(ray.get(task_box[0])[0], chunk, key=key)
         else:

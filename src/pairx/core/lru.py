@@ -58,8 +58,12 @@ class LRUCache(Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def __iter__(self) -> Iterator[K]:
+        """The keys, least recently used first (a snapshot)."""
+        return self.keys()
+
     def keys(self) -> Iterator[K]:
-        """The keys, least recently used first."""
+        """The keys, least recently used first (a snapshot)."""
         with self._lock:
             return iter(list(self._data))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -270,11 +270,10 @@ class AMDExplainer(PairExplainer):
         size = a.x.shape[-2:]
         up = F.interpolate(att, size=size, mode="bilinear", align_corners=False).cpu().numpy()
         top = int(np.argmax(d_k))
-        base = self._result(a, b, similarity=float((emb[0] * emb[1]).sum()),
-                            map_a=up[0, top], map_b=up[1, top], signed=False)
         la, lb = self.labels.get(a.key), self.labels.get(b.key)
-        return AttributeExplanation(
-            **{f.name: getattr(base, f.name) for f in fields(Explanation)},
+        return self._result(
+            a, b, similarity=float((emb[0] * emb[1]).sum()), map_a=up[0, top],
+            map_b=up[1, top], signed=False, result_type=AttributeExplanation,
             attributes=self.interpreter.attributes, distance=d, attribute_distances=d_k,
             attention_a=up[0].astype(np.float32), attention_b=up[1].astype(np.float32),
             labels_a=None if la is None else np.asarray(la, bool),

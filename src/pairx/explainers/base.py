@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from pairx.core.errors import InputError, ModelError
 from pairx.core.explanation import Explanation, Matches
 from pairx.core.geometry import ImageFrame
 from pairx.core.images import ImageLike
+from pairx.core.lru import LRUCache
 from pairx.core.results import shrink_photo
 from pairx.core.targets import TARGETS, SimilarityTarget, make_target
 from pairx.models.adapter import Preprocessing, ReIDModel
@@ -45,6 +45,8 @@ __all__ = ["ImageInput", "PairExplainer", "PreparedImage", "as_reid_model"]
 
 ImageInput = ImageLike | torch.Tensor
 """A path, PIL image, ``(H, W, 3)`` uint8 array, or preprocessed ``(1, 3, H, W)`` tensor."""
+
+ExplanationT = TypeVar("ExplanationT", bound=Explanation)
 
 
 @dataclass
@@ -137,10 +139,22 @@ class PairExplainer(ABC):
         Unknown target.
     """
 
+    # -- what the method is (read by the registry, declared once on each class) ------------
     name: ClassVar[str] = ""
-    """Registry name of the method."""
+    """Registry name of the method (``pairx explain --method NAME``)."""
+    summary: ClassVar[str] = ""
+    """One line for ``pairx methods``."""
+    requires: ClassVar[tuple[str, str] | None] = None
+    """``(module, extra)``: the optional library the method needs and the pairx extra that
+    brings it (``None``: always available)."""
     uses_partner: ClassVar[bool] = True
     """Whether the map of image A depends on image B (False: Eigen-CAM, KPCA-CAM)."""
+    uses_layer: ClassVar[bool] = True
+    """Whether the method works at a layer (takes ``layer=``)."""
+    matches: ClassVar[bool] = False
+    """Whether its explanations carry point matches."""
+    multi_layer: ClassVar[bool] = False
+    """Whether it explains at several layers in one call (:meth:`explain_layers`)."""
 
     def __init__(
         self,
@@ -161,7 +175,7 @@ class PairExplainer(ABC):
             )
         self.target = target
         self.cache_size = int(cache_size)
-        self._cache: OrderedDict[Hashable, PreparedImage] = OrderedDict()
+        self._cache: LRUCache[Hashable, PreparedImage] = LRUCache(max(0, self.cache_size))
         stamp = require_trained(
             self.model, allow=allow_untrained,
             hint="Load trained weights (load_model(..., weights=FILE)), or pass "
@@ -172,6 +186,26 @@ class PairExplainer(ABC):
         self._info = ModelInfo(self.model.name, digest, pre.size, pre.mean, pre.std,
                                pre.resize_mode)
         self.calibration = _resolve_calibration(self.model, calibration, digest)
+
+    @classmethod
+    def create(cls, model: ReIDModel | nn.Module, layer: str | Sequence[str] | None = None,
+               **options: Any) -> PairExplainer:
+        """The registry's constructor: ``cls(model, layer=layer, **options)``.
+
+        A method at several layers (:attr:`multi_layer`) overrides it.
+
+        Raises
+        ------
+        InputError
+            A layer given to a method that works at none, or several to one that takes one.
+        """
+        if layer is not None:
+            if not cls.uses_layer:
+                raise InputError(f"method {cls.name!r} works at no layer; leave out the layer")
+            if not isinstance(layer, str):
+                raise InputError(f"method {cls.name!r} takes one layer name; got {layer!r}")
+            options["layer"] = layer
+        return cls(model, **options)
 
     # -- images ----------------------------------------------------------------------------
     @staticmethod
@@ -193,9 +227,9 @@ class PairExplainer(ABC):
             A tensor of the wrong shape, or with NaN values.
         """
         k = self._key(image, key)
-        if k is not None and k in self._cache:
-            self._cache.move_to_end(k)
-            return self._cache[k]
+        cached = None if k is None else self._cache.lookup(k)
+        if cached is not None:
+            return cached
         pre = self.model.preprocessing
         photo: np.ndarray | None
         if isinstance(image, torch.Tensor):
@@ -210,10 +244,8 @@ class PairExplainer(ABC):
         if device.type == "cuda" and x.device.type == "cpu":  # pinned: an asynchronous copy
             x = x.pin_memory().to(device, non_blocking=True)
         state = PreparedImage(x=x.to(device), rgb=rgb, frame=frame, photo=photo, key=k)
-        if k is not None and self.cache_size > 0:
-            self._cache[k] = state
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        if k is not None:
+            self._cache.put(k, state)
         return state
 
     def embedding(self, image: PreparedImage) -> torch.Tensor:
@@ -269,6 +301,12 @@ class PairExplainer(ABC):
             Cache keys for non-path inputs.
         """
         return self.explain_pairs([(image_a, image_b)], keys=[(key_a, key_b)], progress=False)[0]
+
+    def explain_layers(self, image_a: ImageInput, image_b: ImageInput) -> Mapping[str, Explanation]:
+        """The explanation at every layer of the method, by layer name (a method at one layer:
+        one entry, under its layer or ``""``); :attr:`multi_layer` methods override it."""
+        expl = self.explain(image_a, image_b)
+        return {expl.layer or "": expl}
 
     def explain_pairs(
         self,
@@ -343,23 +381,43 @@ class PairExplainer(ABC):
         b: PreparedImage,
         *,
         similarity: float,
-        map_a: np.ndarray | torch.Tensor,
-        map_b: np.ndarray | torch.Tensor,
-        signed: bool,
+        map_a: np.ndarray | torch.Tensor | None = None,
+        map_b: np.ndarray | torch.Tensor | None = None,
+        signed: bool = False,
         matches: Matches | None = None,
         layer: str | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> Explanation:
-        """The explanation of a pair from a method's maps (``(H, W)`` in the model frame)."""
+        result_type: type[ExplanationT] = Explanation,  # type: ignore[assignment]
+        **fields: Any,
+    ) -> ExplanationT:
+        """The explanation of a pair, built the same way for every method.
+
+        Parameters
+        ----------
+        a, b
+            The prepared images.
+        similarity
+            The explained similarity.
+        map_a, map_b
+            ``(H, W)`` maps in the model frame (``None``: the result type derives them).
+        signed, matches, layer
+            As in :class:`~pairx.core.explanation.Explanation`.
+        extra
+            Settings of this call recorded beside :meth:`options`.
+        result_type
+            :class:`~pairx.core.explanation.Explanation` or a subclass (PAIR-X:
+            :class:`~pairx.core.results.PairExplanation`), given its own ``fields``.
+        """
         context = (self.calibration.context(similarity)
                    if self.calibration is not None and self.target == "cosine" else None)
-        return Explanation(
+        maps = {} if map_a is None or map_b is None else {"map_a": _as_map(map_a),
+                                                           "map_b": _as_map(map_b)}
+        return result_type(
             similarity=float(similarity), method=self.name, image_a=a.rgb, image_b=b.rgb,
-            map_a=_as_map(map_a), map_b=_as_map(map_b), signed=signed, matches=matches,
-            layer=layer, target=self.target, frame_a=a.frame, frame_b=b.frame,
-            photo_a=a.photo, photo_b=b.photo, model=self._info,
+            signed=signed, matches=matches, layer=layer, target=self.target, frame_a=a.frame,
+            frame_b=b.frame, photo_a=a.photo, photo_b=b.photo, model=self._info,
             options={**self.options(), **(extra or {})}, warnings=self.notes(a, b),
-            context=context,
+            context=context, **maps, **fields,
         )
 
 

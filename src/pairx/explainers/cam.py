@@ -38,11 +38,12 @@ from pairx.core.explanation import Explanation
 from pairx.core.optional import require
 from pairx.core.targets import SimilarityTarget
 from pairx.explainers.base import PairExplainer, PreparedImage
+from pairx.explainers.registry import register
 from pairx.models.edits import frozen_eval
 from pairx.models.layer_choice import pool_input_layer
 from pairx.models.layers import get_layer
 
-__all__ = ["CAM_METHODS", "CamExplainer"]
+__all__ = ["CAM_CLASSES", "CAM_METHODS", "PARTNER_FREE", "CamExplainer"]
 
 CAM_METHODS: dict[str, tuple[str, str]] = {
     "gradcam": ("GradCAM", "Grad-CAM (Selvaraju et al. 2017)"),
@@ -60,7 +61,8 @@ CAM_METHODS: dict[str, tuple[str, str]] = {
 }
 """Registry name -> (pytorch-grad-cam class, one-line description)."""
 
-_PARTNER_FREE = frozenset({"eigencam", "kpca"})
+PARTNER_FREE = frozenset({"eigencam", "kpca"})
+"""The CAMs whose map of A ignores B (they use only A's activations)."""
 _SIGN_FIXED = frozenset({"eigencam", "kpca", "eigengradcam"})
 
 
@@ -93,6 +95,7 @@ class CamExplainer(PairExplainer):
     """
 
     method: ClassVar[str] = ""
+    requires = ("pytorch_grad_cam", "baselines")
 
     def __init__(self, model: Any, *, method: str | None = None, layer: str | None = None,
                  batch_size: int = 32, **kwargs: Any) -> None:
@@ -103,7 +106,6 @@ class CamExplainer(PairExplainer):
         self._lib = require("pytorch_grad_cam", "baselines", "the CAM baselines")
         super().__init__(model, **kwargs)
         self.name = method  # type: ignore[misc]
-        self.uses_partner = method not in _PARTNER_FREE  # type: ignore[misc]
         self.layer = layer if layer is not None else pool_input_layer(self.model)
         self._module = get_layer(self.model, self.layer)
         self.batch_size = int(batch_size)
@@ -176,11 +178,13 @@ class CamExplainer(PairExplainer):
 
 
 def _make(name: str) -> type[CamExplainer]:
-    return type(f"{CAM_METHODS[name][0]}Explainer", (CamExplainer,), {
-        "name": name, "method": name, "uses_partner": name not in _PARTNER_FREE,
+    cls = type(f"{CAM_METHODS[name][0]}Explainer", (CamExplainer,), {
+        "name": name, "method": name, "summary": CAM_METHODS[name][1],
+        "uses_partner": name not in PARTNER_FREE, "uses_layer": name != "fullgrad",
         "__doc__": f"{CAM_METHODS[name][1]}, with a similarity target.",
         "__module__": __name__,
     })
+    return register(cls)
 
 
 CAM_CLASSES: dict[str, type[CamExplainer]] = {name: _make(name) for name in CAM_METHODS}

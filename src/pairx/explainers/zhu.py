@@ -50,6 +50,7 @@ from pairx.core.errors import InputError, ModelError
 from pairx.core.explanation import Explanation, Matches
 from pairx.explainers.base import PairExplainer, PreparedImage, as_reid_model
 from pairx.explainers.matching import grid_centres
+from pairx.explainers.registry import register
 from pairx.models.adapter import ReIDModel
 from pairx.models.edits import frozen_eval
 from pairx.models.layer_choice import pool_input_layer
@@ -272,6 +273,7 @@ def argmax_matches(dec: Decomposition, size_a: tuple[int, int],
     )
 
 
+@register
 class ZhuExplainer(PairExplainer):
     """Zhu et al.'s activation decomposition as a pair explainer.
 
@@ -290,6 +292,8 @@ class ZhuExplainer(PairExplainer):
     """
 
     name = "zhu"
+    summary = "Zhu et al. 2021: activation decomposition of the similarity (argmax matches)"
+    matches = True
 
     def __init__(self, model: Any, *, layer: str | None = None, bias: bool = False,
                  linearise: bool = False, **kwargs: Any) -> None:

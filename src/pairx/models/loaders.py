@@ -29,12 +29,21 @@ a path
     with a JSON sidecar (``<stem>.json`` next to it, or ``config.json`` in the folder) such as
     ``{"backbone": "resnet18", "size": [224, 224], "mean": [...], "std": [...]}``, or a
     ``torch.save`` checkpoint dict holding ``"state_dict"`` (or ``"model"``) and ``"config"``.
+
+Each spec is registered with :func:`register_spec` next to the function that loads it; a new
+family of specs (a lab's own model zoo, say) is one decorated function::
+
+    @register_spec("mylab", form="'mylab:NAME'", argument="required")
+    def _load_mylab(name: str, request: SpecRequest) -> ReIDModel:
+        return ReIDModel(build_my_net(name), Preprocessing(size=request.size or (256, 128)))
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -47,25 +56,89 @@ from pairx.models.cnn_loaders import (
     load_torchvision,
 )
 
-__all__ = ["SPEC_FORMS", "TORCHVISION_RESNETS", "load_model"]
+__all__ = ["SPECS", "SPEC_FORMS", "TORCHVISION_RESNETS", "ModelSpecLoader", "SpecRequest",
+           "load_model", "register_spec"]
 
-SPEC_FORMS = (
-    "'default'",
-    "'timm:NAME' (e.g. 'timm:resnet50', with weights=FILE)",
-    "'torchvision:resnet18|resnet34|resnet50|resnet101' (optional weights=FILE)",
-    "'miewid' (weights=FILE or HF cache folder)",
-    "'megadescriptor[:VARIANT]'",
-    "'paw-vit' (shipped PAW-ViT)",
-    "'onnx:PATH' (an ONNX embedder)",
-    "a path to a pairx model file or folder",
-)
+
+@dataclass(frozen=True)
+class SpecRequest:
+    """What :func:`load_model` was asked besides the spec (see its parameters)."""
+
+    weights: str | Path | None
+    device: str | torch.device
+    size: tuple[int, int] | None
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
+
+
+@dataclass(frozen=True)
+class ModelSpecLoader:
+    """A registered spec: ``NAME`` or ``NAME:ARGUMENT``.
+
+    Attributes
+    ----------
+    name
+        The spec's name (before the colon).
+    form
+        How the spec is written, for error messages (:data:`SPEC_FORMS`).
+    load
+        ``load(argument, request) -> ReIDModel`` (``argument``: the text after the colon).
+    argument
+        Whether the spec takes an argument after a colon: never, always, or optionally.
+    normalisation
+        Whether ``mean``/``std`` may be given (only formats that do not record their own).
+    finalise
+        Put the network in ``eval()`` mode on the device afterwards (else the loader does).
+    """
+
+    name: str
+    form: str
+    load: Callable[[str, SpecRequest], ReIDModel]
+    argument: Literal["none", "required", "optional"] = "none"
+    normalisation: bool = False
+    finalise: bool = True
+
+
+SPECS: dict[str, ModelSpecLoader] = {}
+"""The registered specs by name, in registration order (the order error messages list)."""
+
+PATH_FORM = "a path to a pairx model file or folder"
+
+LoadFn = Callable[[str, SpecRequest], ReIDModel]
+
+
+def register_spec(name: str, *, form: str,
+                  argument: Literal["none", "required", "optional"] = "none",
+                  normalisation: bool = False,
+                  finalise: bool = True) -> Callable[[LoadFn], LoadFn]:
+    """Decorator: register ``load(argument, request)`` as the loader of spec ``name``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is registered already.
+    """
+    def decorate(load: LoadFn) -> LoadFn:
+        if name in SPECS:
+            raise ValueError(f"model spec {name!r} is registered already")
+        SPECS[name] = ModelSpecLoader(name, form, load, argument, normalisation, finalise)
+        return load
+
+    return decorate
+
+
+def spec_forms() -> tuple[str, ...]:
+    """How every spec is written (the registered ones, then a path)."""
+    return (*(s.form for s in SPECS.values()), PATH_FORM)
+
 
 def _spec_help() -> str:
-    return "valid model specs: " + "; ".join(SPEC_FORMS)
+    return "valid model specs: " + "; ".join(spec_forms())
 
 
-def _load_default(weights: str | Path | None, device: str | torch.device) -> ReIDModel:
-    if weights is not None:
+@register_spec("default", form="'default'", finalise=False)
+def _load_default(_argument: str, request: SpecRequest) -> ReIDModel:
+    if request.weights is not None:
         raise ModelError(
             "the 'default' model ships its own weights; to use a weights file pass a spec such "
             "as 'timm:NAME' or the path of a pairx model instead"
@@ -77,18 +150,81 @@ def _load_default(weights: str | Path | None, device: str | torch.device) -> ReI
             "the default model's weights are not installed in this pairx build "
             f"({exc}); use another spec — {_spec_help()}"
         ) from exc
-    return load_default(device=device)
+    return load_default(device=request.device)
 
 
-def _load_timm(name: str, weights: str | Path | None, size: tuple[int, int] | None) -> ReIDModel:
+@register_spec("timm", form="'timm:NAME' (e.g. 'timm:resnet50', with weights=FILE)",
+               argument="required")
+def _load_timm(name: str, request: SpecRequest) -> ReIDModel:
     if not name:
         raise ModelError("empty timm model name; use e.g. 'timm:resnet50'")
     from pairx.models.token_models import is_token_architecture, load_vit
 
     if is_token_architecture(name):
-        model: ReIDModel = load_vit(name, weights, size)
+        model: ReIDModel = load_vit(name, request.weights, request.size)
         return model
-    return load_timm_cnn(name, weights, size)
+    return load_timm_cnn(name, request.weights, request.size)
+
+
+@register_spec("torchvision",
+               form="'torchvision:resnet18|resnet34|resnet50|resnet101' (optional weights=FILE)",
+               argument="required")
+def _load_torchvision(name: str, request: SpecRequest) -> ReIDModel:
+    return load_torchvision(name, request.weights, request.size)
+
+
+@register_spec("miewid", form="'miewid' (weights=FILE or HF cache folder)")
+def _load_miewid(_argument: str, request: SpecRequest) -> ReIDModel:
+    from pairx.models.miewid import load_miewid
+
+    model = load_miewid(request.weights, device=request.device)
+    if request.size is not None:
+        model.preprocessing = replace(model.preprocessing, size=request.size)
+    return model
+
+
+@register_spec("megadescriptor", form="'megadescriptor[:VARIANT]'", argument="optional")
+def _load_megadescriptor(variant: str, request: SpecRequest) -> ReIDModel:
+    from pairx.models.token_models import load_megadescriptor
+
+    model: ReIDModel = load_megadescriptor(variant or "L-384", request.weights, request.size)
+    return model
+
+
+@register_spec("paw-vit", form="'paw-vit' (shipped PAW-ViT)", finalise=False)
+def _load_paw_vit(_argument: str, request: SpecRequest) -> ReIDModel:
+    if request.weights is not None:
+        raise ModelError("the 'paw-vit' model ships its own weights; pass the path of a "
+                         "PAW-ViT run instead")
+    from pairx.models.token_models import load_shipped_paw_vit
+
+    return load_shipped_paw_vit(request.device)
+
+
+@register_spec("onnx", form="'onnx:PATH' (an ONNX embedder)", argument="required",
+               normalisation=True, finalise=False)
+def _load_onnx(path: str, request: SpecRequest) -> ReIDModel:
+    if request.weights is not None:
+        raise ModelError("an ONNX file holds its weights; do not pass weights= as well")
+    from pairx.models.onnx import load_onnx
+
+    return load_onnx(path, size=request.size, mean=request.mean, std=request.std,
+                     device=request.device)
+
+
+SPEC_FORMS = spec_forms()
+"""How the built-in specs are written (the registry may hold more: :func:`spec_forms`)."""
+
+
+def _registered(text: str) -> tuple[ModelSpecLoader, str] | None:
+    """The registered spec ``text`` names, with its argument, or ``None``."""
+    name, colon, argument = text.partition(":")
+    spec = SPECS.get(name)
+    if spec is None:
+        return None
+    if (spec.argument == "none" and colon) or (spec.argument == "required" and not colon):
+        return None
+    return spec, argument
 
 
 def load_model(
@@ -139,40 +275,18 @@ def load_model(
     if hw is not None and min(hw) < 8:
         raise ModelError(f"input size {hw} is too small")
     text = str(spec)
-    model: ReIDModel
-    if (mean is not None or std is not None) and not text.startswith("onnx:"):
+    found = _registered(text)
+    if (mean is not None or std is not None) and (found is None or not found[0].normalisation):
         raise ModelError("mean/std can only be given for onnx: models; other models know theirs")
-    if text.startswith("onnx:"):
-        if weights is not None:
-            raise ModelError("an ONNX file holds its weights; do not pass weights= as well")
-        from pairx.models.onnx import load_onnx
-
-        return load_onnx(text[len("onnx:") :], size=hw, mean=mean, std=std, device=device)
+    if found is not None and found[0].normalisation:  # a format that records its own input
+        return found[0].load(found[1], SpecRequest(weights, device, hw, mean, std))
     if text.endswith(".onnx") and Path(text).expanduser().is_file():
         raise ModelError(f"{text} is an ONNX file; load it as 'onnx:{text}'")
-    if text == "default":
-        return _load_default(weights, device)
-    if text == "paw-vit":
-        if weights is not None:
-            raise ModelError("the 'paw-vit' model ships its own weights; pass the path of a "
-                             "PAW-ViT run instead")
-        from pairx.models.token_models import load_shipped_paw_vit
-
-        return load_shipped_paw_vit(device)
-    if text.startswith("timm:"):
-        model = _load_timm(text[len("timm:") :], weights, hw)
-    elif text.startswith("torchvision:"):
-        model = load_torchvision(text[len("torchvision:") :], weights, hw)
-    elif text == "megadescriptor" or text.startswith("megadescriptor:"):
-        from pairx.models.token_models import load_megadescriptor
-
-        model = load_megadescriptor(text.partition(":")[2] or "L-384", weights, hw)
-    elif text == "miewid":
-        from pairx.models.miewid import load_miewid
-
-        model = load_miewid(weights, device=device)
-        if hw is not None:
-            model.preprocessing = replace(model.preprocessing, size=hw)
+    request = SpecRequest(weights, device, hw, mean, std)
+    if found is not None:
+        model = found[0].load(found[1], request)
+        if not found[0].finalise:
+            return model
     elif Path(text).expanduser().exists():
         if weights is not None:
             raise ModelError(f"{text} is a model path; do not pass weights= as well")

@@ -15,7 +15,7 @@ import numpy as np
 
 from pairx.explainers.amd import AttributeExplanation
 from pairx.viz.draw import text_band
-from pairx.viz.maps import _overlay
+from pairx.viz.maps import overlay_map
 
 __all__ = ["render_attributes"]
 
@@ -58,8 +58,8 @@ def render_attributes(expl: AttributeExplanation, *, top: int = 3, size: int = 2
         lo = float(min(ma.min(), mb.min()))
         hi = float(max(ma.max(), mb.max()))
         span = hi - lo if hi > lo else 1.0
-        ta = _overlay(expl.image_a, ma - lo, False, span, size)
-        tb = _overlay(expl.image_b, mb - lo, False, span, size)
+        ta = overlay_map(expl.image_a, ma - lo, False, span, size)
+        tb = overlay_map(expl.image_b, mb - lo, False, span, size)
         col = np.concatenate([ta, np.full((_GAP, ta.shape[1], 3), 255, np.uint8), tb], 0)
         cols.append(col)
         name = expl.attributes[k].replace("_", " ")

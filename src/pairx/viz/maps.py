@@ -25,7 +25,7 @@ from pairx.core.explanation import Explanation
 from pairx.viz.colors import apply_colormap, match_colors
 from pairx.viz.draw import draw_polyline, text_band
 
-__all__ = ["render_comparison", "render_maps", "render_point_map"]
+__all__ = ["overlay_map", "render_comparison", "render_maps", "render_point_map"]
 
 SIGNED_CMAP = "RdBu_r"
 UNSIGNED_CMAP = "inferno"
@@ -38,8 +38,8 @@ def _scale(expl: Explanation) -> float:
     return v if v > 0 else 1.0
 
 
-def _overlay(rgb: np.ndarray, values: np.ndarray, signed: bool, vmax: float,
-             size: int) -> np.ndarray:
+def overlay_map(rgb: np.ndarray, values: np.ndarray, signed: bool, vmax: float,
+                size: int) -> np.ndarray:
     """The image (greyed) with the map over it, resized to ``size`` pixels high."""
     h, w = rgb.shape[:2]
     out_w = max(1, round(w * size / h))
@@ -82,8 +82,8 @@ def render_maps(expl: Explanation, *, size: int = 256, n_lines: int = 10,
         ``(H, W, 3)`` uint8 RGB.
     """
     vmax = _scale(expl)
-    pa = _overlay(expl.image_a, expl.map_a, expl.signed, vmax, size)
-    pb = _overlay(expl.image_b, expl.map_b, expl.signed, vmax, size)
+    pa = overlay_map(expl.image_a, expl.map_a, expl.signed, vmax, size)
+    pb = overlay_map(expl.image_b, expl.map_b, expl.signed, vmax, size)
     gap = np.full((size, _GAP, 3), 255, np.uint8)
     row = np.concatenate([pa, gap, pb], axis=1)
     m = expl.matches
@@ -162,8 +162,8 @@ def render_point_map(image_a: np.ndarray, image_b: np.ndarray, xy: tuple[float, 
         ``(H_b, W_b)`` signed map on B.
     """
     vmax = float(np.percentile(np.abs(point_map), 99.5)) or 1.0
-    pa = _overlay(image_a, np.zeros(image_a.shape[:2], np.float32), True, 1.0, size)
-    pb = _overlay(image_b, point_map, True, vmax, size)
+    pa = overlay_map(image_a, np.zeros(image_a.shape[:2], np.float32), True, 1.0, size)
+    pb = overlay_map(image_b, point_map, True, vmax, size)
     s = size / image_a.shape[0]
     centre = (round((xy[0] + 0.5) * s), round((xy[1] + 0.5) * s))
     r = max(5, size // 40)

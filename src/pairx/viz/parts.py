@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from pairx.viz.draw import text_band
-from pairx.viz.maps import _overlay
+from pairx.viz.maps import overlay_map
 
 __all__ = ["PART_COLOURS", "render_parts"]
 
@@ -32,7 +32,7 @@ def render_parts(rgb: np.ndarray, masks: np.ndarray, names: list[str], *, size: 
     gap = np.full((size, 8, 3), 255, np.uint8)
     tiles = [tile, gap, argmax.clip(0, 255).astype(np.uint8)]
     for k, name in enumerate([*names, "background"]):
-        heat = _overlay(tile, resized[k], False, float(max(resized[k].max(), 1e-6)), size // 2)
+        heat = overlay_map(tile, resized[k], False, float(max(resized[k].max(), 1e-6)), size // 2)
         ink = PART_COLOURS[k % len(PART_COLOURS)] if k < len(names) else _INK
         band = text_band(heat.shape[1], [(name, ink)], 13)
         tiles += [gap[: size // 2 + band.shape[0]],
