@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from tests.lrp.test_gradient_engine import _both_engines, _close
-from tests.models.test_swin import tiny_swin
-from tests.models.test_vit import assert_canonizer_exact, tiny_vit
+from tests.lrp.test_swin import tiny_swin
+from tests.lrp.test_vit import assert_canonizer_exact, tiny_vit
 
 from pairx.core.errors import CanonizerError
 from pairx.explainers.pairx import PairX

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from tests.lrp.test_gradient_engine import _both_engines, _close
-from tests.models.test_vit import assert_canonizer_exact
+from tests.lrp.test_vit import assert_canonizer_exact
 
 from pairx.core.errors import LayerError, ModelError
 from pairx.explainers.pairx import PairX
@@ -160,7 +160,7 @@ def test_lrp_on_a_hybrid_vit(paw: bool) -> None:
 @pytest.mark.parametrize("last", ["layer3", "layer2"])
 def test_bias_free_hybrid_vit_conserves_relevance(last: str) -> None:
     import timm
-    from tests.models.test_vit import conservation_ratio
+    from tests.lrp.test_vit import conservation_ratio
     from timm.layers import HybridEmbed
 
     from pairx.models.export import hybrid_stem
