@@ -26,7 +26,8 @@ from pairx.core.explanation import Explanation
 from pairx.core.optional import require
 from pairx.explainers.base import ImageInput, PairExplainer
 
-__all__ = ["METHODS", "MethodInfo", "available", "create", "explain", "get", "register"]
+__all__ = ["METHODS", "MethodInfo", "available", "create", "explain", "get", "register",
+           "unregister"]
 
 T = TypeVar("T", bound=type[PairExplainer])
 
@@ -96,6 +97,12 @@ def register(method: T) -> T:
     _CLASSES[name] = method
     METHODS[name] = MethodInfo.of(method)
     return method
+
+
+def unregister(name: str) -> None:
+    """Remove method ``name`` from the registry (a plug-in's or a test's own method)."""
+    _CLASSES.pop(name, None)
+    METHODS.pop(name, None)
 
 
 def available() -> list[MethodInfo]:

@@ -28,6 +28,7 @@ from pairx.lrp.neck import NeckCanonizer
 from pairx.models.adapter import ReIDModel
 
 __all__ = [
+    "CATCH_ALL",
     "DETECTION_ORDER",
     "FamilySpec",
     "canonizer_for",
@@ -38,6 +39,7 @@ __all__ = [
     "family_canonizer",
     "never",
     "register_family",
+    "unregister_family",
 ]
 
 DETECTION_ORDER: tuple[str, ...] = (
@@ -59,9 +61,14 @@ DETECTION_ORDER: tuple[str, ...] = (
     # Behind "generic", so never detected: the ONNX loader names it (ReIDModel.family).
     "onnx_graph",
 )
-"""The order in which :func:`detect_family` asks the families. A family registered under
-another name (e.g. a user's) is asked after these, in the order of registration, so behind
-``generic`` it is reached by name only."""
+"""The order in which :func:`detect_family` asks the built-in families. A family registered
+under another name (a user's, a plug-in's) is asked after the specific built-in ones and before
+:data:`CATCH_ALL`, in the order of registration: its detector knows its own blocks, which the
+catch-all would otherwise claim as plain convolutions."""
+
+CATCH_ALL = "generic"
+"""The family that accepts every network; registered families not in :data:`DETECTION_ORDER`
+are asked before it."""
 
 Factory = Callable[[], Canonizer]
 
@@ -101,6 +108,11 @@ def register_family(spec: FamilySpec, *, overwrite: bool = False) -> None:
     _FAMILIES[spec.name] = spec
 
 
+def unregister_family(name: str) -> None:
+    """Remove family ``name`` (a plug-in's or a test's own family)."""
+    _FAMILIES.pop(name, None)
+
+
 def family_canonizer(name: str, detect: Callable[[nn.Module], bool], description: str = "",
                      *, overwrite: bool = False) -> Callable[[Factory], Factory]:
     """Decorator: register the decorated canonizer factory as family ``name``.
@@ -118,10 +130,14 @@ def family_canonizer(name: str, detect: Callable[[nn.Module], bool], description
 
 
 def families() -> dict[str, FamilySpec]:
-    """The registered families, in detection order (:data:`DETECTION_ORDER`)."""
-    ordered = {name: _FAMILIES[name] for name in DETECTION_ORDER if name in _FAMILIES}
-    ordered.update(_FAMILIES)  # the others, in the order they were registered
-    return ordered
+    """The registered families, in detection order: the built-in ones before
+    :data:`CATCH_ALL` (:data:`DETECTION_ORDER`), then the others in the order they were
+    registered, then the catch-all and what :data:`DETECTION_ORDER` puts behind it."""
+    cut = DETECTION_ORDER.index(CATCH_ALL)
+    first = [name for name in DETECTION_ORDER[:cut] if name in _FAMILIES]
+    others = [name for name in _FAMILIES if name not in DETECTION_ORDER]
+    last = [name for name in DETECTION_ORDER[cut:] if name in _FAMILIES]
+    return {name: _FAMILIES[name] for name in first + others + last}
 
 
 def contains(*class_paths: str) -> Callable[[nn.Module], bool]:

@@ -57,7 +57,7 @@ from pairx.models.cnn_loaders import (
 )
 
 __all__ = ["SPECS", "SPEC_FORMS", "TORCHVISION_RESNETS", "ModelSpecLoader", "SpecRequest",
-           "load_model", "register_spec"]
+           "load_model", "register_spec", "spec_forms", "unregister_spec"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,11 @@ def register_spec(name: str, *, form: str,
         return load
 
     return decorate
+
+
+def unregister_spec(name: str) -> None:
+    """Remove spec ``name`` (a plug-in's or a test's own)."""
+    SPECS.pop(name, None)
 
 
 def spec_forms() -> tuple[str, ...]:
