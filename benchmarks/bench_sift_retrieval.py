@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from pairx.data.datasets import load_dataset
 from pairx.core.images import load_image
+from pairx.data.datasets import load_dataset
 
 
 def sift_scores(
