@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pairx.core.calibration import SimilarityCalibration
 from pairx.core.context import ModelInfo
 from pairx.core.errors import InputError, ModelError
 from pairx.core.explanation import Explanation, Matches
@@ -40,6 +41,7 @@ from pairx.core.lru import LRUCache
 from pairx.core.results import shrink_photo
 from pairx.core.targets import TARGETS, SimilarityTarget, make_target
 from pairx.models.adapter import Preprocessing, ReIDModel
+from pairx.models.provenance import domain_warning, require_trained, weight_digest
 
 __all__ = ["ImageInput", "PairExplainer", "PreparedImage", "as_reid_model"]
 
@@ -166,8 +168,6 @@ class PairExplainer(ABC):
         allow_untrained: bool = False,
         calibration: Any = None,
     ) -> None:
-        from pairx.models.provenance import require_trained, weight_digest
-
         self.model = as_reid_model(model, preprocessing)
         if target not in TARGETS:
             raise InputError(
@@ -370,7 +370,6 @@ class PairExplainer(ABC):
 
     def notes(self, a: PreparedImage, b: PreparedImage) -> tuple[str, ...]:
         """Caveats of a pair: untrained model, images outside the model's domain."""
-        from pairx.models.provenance import domain_warning
 
         domain = domain_warning(self.model, [a.frame.source, b.frame.source])
         return self._stamps + ((domain,) if domain else ())
@@ -429,7 +428,6 @@ def _as_map(m: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def _resolve_calibration(model: ReIDModel, calibration: Any, digest: str) -> Any:
     """The calibration to use: the given one or path, else the one shipped with the model."""
-    from pairx.core.calibration import SimilarityCalibration
 
     given = calibration if calibration is not None else model.metadata.get("calibration_file")
     if given is None:

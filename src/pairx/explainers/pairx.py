@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from pairx.core.calibration import SimilarityCalibration
 from pairx.core.errors import LayerError
 from pairx.core.results import PairExplanation
-from pairx.explainers.base import ImageInput, PairExplainer, PreparedImage
+from pairx.explainers.base import ImageInput, PairExplainer, PreparedImage, as_reid_model
 from pairx.explainers.pairx_forward import LRPForward, LRPGraph, Relevances
 from pairx.explainers.pairx_gradient import GradientPairs, GraphPool, NetworkOutputs
 from pairx.explainers.pairx_matches import build_matches, channel_abs_sum, ransac_inliers
@@ -45,7 +45,9 @@ from pairx.explainers.registry import register
 from pairx.lrp.gradient_engine import gradient_lrp_mode
 from pairx.lrp.zennit_engine import lrp_mode
 from pairx.models.adapter import Preprocessing, ReIDModel
+from pairx.models.layer_choice import default_layers
 from pairx.models.layers import get_layer, token_grid
+from pairx.models.token_models import unused_patch_tokens
 
 __all__ = ["ENGINES", "PIXEL_METHODS", "PRECISIONS", "PairX", "explain", "ransac_inliers"]
 
@@ -166,8 +168,6 @@ class PairX(PairExplainer):
         for name in self.layers:
             get_layer(self.model, name)
             if tokens:
-                from pairx.models.token_models import unused_patch_tokens
-
                 why = unused_patch_tokens(self.model, name)
                 if why:
                     raise LayerError(why)
@@ -186,9 +186,6 @@ class PairX(PairExplainer):
         """The registry's constructor: ``layer`` (one or several) defaults to the model's
         recommended layers (:func:`pairx.models.layer_choice.default_layers`)."""
         if layer is None:
-            from pairx.explainers.base import as_reid_model
-            from pairx.models.layer_choice import default_layers
-
             pre = options.get("preprocessing")
             layer = default_layers(as_reid_model(model, pre))  # type: ignore[arg-type]
         return cls(model, layer, **options)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from torch import nn
 
 from pairx.lrp.canonizer import Canonizer
 from pairx.lrp.rule_modules import CanonicalGeM
+from pairx.models.architectures import GeM
 
 __all__ = ["NeckCanonizer", "is_gem"]
 
@@ -30,8 +31,6 @@ def is_gem(module: nn.Module | None) -> bool:
     """Whether ``module`` is a GeM pooling: pairx's own, or another code base's ``GeM`` with a
     ``p`` (MiewID and others define their own with the same fields)."""
     try:
-        from pairx.models.architectures import GeM
-
         if isinstance(module, GeM):
             return True
     except ImportError:  # pragma: no cover

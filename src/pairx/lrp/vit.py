@@ -42,6 +42,7 @@ from pairx.lrp.canonizer import Canonizer, ComposedCanonizer
 from pairx.lrp.cnn import MergeBatchNorm, SignalOnlyGates, TimmResNetResiduals
 from pairx.lrp.convention import signal_pass
 from pairx.lrp.families import contains, family_canonizer, never
+from pairx.models.paw_vit import HybridStem, PartAggregation
 
 __all__ = ["ATTENTION_RULES", "AggregationMix", "AttentionMix", "PointwiseProjection", "TimmViT",
            "TokenMean",
@@ -242,8 +243,6 @@ class TimmViT(Canonizer):
         from timm.layers import LayerScale
         from timm.models.vision_transformer import VisionTransformer
 
-        from pairx.models.paw_vit import PartAggregation
-
         # their own parameters: class/register tokens and position embedding (constants),
         # layer scales (constant multipliers, relevance passed by signal_pass), PAW-ViT's
         # aggregation query (a constant)
@@ -272,7 +271,6 @@ class TimmViT(Canonizer):
                 self.add_child(block, "pairx_sum1", Sum())
                 self.add_child(block, "pairx_sum2", Sum())
                 self.override_forward(block, _block_forward)
-        from pairx.models.paw_vit import PartAggregation
 
         for module in list(net.modules()):
             if isinstance(module, PartAggregation):
@@ -313,8 +311,6 @@ def _foreign_hybrid(vit: nn.Module) -> bool:
     """True for a CNN patch embedding other than :class:`~pairx.models.paw_vit.HybridStem`,
     whose rules the composed timm ResNet canonizers would not be known to cover."""
     from timm.layers import HybridEmbed
-
-    from pairx.models.paw_vit import HybridStem
 
     embed = getattr(vit, "patch_embed", None)
     return isinstance(embed, HybridEmbed) and not isinstance(embed.backbone, HybridStem)

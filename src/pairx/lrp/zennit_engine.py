@@ -28,6 +28,7 @@ from zennit.rules import Epsilon, Norm, Pass, ZPlus
 from zennit.types import BatchNorm, Convolution
 
 from pairx.core.errors import ModelError
+from pairx.core.targets import target_relevance
 from pairx.lrp.families import canonizer_for, check_lrp_support
 from pairx.lrp.rule_modules import DetachedLayerNorm, GeMMean
 from pairx.lrp.swin import WindowAttentionMix
@@ -226,7 +227,6 @@ def seed_relevance(
     targets: :func:`pairx.core.targets.target_relevance`)."""
     if target == "cosine":
         return similarity_relevance(e_a, e_b)
-    from pairx.core.targets import target_relevance
 
     return target_relevance(target, e_a, e_b)
 

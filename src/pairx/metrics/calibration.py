@@ -15,6 +15,8 @@ from pairx.core.calibration import CALIBRATION_FORMAT, LEVELS, SimilarityCalibra
 from pairx.core.errors import DatasetError
 from pairx.data.datasets import ReIDDataset
 from pairx.models.adapter import ReIDModel
+from pairx.models.embedding import embed_samples
+from pairx.models.provenance import weight_digest
 
 __all__ = ["CALIBRATION_FORMAT", "LEVELS", "SimilarityCalibration", "calibrate", "pair_scores"]
 
@@ -89,8 +91,6 @@ def calibrate(
     DatasetError
         Too few images, or no true-match or no non-match pair.
     """
-    from pairx.models.embedding import embed_samples
-    from pairx.models.provenance import weight_digest
 
     samples = [s for s in dataset.samples if split is None or s.split == split]
     if len(samples) < 3:

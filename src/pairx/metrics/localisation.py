@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pairx.core.optional import require
+from pairx.metrics.faithfulness import on_animal
 
 __all__ = ["PairRegions", "localisation_scores", "pair_regions"]
 
@@ -58,7 +59,6 @@ def pair_regions(truth: Any, key_a: str, key_b: str, size: tuple[int, int]) -> P
     truth
         A :class:`pairx.metrics.homography.GroundTruthHomography` of the synthetic dataset.
     """
-    from pairx.metrics.faithfulness import on_animal
 
     h, w = size
     rows, cols = np.mgrid[0:h, 0:w]

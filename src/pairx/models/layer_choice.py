@@ -19,7 +19,9 @@ from torch import nn
 
 from pairx.core.errors import LayerError, ModelError
 from pairx.models.adapter import ReIDModel
+from pairx.models.default import DEFAULT_LAYERS
 from pairx.models.layers import candidate_layers, token_grid
+from pairx.models.token_models import unused_patch_tokens
 
 __all__ = ["block_layers", "default_layers", "is_block", "pool_input_layer"]
 
@@ -47,8 +49,6 @@ def block_layers(model: ReIDModel) -> list[str]:
     infos = [i for i in candidate_layers(model) if min(i.grid) >= 2]
     net = model.net
     if token_grid(net) is not None:
-        from pairx.models.token_models import unused_patch_tokens
-
         blocks = {id(b) for m in net.modules() for b in _children(getattr(m, "blocks", None))}
         return [i.name for i in infos if id(net.get_submodule(i.name)) in blocks
                 and unused_patch_tokens(model, i.name) is None]
@@ -105,8 +105,6 @@ def default_layers(model: ReIDModel, *, candidates: int | None = None) -> list[s
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
             return [str(value[0])]
     if model.name == "default":
-        from pairx.models.default import DEFAULT_LAYERS
-
         return [DEFAULT_LAYERS[0]]
     names = block_layers(model)
     shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
@@ -122,8 +120,6 @@ def _selection_candidates(model: ReIDModel, max_layers: int) -> list[str]:
     if isinstance(meta, (list, tuple)) and meta:
         return [str(x) for x in meta]
     if model.name == "default":
-        from pairx.models.default import DEFAULT_LAYERS
-
         return list(DEFAULT_LAYERS)
     infos = candidate_layers(model)
     h_in = model.preprocessing.size[0]

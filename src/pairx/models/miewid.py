@@ -28,6 +28,7 @@ from torch import nn
 
 from pairx.core.errors import ModelError
 from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, ReIDModel
+from pairx.models.architectures import ReIDNet
 from pairx.models.checkpoints import load_checked, read_state_dict
 
 MIEWID_BACKBONE = "efficientnetv2_rw_m"
@@ -61,7 +62,6 @@ def build_miewid_net() -> nn.Module:
     nn.Module
         ``ReIDNet("efficientnetv2_rw_m")``: maps ``(B, 3, H, W)`` to ``(B, 2152)``.
     """
-    from pairx.models.architectures import ReIDNet
 
     return ReIDNet(MIEWID_BACKBONE, pretrained=False)
 

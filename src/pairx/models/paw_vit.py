@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pairx.core.errors import ModelError
+
 __all__ = ["PARTS", "STEMS", "AttentionToMask", "HybridStem", "PAWOutputs", "PAWViT",
            "PAWViTEmbedder", "PartAggregation", "ViTBaseline", "build_embedder",
            "load_part_decoder", "predict_part_masks", "stem_stride"]
@@ -343,8 +345,6 @@ def load_part_decoder(model_path: str | Path, embed_dim: int, heads: int) -> Att
     """The ATM decoder saved beside a PAW-ViT export (``parts_decoder.safetensors`` in a run
     folder, ``NAME.parts_decoder.safetensors`` beside a shipped ``NAME.safetensors``)."""
     from safetensors.torch import load_file
-
-    from pairx.core.errors import ModelError
 
     model = Path(model_path)
     path = model.with_name(f"{model.stem}.parts_decoder.safetensors")

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pairx.models.architectures import ReIDNet
 from pairx.models.checkpoints import config_of, timm_family
 from pairx.models.export import DEFAULT_WEIGHTS
 from pairx.models.onnx.graph import ARCHITECTURE_KEY, OnnxGraph
@@ -65,8 +66,6 @@ class Architecture:
     def build(self) -> nn.Module:
         """A freshly initialised network of this architecture (on the current default device)."""
         if self.kind == "reidnet":
-            from pairx.models.architectures import ReIDNet
-
             return ReIDNet(self.name, pretrained=False, **self.kwargs)
         import torchvision
 
