@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -36,79 +35,16 @@ from pairx.core.context import ModelInfo
 from pairx.core.errors import InputError, ModelError
 from pairx.core.explanation import Explanation, Matches
 from pairx.core.geometry import ImageFrame
-from pairx.core.images import ImageLike
 from pairx.core.lru import LRUCache
 from pairx.core.results import shrink_photo
 from pairx.core.targets import TARGETS, SimilarityTarget, make_target
+from pairx.explainers.inputs import ImageInput, PreparedImage, as_reid_model
 from pairx.models.adapter import Preprocessing, ReIDModel
 from pairx.models.provenance import domain_warning, require_trained, weight_digest
 
 __all__ = ["ImageInput", "PairExplainer", "PreparedImage", "as_reid_model"]
 
-ImageInput = ImageLike | torch.Tensor
-"""A path, PIL image, ``(H, W, 3)`` uint8 array, or preprocessed ``(1, 3, H, W)`` tensor."""
-
 ExplanationT = TypeVar("ExplanationT", bound=Explanation)
-
-
-@dataclass
-class PreparedImage:
-    """One image as every method sees it (cached and shared across pairs).
-
-    Attributes
-    ----------
-    x
-        ``(1, 3, H, W)`` preprocessed input on the model's device.
-    rgb
-        ``(H, W, 3)`` uint8 in the model-input frame.
-    frame
-        Original image -> model-input frame.
-    photo
-        ``(H', W', 3)`` uint8, the original, at most ``PHOTO_MAX_SIDE`` (``None`` for tensors).
-    embedding
-        ``(1, D)`` embedding, filled on first use.
-    key
-        Cache key (path or explicit key), if any.
-    activations
-        Intermediate activations an explainer keeps with the image for later pairs, by a tag
-        of that explainer and its settings (PAIR-X: the output at its lowest layer, ``(C, h,
-        w)``, which does not depend on the partner image).
-    """
-
-    x: torch.Tensor
-    rgb: np.ndarray
-    frame: ImageFrame
-    photo: np.ndarray | None = None
-    embedding: torch.Tensor | None = None
-    key: Hashable | None = None
-    activations: dict[Hashable, torch.Tensor] = field(default_factory=dict)
-
-
-def as_reid_model(
-    model: ReIDModel | nn.Module, preprocessing: Preprocessing | None = None
-) -> ReIDModel:
-    """``model`` as a :class:`ReIDModel`; a bare ``nn.Module`` gets ``preprocessing``.
-
-    A bare module without ``preprocessing`` gets ImageNet normalisation at 224 x 224, which is
-    exact for preprocessed tensor inputs (they are used as they are) and a guess for files.
-
-    Raises
-    ------
-    InputError
-        ``model`` is neither a ``ReIDModel`` nor an ``nn.Module``.
-    """
-    if isinstance(model, ReIDModel):
-        if preprocessing is not None:
-            return ReIDModel(model.net, preprocessing, model.name, model.family,
-                             dict(model.metadata))
-        return model
-    if isinstance(model, nn.Module):
-        pre = preprocessing if preprocessing is not None else Preprocessing((224, 224))
-        return ReIDModel(model, pre, name=type(model).__name__)
-    raise InputError(
-        f"explainers take a pairx ReIDModel (see pairx.load_model) or a torch nn.Module; "
-        f"got {type(model).__name__}"
-    )
 
 
 class PairExplainer(ABC):
