@@ -168,6 +168,7 @@ class _Engine:
         self.explainers: dict[str, Any] = {}
         self.project = project
         self.labels: dict[str, Any] = {}
+        self.known_labels: frozenset[str] = frozenset()
 
     def explainer(self, layer: str) -> Any:
         import pairx
@@ -179,7 +180,7 @@ class _Engine:
     def amd(self) -> Any:
         """The project's :class:`pairx.AMDExplainer` with the dataset's attribute labels."""
         if AMD_VIEW not in self.explainers:
-            from pairx.app.amd import file_digest, project_labels
+            from pairx.app.amd import dataset_labels, file_digest
             from pairx.explainers.amd import AMDExplainer, interpreter_files, load_interpreter
 
             spec = self.project.interpreter
@@ -195,7 +196,8 @@ class _Engine:
                     f"(its file {'changed' if weights.is_file() else 'is gone'} since; stored "
                     f"digest {spec['digest'][:12]}); re-run 'pairx review init' to pick it up")
             interp = load_interpreter(spec["spec"], self.model)
-            self.labels = project_labels(self.project.settings["data"], interp.attributes)
+            self.labels, self.known_labels = dataset_labels(self.project.settings["data"],
+                                                            interp.attributes)
             self.explainers[AMD_VIEW] = AMDExplainer(interp)
         return self.explainers[AMD_VIEW]
 
@@ -237,7 +239,8 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
         cand = todo[i]
         key = cache_key(project, layer, query, cand)
         if layer == AMD_VIEW:
-            data, jpeg = attribute_data(expl), attribute_jpeg(expl)
+            known = engine.known_labels
+            data, jpeg = attribute_data(expl, known), attribute_jpeg(expl, known=known)
             metrics = {"distance": expl.distance, "reconstructed": expl.reconstructed}
         else:
             data, jpeg = interactive_data(expl), figure_jpeg(expl)
