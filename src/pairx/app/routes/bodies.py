@@ -36,7 +36,6 @@ _PROBLEMS = {
     "missing": "is required",
     "list_type": "must be a list",
     "string_type": "must be a string",
-    "string_unicode": "must be valid text",
     "bool_type": "must be true or false",
     "model_type": "must be a JSON object",
     "model_attributes_type": "must be a JSON object",
@@ -54,17 +53,6 @@ class BadRequest(Exception):
 
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _encodable(cls, value: Any) -> Any:
-        for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str):
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValueError("must be valid text (no lone surrogates)") from None
-        return value
 
 
 class DecideBody(_Body):
