@@ -122,12 +122,15 @@ def recover_jobs(conn: sqlite3.Connection) -> int:
 
 
 def _die_with_parent() -> None:
+    """Ask the kernel for ``SIGKILL`` when the parent dies (Linux) and watch the parent pid
+    (:func:`watch_parent`, every platform)."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:  # pragma: no cover - no glibc
             pass
+    watch_parent(os.getppid())
 
 
 def watch_parent(parent: int) -> threading.Thread:
@@ -272,7 +275,8 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
 def worker_main(root: str, parent: int) -> None:
     """Run jobs of the project at ``root`` until the parent process ``parent`` is gone."""
     _die_with_parent()
-    watch_parent(parent)
+    if os.getppid() != parent:  # the server died before the worker could ask for the signal
+        return
     tune_allocator()
     project = Project.open(root)
     conn = project.db()
