@@ -12,6 +12,7 @@ attribute's attention maps over both photographs on demand (:func:`attribute_dat
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import numpy as np
 
 from pairx.core.errors import DatasetError, InputError, ModelError
 
-__all__ = ["AMD_VIEW", "attribute_data", "attribute_jpeg", "file_digest", "project_labels",
-           "resolve_interpreter"]
+__all__ = ["AMD_VIEW", "attribute_data", "attribute_jpeg", "dataset_labels", "file_digest",
+           "project_labels", "resolve_interpreter"]
 
 AMD_VIEW = "@amd"
 """The ``layer`` of AMD jobs and explanations (no module path starts with ``@``)."""
@@ -71,26 +72,52 @@ def resolve_interpreter(spec: str | None, model: Any) -> dict[str, Any] | None:
     return {"spec": spec, "digest": file_digest(weights), "attributes": list(interp.attributes)}
 
 
-def project_labels(data: str | Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """``(M,)`` bool labels by image id from the project's dataset (``attr_*`` columns of
-    ``metadata.csv`` or the synthetic ground truth); empty where it has none of ``names``."""
+def dataset_labels(data: str | Path, names: tuple[str, ...]
+                   ) -> tuple[dict[str, np.ndarray], frozenset[str]]:
+    """The labels of the attributes ``names`` that the project's dataset has, and which those
+    are.
+
+    Returns
+    -------
+    labels
+        ``(M,)`` bool labels by image id (``attr_*`` columns of ``metadata.csv`` or the
+        synthetic ground truth), in the order of ``names``; ``False`` at an attribute the
+        dataset lacks (see ``known``). Empty where it has none of ``names``.
+    known
+        The names the dataset has: a label of any other attribute is unknown (``?``), while the
+        labels of these are shown.
+    """
     from pairx.data.attributes import load_attributes
     from pairx.data.datasets import load_dataset
 
     try:
-        table = load_attributes(load_dataset(data, check_files=False)).select(names)
+        table = load_attributes(load_dataset(data, check_files=False))
     except (DatasetError, InputError):
-        return {}
-    return {i: table.values[n].astype(bool) for n, i in enumerate(table.image_ids)}
+        return {}, frozenset()
+    present = [n for n in names if n in table.names]
+    if not present:
+        return {}, frozenset()
+    columns = table.select(present).values.astype(bool)
+    values = np.zeros((len(table.image_ids), len(names)), bool)
+    values[:, [names.index(n) for n in present]] = columns
+    return {i: values[n] for n, i in enumerate(table.image_ids)}, frozenset(present)
 
 
-def attribute_data(expl: Any) -> dict[str, Any]:
+def project_labels(data: str | Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The labels of :func:`dataset_labels` (``False`` at attributes the dataset lacks)."""
+    return dataset_labels(data, names)[0]
+
+
+def attribute_data(expl: Any, known: Collection[str] | None = None) -> dict[str, Any]:
     """The page's data of one AMD explanation.
 
     Parameters
     ----------
     expl
         An :class:`pairx.explainers.amd.AttributeExplanation`.
+    known
+        The attributes whose labels the dataset has (:func:`dataset_labels`); the labels of
+        the others are ``None``. ``None``: all of them.
 
     Returns
     -------
@@ -121,8 +148,10 @@ def attribute_data(expl: Any) -> dict[str, Any]:
             v = np.clip((m - lo) / span, 0.0, 1.0)
             alpha = np.round(v ** 0.8 * 210).astype(np.uint8)
             uris.append(png_data_uri(np.dstack([apply_colormap(v, "inferno"), alpha])))
-        la, lb = expl.labels_a, expl.labels_b
-        rows.append({"name": expl.attributes[k], "distance": float(expl.attribute_distances[k]),
+        name = expl.attributes[k]
+        la, lb = (expl.labels_a, expl.labels_b) if known is None or name in known else (None,
+                                                                                      None)
+        rows.append({"name": name, "distance": float(expl.attribute_distances[k]),
                      "contribution": float(r[k]),
                      "label_a": None if la is None else bool(la[k]),
                      "label_b": None if lb is None else bool(lb[k]),
@@ -133,10 +162,15 @@ def attribute_data(expl: Any) -> dict[str, Any]:
             "b": {"size": list(size_b)}, "attributes": rows}
 
 
-def attribute_jpeg(expl: Any, quality: int = 90) -> bytes:
+def attribute_jpeg(expl: Any, quality: int = 90, known: Collection[str] | None = None
+                   ) -> bytes:
     """The explanation's Figure-4 picture (:func:`pairx.viz.attributes.render_attributes`, top
-    3 attributes) as JPEG bytes."""
+    3 attributes) as JPEG bytes; where some labels are unknown (``known``, as for
+    :func:`attribute_data`) the picture shows no labels rather than a wrong one."""
     from pairx.app.bundle import jpeg_bytes
+    from pairx.explainers.amd import with_labels
     from pairx.viz.attributes import render_attributes
 
+    if known is not None and not set(expl.attributes) <= set(known):
+        expl = with_labels(expl, None, None)
     return jpeg_bytes(render_attributes(expl), quality)

@@ -1,7 +1,9 @@
 """What stands between the review app and the network: hosts, tokens, CSRF, headers.
 
 * **Host header**: only the names the server was started for (plus loopback names) are served,
-  so a DNS-rebinding page cannot talk to a local server.
+  so a DNS-rebinding page cannot talk to a local server. The header must be exactly
+  ``host[:port]`` (a DNS name, an IPv4 address or a bracketed IPv6 address; a port in
+  1-65535): ``127.0.0.1:8000@evil.com`` or ``127.0.0.1:8000, evil.com`` are refused.
 * **Reviewers**: when the project has reviewers (``pairx review users add``), every request
   needs a valid token (cookie, set by ``/login?token=...``); a server on a non-loopback host
   refuses to start without reviewers (:func:`check_bind`).
@@ -16,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 from urllib.parse import urlsplit
 
 __all__ = ["CSP", "LOOPBACK_NAMES", "SECURITY_HEADERS", "SESSION_COOKIE", "TOKEN_COOKIE",
-           "check_bind", "csrf_ok", "csrf_token", "host_allowed", "is_loopback", "new_session",
-           "origin_allowed"]
+           "check_bind", "csrf_ok", "csrf_token", "host_allowed", "host_name", "is_loopback",
+           "new_session", "origin_allowed"]
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
@@ -63,16 +66,36 @@ def check_bind(host: str, has_reviewers: bool) -> None:
             f"a reviewer first ('pairx review users add PROJ NAME') or bind to 127.0.0.1")
 
 
-def _hostname(value: str) -> str:
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value.split("]")[0] + "]"
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+_HOST_HEADER = re.compile(
+    r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?))"
+    r"(?::(?P<port>[0-9]{1,5}))?", re.ASCII)
+
+
+def host_name(header: str | None) -> str | None:
+    """The host of a ``Host`` header that is exactly ``host[:port]``, lower-case (an IPv6
+    address in brackets); ``None`` for anything else (userinfo, lists, spaces, a port outside
+    1-65535, an invalid IPv6 address)."""
+    if not header:
+        return None
+    m = _HOST_HEADER.fullmatch(header.lower())
+    if m is None:
+        return None
+    port = m.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        return None
+    if m.group("v6") is not None:
+        try:
+            ipaddress.IPv6Address(m.group("v6"))
+        except ValueError:
+            return None
+        return f"[{m.group('v6')}]"
+    return m.group("name")
 
 
 def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
-    """Whether a request's ``Host`` header names this server."""
-    return bool(header) and _hostname(header or "") in allowed
+    """Whether a request's ``Host`` header is exactly ``host[:port]`` and names this server."""
+    name = host_name(header)
+    return name is not None and name in allowed
 
 
 def origin_allowed(origin: str | None, host: str | None) -> bool:

@@ -24,10 +24,19 @@ from pairx.core.optional import require
 require("fastapi", "app", "the review app")
 require("jinja2", "app", "the review app")
 from fastapi import FastAPI  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
 
+from pairx.app.limits import MAX_BODY_BYTES, BodyLimit  # noqa: E402
 from pairx.app.routes import auth, decisions, explain, exports, files, pages  # noqa: E402
-from pairx.app.routes.common import APP_DIR, AppState, not_found_handler  # noqa: E402
+from pairx.app.routes.bodies import BadRequest  # noqa: E402
+from pairx.app.routes.common import (  # noqa: E402
+    APP_DIR,
+    AppState,
+    bad_request_handler,
+    not_found_handler,
+    validation_handler,
+)
 from pairx.app.worker import start_worker as start_worker_process  # noqa: E402
 
 __all__ = ["ROUTERS", "create_app", "serve"]
@@ -51,7 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None = None,
-               start_worker: bool = False) -> Any:
+               start_worker: bool = False, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
     """The FastAPI application of one project.
 
     Parameters
@@ -62,6 +71,8 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
         Host names served besides the loopback names.
     start_worker
         Start the explanation worker with the app (``pairx serve`` does; tests may not).
+    max_body_bytes
+        The largest request body accepted (a larger one is a 413 before it is parsed).
     """
     proj = project if isinstance(project, Project) else Project.open(project)
     state = AppState.create(proj, allowed_hosts=allowed_hosts, start_worker=start_worker)
@@ -70,8 +81,11 @@ def create_app(project: Project | str | Path, *, allowed_hosts: set[str] | None 
     app.state.pairx = state
     app.state.project = proj
     app.mount("/static", StaticFiles(directory=str(APP_DIR / "static")), name="static")
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # inside the guard: it runs first
     app.middleware("http")(auth.guard)
     app.add_exception_handler(404, not_found_handler)
+    app.add_exception_handler(BadRequest, bad_request_handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -18,8 +18,20 @@ from typing import Any
 
 from pairx.app.store import current_decisions
 
-__all__ = ["DECISION_FIELDS", "METRIC_FIELDS", "STATUSES", "QueueFilter", "export_audit",
-           "export_decisions", "identity_images", "queue", "review", "to_csv"]
+__all__ = [
+    "DECISION_FIELDS",
+    "FORMULA_LEADS",
+    "METRIC_FIELDS",
+    "STATUSES",
+    "QueueFilter",
+    "export_audit",
+    "export_decisions",
+    "identity_images",
+    "neutralise_cell",
+    "queue",
+    "review",
+    "to_csv",
+]
 
 STATUSES = ("todo", "started", "done")
 
@@ -210,13 +222,28 @@ def export_decisions(conn: sqlite3.Connection, *, with_metrics: bool = False
     return out
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+"""The first characters that make a spreadsheet read a cell as a formula (OWASP, CSV
+injection)."""
+
+
+def neutralise_cell(value: Any) -> Any:
+    """A text cell that starts with one of :data:`FORMULA_LEADS` prefixed with ``'`` (OWASP's
+    advice), so a spreadsheet shows it as text instead of running it; numbers (negative ones
+    too) and other texts unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_LEADS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
-    """``rows`` as CSV text with a header of ``fields`` (``None`` as an empty cell)."""
+    """``rows`` as CSV text with a header of ``fields`` (``None`` as an empty cell; text cells
+    neutralised against formula injection, :func:`neutralise_cell`)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+        w.writerow({k: ("" if r.get(k) is None else neutralise_cell(r.get(k))) for k in fields})
     return buf.getvalue()
 
 

@@ -12,7 +12,10 @@ deduplicated (a candidate already cached, or already in an open job, is not queu
 job left ``running`` by a killed worker is put back to ``pending`` when the next worker starts.
 
 The worker dies with the server: on Linux the kernel sends it ``SIGKILL`` when its parent dies
-(``PR_SET_PDEATHSIG``), and on every platform it exits when its parent process id changes.
+(``PR_SET_PDEATHSIG``), and on every platform a watchdog thread exits the process within
+:data:`PARENT_POLL_SECONDS` of its parent process id changing, from the first line of
+:func:`worker_main` on (also while the engine loads, and when the server died before the
+worker could ask for the signal).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -51,10 +55,12 @@ from pairx.app.store import (
 )
 from pairx.core.allocator import release_free_memory, tune_allocator
 
-__all__ = ["cache_key", "enqueue", "image_hash", "job_progress", "recover_jobs", "start_worker",
-           "user_priority", "worker_main"]
+__all__ = ["PARENT_POLL_SECONDS", "cache_key", "enqueue", "image_hash", "job_progress",
+           "recover_jobs", "start_worker", "user_priority", "watch_parent", "worker_main"]
 
 POLL_SECONDS = 0.05
+PARENT_POLL_SECONDS = 0.2
+"""How often the worker's watchdog checks that the server is still its parent."""
 
 
 def user_priority() -> int:
@@ -116,12 +122,31 @@ def recover_jobs(conn: sqlite3.Connection) -> int:
 
 
 def _die_with_parent() -> None:
+    """Ask the kernel for ``SIGKILL`` when the parent dies (Linux) and watch the parent pid
+    (:func:`watch_parent`, every platform)."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:  # pragma: no cover - no glibc
             pass
+    watch_parent(os.getppid())
+
+
+def watch_parent(parent: int) -> threading.Thread:
+    """Exit this process (at once, as ``kill -9`` would) within :data:`PARENT_POLL_SECONDS` of
+    ``parent`` no longer being its parent; the watchdog is a daemon thread, started here."""
+    if os.getppid() != parent:  # the server died before the worker got this far
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="pairx-parent-watchdog", daemon=True)
+    thread.start()
+    return thread
 
 
 class _Engine:
@@ -146,6 +171,7 @@ class _Engine:
         self.explainers: dict[str, Any] = {}
         self.project = project
         self.labels: dict[str, Any] = {}
+        self.known_labels: frozenset[str] = frozenset()
 
     def explainer(self, layer: str) -> Any:
         import pairx
@@ -157,7 +183,7 @@ class _Engine:
     def amd(self) -> Any:
         """The project's :class:`pairx.AMDExplainer` with the dataset's attribute labels."""
         if AMD_VIEW not in self.explainers:
-            from pairx.app.amd import file_digest, project_labels
+            from pairx.app.amd import dataset_labels, file_digest
             from pairx.explainers.amd import AMDExplainer, interpreter_files, load_interpreter
 
             spec = self.project.interpreter
@@ -173,7 +199,8 @@ class _Engine:
                     f"(its file {'changed' if weights.is_file() else 'is gone'} since; stored "
                     f"digest {spec['digest'][:12]}); re-run 'pairx review init' to pick it up")
             interp = load_interpreter(spec["spec"], self.model)
-            self.labels = project_labels(self.project.settings["data"], interp.attributes)
+            self.labels, self.known_labels = dataset_labels(self.project.settings["data"],
+                                                            interp.attributes)
             self.explainers[AMD_VIEW] = AMDExplainer(interp)
         return self.explainers[AMD_VIEW]
 
@@ -215,7 +242,8 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
         cand = todo[i]
         key = cache_key(project, layer, query, cand)
         if layer == AMD_VIEW:
-            data, jpeg = attribute_data(expl), attribute_jpeg(expl)
+            known = engine.known_labels
+            data, jpeg = attribute_data(expl, known), attribute_jpeg(expl, known=known)
             metrics = {"distance": expl.distance, "reconstructed": expl.reconstructed}
         else:
             data, jpeg = interactive_data(expl), figure_jpeg(expl)
@@ -247,6 +275,8 @@ def _run_job(conn: sqlite3.Connection, project: Project, cache: ExplanationCache
 def worker_main(root: str, parent: int) -> None:
     """Run jobs of the project at ``root`` until the parent process ``parent`` is gone."""
     _die_with_parent()
+    if os.getppid() != parent:  # the server died before the worker could ask for the signal
+        return
     tune_allocator()
     project = Project.open(root)
     conn = project.db()

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from pairx.app.routes.common import AppState, State
 from pairx.app.security import (
@@ -38,7 +38,9 @@ async def guard(request: Request, call_next: CallNext) -> Response:
     headers on whatever the answer is."""
     st: AppState = request.app.state.pairx
     if not host_allowed(request.headers.get("host"), st.hosts):
-        resp: Response = PlainTextResponse("unexpected Host header", status_code=400)
+        resp: Response = JSONResponse(
+            {"error": "Host: unexpected header; it must be exactly host[:port] naming this "
+                      "server (open the address 'pairx serve' printed)"}, status_code=400)
     else:
         resp = await authorise(st, request, call_next)
     for k, v in SECURITY_HEADERS.items():

@@ -19,8 +19,8 @@ from pairx.app.security import LOOPBACK_NAMES, csrf_token
 from pairx.app.store import project_secret
 from pairx.app.thumbs import Thumbnails
 
-__all__ = ["APP_DIR", "AppState", "State", "bad_request", "blind", "get_state", "json_body",
-           "not_found", "not_found_handler"]
+__all__ = ["APP_DIR", "AppState", "State", "bad_request", "bad_request_handler", "blind",
+           "get_state", "not_found", "not_found_handler", "validation_handler"]
 
 APP_DIR = Path(__file__).parent.parent
 """The app's package folder (``templates/``, ``static/``)."""
@@ -69,7 +69,9 @@ class AppState:
             secret = project_secret(conn)
         finally:
             conn.close()
-        hosts = frozenset(LOOPBACK_NAMES | {h.lower() for h in (allowed_hosts or set())})
+        names = {h.lower() for h in (allowed_hosts or set())}
+        hosts = frozenset(LOOPBACK_NAMES | names  # an IPv6 address is bracketed in Host
+                          | {f"[{h}]" for h in names if ":" in h and not h.startswith("[")})
         cache = ExplanationCache(project.cache_dir,
                                  int(project.settings.get("cache_limit_mb", 2048)) << 20)
         return cls(project=project, secret=secret, hosts=hosts, cache=cache,
@@ -118,13 +120,19 @@ def bad_request(message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=400)
 
 
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object (``{}`` when the body is not a JSON object)."""
-    try:
-        data = await request.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+async def bad_request_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A :class:`~pairx.app.routes.bodies.BadRequest` as a 400 ``{"error": message}``."""
+    return bad_request(str(getattr(exc, "message", exc)))
+
+
+async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own parameter checks as a 400 that names the parameter and the problem
+    (instead of a 422 with pydantic's error list)."""
+    parts = []
+    for err in getattr(exc, "errors", list)():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body")]
+        parts.append(f"{'.'.join(loc) or 'request'}: {str(err.get('msg', 'invalid')).lower()}")
+    return bad_request("; ".join(parts) or "bad request")
 
 
 def blind(request: Request) -> bool:

@@ -10,7 +10,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from pairx.app.routes.common import State, bad_request, blind, json_body
+from pairx.app.routes.bodies import DecideBody, UndoBody, parse_body
+from pairx.app.routes.common import State, bad_request, blind
 from pairx.app.store import current_decisions, record_decision, undo_last
 
 __all__ = ["decisions_of", "router"]
@@ -26,26 +27,22 @@ def decisions_of(conn: sqlite3.Connection, query: int) -> dict[str, str]:
 @router.post("/api/decide")
 async def decide(request: Request, st: State) -> Any:
     """Record a decision on one candidate (400 with the reason when it is not valid)."""
-    b = await json_body(request)
+    b = await parse_body(request, DecideBody)
     try:
-        query, cand = int(b["query"]), int(b["candidate"])
-        conf = None if b.get("confidence") in (None, "") else float(b["confidence"])
-        tags = [str(t)[:40] for t in b.get("tags", [])][:20]
         event = record_decision(
-            st.db(), query=query, candidate=cand, decision=str(b.get("decision")),
+            st.db(), query=b.query, candidate=b.candidate, decision=b.decision,
             reviewer=request.state.reviewer, model_digest=st.project.model_digest,
-            confidence=conf, tags=tags, notes=str(b.get("notes", ""))[:2000],
-            explanation=str(b.get("explanation", ""))[:64], blind=blind(request))
-    except (KeyError, TypeError, ValueError) as exc:
-        return bad_request(str(exc).strip("'\"") or "bad request")
-    return {"event": event, "decisions": decisions_of(st.db(), query)}
+            confidence=b.confidence, tags=[t[:40] for t in b.tags][:20], notes=b.notes[:2000],
+            explanation=(b.explanation or "")[:64], blind=blind(request))
+    except ValueError as exc:
+        return bad_request(str(exc))
+    return {"event": event, "decisions": decisions_of(st.db(), b.query)}
 
 
 @router.post("/api/undo")
 async def undo(request: Request, st: State) -> Any:
     """Retract the reviewer's latest decision in force (within ``query`` when given)."""
-    b = await json_body(request)
-    query = int(b["query"]) if str(b.get("query", "")).isdigit() else None
+    query = (await parse_body(request, UndoBody)).query
     row = undo_last(st.db(), reviewer=request.state.reviewer,
                     model_digest=st.project.model_digest, query=query)
     if row is None:

@@ -13,7 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from pairx.app.amd import AMD_VIEW
-from pairx.app.routes.common import AppState, State, bad_request, json_body, not_found
+from pairx.app.limits import parse_id
+from pairx.app.routes.bodies import ExplainBody, parse_body
+from pairx.app.routes.common import AppState, State, bad_request, not_found
 from pairx.app.store import (
     candidate_ids,
     candidate_images,
@@ -44,13 +46,13 @@ async def explain(request: Request, st: State) -> Any:
     """Queue the explanations of ``candidates`` (default: all) of ``query`` at ``layer``
     (default: the project's first), and prefetch the next query's unless ``prefetch`` is
     false; the layer's status."""
-    b = await json_body(request)
+    b = await parse_body(request, ExplainBody)
     conn = st.db()
     proj = st.project
     try:
-        query, layer = int(b["query"]), str(b.get("layer") or proj.layers[0])
+        query, layer = b.query, b.layer or proj.layers[0]
         q = image_row(conn, query)
-        wanted = [int(c) for c in b.get("candidates") or []] or candidate_ids(conn, query)
+        wanted = list(b.candidates or []) or candidate_ids(conn, query)
         if q is None or layer not in proj.views:
             raise ValueError(f"unknown query or layer {layer!r}" + (
                 "" if layer != AMD_VIEW else " (this project has no AMD interpreter: "
@@ -64,7 +66,7 @@ async def explain(request: Request, st: State) -> Any:
         forget_explanations(conn, query, layer, todo)
         enqueue(conn, proj, query, layer, todo, priority=user_priority())
     nxt = next_query(conn, query)
-    if nxt is not None and b.get("prefetch", True):
+    if nxt is not None and b.prefetch:
         enqueue(conn, proj, nxt, layer, candidate_ids(conn, nxt), priority=0)
     return layer_status(st, query, layer)
 
@@ -72,9 +74,10 @@ async def explain(request: Request, st: State) -> Any:
 @router.get("/api/explain/{query}")
 def explain_status(st: State, query: str, layer: str = "") -> Any:
     """The status of ``query`` at ``layer`` (default: the project's first)."""
-    if not query.isdigit():
+    query_id = parse_id(query)
+    if query_id is None:
         return not_found()
-    return layer_status(st, int(query), layer or st.project.layers[0])
+    return layer_status(st, query_id, layer or st.project.layers[0])
 
 
 @router.get("/api/health")

@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from pairx.app.limits import parse_id
+from pairx.app.routes.bodies import BadRequest
 from pairx.app.routes.common import State, not_found
 from pairx.app.store import image_row
 
@@ -24,18 +26,24 @@ router = APIRouter()
 
 
 @router.get("/img/{image}")
-def image_file(request: Request, st: State, image: str, side: int = 480) -> Any:
-    """Image ``image`` (database id) as a JPEG of at most ``side`` pixels (ETag: file hash)."""
-    if not image.isdigit() or side not in THUMB_SIDES:
+def image_file(request: Request, st: State, image: str, side: str = "480") -> Any:
+    """Image ``image`` (database id) as a JPEG of at most ``side`` pixels (ETag: file hash).
+
+    An id that is not ASCII digits within SQLite's range is a 404; ``side`` not an integer
+    is a 400, an integer not in :data:`THUMB_SIDES` a 404."""
+    image_id, size = parse_id(image), parse_id(side)
+    if size is None:
+        raise BadRequest(f"side: must be one of {', '.join(map(str, THUMB_SIDES))}")
+    if image_id is None or size not in THUMB_SIDES:
         return not_found()
-    row = image_row(st.db(), int(image))
+    row = image_row(st.db(), image_id)
     if row is None or row["status"] == "missing":
         return not_found("no such image")
-    etag = f'"{row["sha256"][:32]}-{side}"'
+    etag = f'"{row["sha256"][:32]}-{size}"'
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     try:
-        data = st.thumbs.get(row, side)
+        data = st.thumbs.get(row, size)
     except (OSError, ValueError) as exc:
         return PlainTextResponse(f"image {row['image_id']} cannot be decoded: {exc}",
                                  status_code=415)

@@ -9,11 +9,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from pairx.app.amd import AMD_VIEW
+from pairx.app.limits import parse_id
+from pairx.app.routes.bodies import BadRequest
 from pairx.app.routes.common import State, blind, not_found
 from pairx.app.store import worker_error
 from pairx.app.views import QueueFilter, identity_images, queue, review
 
-__all__ = ["queue_filter", "router"]
+__all__ = ["query_id", "queue_filter", "router"]
 
 router = APIRouter()
 
@@ -34,12 +36,28 @@ def queue_filter(request: Request) -> QueueFilter:
                        max_similarity=num("max_similarity"))
 
 
+def query_id(request: Request, name: str) -> int | None:
+    """The id in query parameter ``name`` (``None`` where absent or empty).
+
+    Raises
+    ------
+    BadRequest
+        A value that is not ASCII digits within SQLite's integer range.
+    """
+    text = request.query_params.get(name, "")
+    if text == "":
+        return None
+    value = parse_id(text)
+    if value is None:
+        raise BadRequest(f"{name}: must be a non-negative integer (ASCII digits); got {text!r}")
+    return value
+
+
 @router.get("/", response_class=HTMLResponse)
 def queue_page(request: Request, st: State) -> Any:
     """The queue (its rows only for an htmx request), one page from ``offset``."""
     f = queue_filter(request)
-    start = request.query_params.get("offset", "0")
-    data = queue(st.db(), f, offset=int(start) if start.isdigit() else 0)
+    data = queue(st.db(), f, offset=query_id(request, "offset") or 0)
     name = "queue_rows.html" if request.headers.get("hx-request") else "queue.html"
     keep = urlencode([(k, v) for k, v in request.query_params.items() if k != "offset"])
     return st.page(request, name, q=data, f=f, blind=blind(request), page_query=keep)
@@ -48,9 +66,10 @@ def queue_page(request: Request, st: State) -> Any:
 @router.get("/q/{position}", response_class=HTMLResponse)
 def review_page(request: Request, st: State, position: str) -> Any:
     """The review of the query at ``position`` (0-based)."""
-    if not position.isdigit():
+    index = parse_id(position)
+    if index is None:
         return not_found()
-    data = review(st.db(), int(position), blind=blind(request),
+    data = review(st.db(), index, blind=blind(request),
                   reviewer=request.state.reviewer)
     if data is None:
         return not_found("no query at this position")
@@ -61,9 +80,10 @@ def review_page(request: Request, st: State, position: str) -> Any:
 
 
 @router.get("/identity/{image}", response_class=HTMLResponse)
-def identity(request: Request, st: State, image: str, query: str = "") -> Any:
+def identity(request: Request, st: State, image: str) -> Any:
     """The other images of ``image``'s identity (never ``query``, the query under review)."""
-    if not image.isdigit():
+    image_id = parse_id(image)
+    if image_id is None:
         return not_found()
     return st.page(request, "identity.html", images=identity_images(
-        st.db(), int(image), int(query) if query.isdigit() else None))
+        st.db(), image_id, query_id(request, "query")))
