@@ -1,0 +1,80 @@
+"""One writer per output folder: an OS file lock on a file inside the folder.
+
+:func:`hold_folder` takes an exclusive ``fcntl.flock`` on ``FOLDER/.pairx.lock`` and writes the
+holder's pid into it. The operating system drops the lock when the process exits, however it
+exits (a crash or ``kill -9`` included), so a stale lock file never blocks a rerun: only a live
+writer does. A second writer is refused at once with a :class:`~pairx.core.errors.BusyError`
+naming the holder's pid.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pairx.core.errors import BusyError, InputError
+
+__all__ = ["LOCK_FILE", "hold_folder"]
+
+LOCK_FILE = ".pairx.lock"
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return "unknown"
+    return text if text.isascii() and text.isdigit() else "unknown"
+
+
+@contextmanager
+def hold_folder(folder: str | Path, what: str = "output folder") -> Iterator[Path]:
+    """Hold ``folder`` (created when missing) as its only writer while the block runs.
+
+    Parameters
+    ----------
+    folder
+        The folder to hold.
+    what
+        What the folder is, for the message (``"review project"``).
+
+    Yields
+    ------
+    Path
+        The lock file.
+
+    Raises
+    ------
+    BusyError
+        Another process holds the folder (the message names its pid).
+    InputError
+        The folder cannot be created or the lock file cannot be written.
+    """
+    root = Path(folder)
+    lock = root / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        yield lock
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InputError(f"cannot write in the {what} {root}: {exc.strerror or exc}; choose a "
+                         "folder you can write to") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(
+                f"the {what} {root} is being written by another pairx process (pid "
+                f"{_holder(lock)}); wait for it to finish, stop it, or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield lock
+    finally:
+        os.close(fd)  # releases the lock
