@@ -376,11 +376,12 @@ def _check_splits(dataset: Any, queries: str, gallery: str) -> None:
 
 @contextmanager
 def _removed_on_error(root: Path, *, fresh: bool) -> Iterator[None]:
-    """Remove what a new project wrote when its creation fails (an interrupt keeps it, to
-    resume); an existing project is left as it was."""
+    """Remove what a new project wrote when its creation is refused (a :class:`PairxError`:
+    nothing could be embedded, a split is empty); a crash or an interrupt keeps it, to resume,
+    and an existing project is left as it was."""
     try:
         yield
-    except Exception:
+    except PairxError:
         if fresh and root.is_dir():
             for entry in root.iterdir():
                 if entry.name == LOCK_FILE:

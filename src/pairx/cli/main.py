@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                  if command in RESUMABLE else "")
         typer.secho(f"pairx: interrupted{again}", err=True, fg=typer.colors.YELLOW)
         sys.exit(130)
-    if isinstance(code, int) and not isinstance(code, bool) and code:
-        sys.exit(code)
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

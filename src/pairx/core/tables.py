@@ -80,9 +80,9 @@ def read_csv_rows(
                 header.pop()
             missing = [c for c in required if c not in header]
             if missing:
-                raise error(f"{p}: the {what} needs the column(s) {list(required)}; it has "
-                            f"{header or 'no header'}, missing {missing}" + (f"; {hint}" if hint
-                                                                                 else ""))
+                raise error(f"{p}: the {what} needs the columns {', '.join(required)}"
+                            f"{' (' + hint + ')' if hint else ''}; it has "
+                            f"{header or 'no header'}, missing {missing}")
             for cells in reader:
                 cells = [c.strip() for c in cells]
                 if len(cells) > len(header) and any(cells[len(header):]):

@@ -4,7 +4,9 @@
 only after the embeddings (a pair count below the minimum, an unknown layer or grouping, a
 group without test or train images), so a refused run writes nothing and the corrected run
 into the same folder starts clean. :func:`results_started` says whether a folder holds any
-computed pair, so that a configuration that never produced a row can be replaced.
+computed pair: a run that wrote its configuration (and the :data:`UNFINISHED` mark) but failed
+before any pair, e.g. with too few pairs found after embedding, is replaced by the corrected run
+instead of blocking it.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from pairx.evaluation.pairs import (
 )
 from pairx.models.adapter import ReIDModel
 
-__all__ = ["RESULT_FILES", "check_plan", "results_started"]
+__all__ = ["RESULT_FILES", "UNFINISHED", "check_plan", "results_started"]
 
 RESULT_FILES = ("pairs.csv", "selection_pairs.csv")
+UNFINISHED = ".unfinished"
+"""Written with ``config.json``, removed when the run completes."""
 
 
 def check_plan(config: EvaluationConfig, dataset: ReIDDataset,

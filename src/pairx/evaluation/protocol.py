@@ -83,7 +83,7 @@ from pairx.evaluation.pairs import (
     split_dataset,
     unique_samples,
 )
-from pairx.evaluation.plan import check_plan, results_started
+from pairx.evaluation.plan import UNFINISHED, check_plan, results_started
 from pairx.evaluation.rows import PAIR_COLUMNS, PairStore, read_pairs
 from pairx.metrics.homography import HomographySource, is_synthetic, make_homography_source
 from pairx.models.adapter import ReIDModel
@@ -158,8 +158,9 @@ def _check_config(out_dir: Path, config: EvaluationConfig, overwrite: bool) -> N
     cfg_path = out_dir / "config.json"
     if cfg_path.is_file() and not overwrite:
         old = cfg_path.read_text(encoding="utf-8")
-        if old.strip() != config.to_json().strip() and not results_started(out_dir):
-            overwrite = True  # a run that computed nothing (refused, or stopped early)
+        if (old.strip() != config.to_json().strip() and (out_dir / UNFINISHED).is_file()
+                and not results_started(out_dir)):
+            overwrite = True  # a run of this pairx that failed before computing any pair
         elif old.strip() != config.to_json().strip():
             raise InputError(
                 f"{out_dir} holds results of a different configuration ({cfg_path}); use another "
@@ -174,6 +175,7 @@ def _check_config(out_dir: Path, config: EvaluationConfig, overwrite: bool) -> N
             for f in emb.glob("*.npz"):
                 f.unlink()
     atomic_write_text(cfg_path, config.to_json() + "\n")
+    (out_dir / UNFINISHED).touch()
 
 
 def _check_homographies(
@@ -353,8 +355,8 @@ def evaluate(
     """
     if len(dataset) == 0:
         raise DatasetError(f"dataset {dataset.root} is empty")
-    groups = check_plan(config, dataset, model)
     names = _check_homographies(config, dataset, model, homography_source)
+    groups = check_plan(config, dataset, model)
     out = Path(out_dir)
     with hold_folder(out, "evaluation output folder"):
         _check_config(out, config, overwrite)
@@ -401,4 +403,5 @@ def _start(dataset: ReIDDataset, model: ReIDModel, out: Path, config: Evaluation
     finally:
         run.store.close()
         run.selection_store.close()
+    (out / UNFINISHED).unlink(missing_ok=True)
     return run.result
