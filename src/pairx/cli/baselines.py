@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from pairx.cli.common import (
+    MAX_COUNT,
+    MAX_SEED,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
@@ -144,13 +146,18 @@ def baselines_command(
     mean: MeanOpt = None,
     std: StdOpt = None,
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = FAST_METHODS,
-    pairs: Annotated[int, typer.Option(help="Same-individual, same-flank pairs.")] = 200,
-    negatives: Annotated[int, typer.Option(help="Hard-negative pairs (scored separately).")] = 0,
+    pairs: Annotated[int, typer.Option(help="Same-individual, same-flank pairs.",
+                                       min=1, max=MAX_COUNT)] = 200,
+    negatives: Annotated[int, typer.Option(help="Hard-negative pairs (scored separately).",
+                                           min=0, max=MAX_COUNT)] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "baselines_out"),
-    seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random maps.")] = 0,
-    steps: Annotated[int, typer.Option(help="Deletion/insertion steps.")] = 20,
-    shap_samples: Annotated[int, typer.Option(help="Kernel SHAP samples (paper: 1000).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random maps.",
+                                      min=0, max=MAX_SEED)] = 0,
+    steps: Annotated[int, typer.Option(help="Deletion/insertion steps.",
+                                       min=1, max=100_000)] = 20,
+    shap_samples: Annotated[int, typer.Option(help="Kernel SHAP samples (paper: 1000).",
+                                              min=2, max=MAX_COUNT)] = 1000,
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
 ) -> None:

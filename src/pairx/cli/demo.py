@@ -130,8 +130,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")] = Path("demo_out"),
-        individuals: Annotated[int, typer.Option(help="Individuals per species.")] = 3,
-        sightings: Annotated[int, typer.Option(help="Sightings per individual.")] = 3,
+        individuals: Annotated[int, typer.Option(help="Individuals per species.",
+                                                 min=1, max=1000)] = 3,
+        sightings: Annotated[int, typer.Option(help="Sightings per individual.",
+                                               min=2, max=1000)] = 3,
     ) -> None:
         """Generate sightings and explain a true match and a hard non-match (offline)."""
         summary = run_demo(out, individuals=individuals, sightings=sightings)

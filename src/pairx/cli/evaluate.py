@@ -17,6 +17,9 @@ from pairx.cli.batch import (
     executor_from_options,
 )
 from pairx.cli.common import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_SEED,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
@@ -55,7 +58,8 @@ def evaluate(
         ),
     ] = "auto",
     pairs: Annotated[
-        int, typer.Option("--pairs", help="Pairs per dataset/species (half correct).")
+        int, typer.Option("--pairs", help="Pairs per dataset/species (half correct).",
+                          min=6, max=MAX_COUNT)
     ] = 2000,
     homography: Annotated[
         str,
@@ -64,18 +68,22 @@ def evaluate(
             "a list such as 'truth,sift' adds res_sift on the same matches.",
         ),
     ] = "sift",
-    seed: Annotated[int, typer.Option(help="Seed of the pair sampling.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the pair sampling.",
+                                      min=0, max=MAX_SEED)] = 0,
     selection_pairs: Annotated[
-        int, typer.Option(help="Train-vs-train pairs for --layers auto.")
+        int, typer.Option(help="Train-vs-train pairs for --layers auto.",
+                          min=6, max=MAX_COUNT)
     ] = 500,
     group_by: Annotated[
         str, typer.Option(help="'species': evaluate each annotated species separately; 'none'.")
     ] = "species",
     device: DeviceOpt = "cpu",
     allow_untrained: AllowUntrainedOpt = False,
-    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.",
+                                            min=1, max=MAX_BATCH)] = 32,
     chunk_size: Annotated[
-        int, typer.Option(help="Pairs per PAIR-X call (results are flushed after each).")
+        int, typer.Option(help="Pairs per PAIR-X call (results are flushed after each).",
+                          min=1, max=MAX_BATCH)
     ] = 16,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Discard results of another configuration.")

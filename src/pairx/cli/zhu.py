@@ -12,6 +12,7 @@ import numpy as np
 import typer
 
 from pairx.cli.common import (
+    MAX_COUNT,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
@@ -80,7 +81,8 @@ def zhu_retrieve_command(
     mean: MeanOpt = None,
     std: StdOpt = None,
     layer: LayerOpt = None,
-    top: Annotated[int, typer.Option(help="Results listed.")] = 10,
+    top: Annotated[int, typer.Option(help="Results listed.",
+                                     min=1, max=MAX_COUNT)] = 10,
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
 ) -> None:
