@@ -12,7 +12,15 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from pairx.cli.common import MAX_SEED, MAX_WORKERS, DeviceOpt, check_device, check_output_file
+from pairx.cli.common import (
+    MAX_SEED,
+    MAX_WORKERS,
+    DeviceOpt,
+    MaxPixelsOpt,
+    check_device,
+    check_output_file,
+    check_output_folder,
+)
 from pairx.core.errors import DatasetError, InputError
 
 __all__ = ["amd_app", "register"]
@@ -54,8 +62,10 @@ def amd_train_command(
                                                 min=1, max=MAX_WORKERS)] = None,
     device: DeviceOpt = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Train an AMD interpreter for a frozen model on a dataset with attribute labels."""
+    check_output_folder(out, "--out")
     from pairx.training.amd import AMDTrainConfig, train_interpreter
 
     names = tuple(a.strip() for a in attributes.split(",") if a.strip()) if attributes else None
@@ -118,6 +128,7 @@ def amd_explain_command(
     top: Annotated[int, typer.Option(help="Attributes drawn and printed first.",
                                      min=1, max=1000)] = 3,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Which attributes make A and B differ: distance, contributions, attention maps."""
     from pairx.explainers.amd import AMDExplainer, load_interpreter, with_labels

@@ -19,10 +19,12 @@ from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
     WeightsOpt,
+    check_output_folder,
     load_cli_model,
     preprocessing_options,
 )
@@ -115,6 +117,7 @@ def explain_batch_command(
         bool, typer.Option("--retry-failed", help="Try the pairs stored as failed again.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Explain every pair of PAIRS.csv with PAIR-X into OUT/results.jsonl (one record per pair).
 
@@ -123,6 +126,7 @@ def explain_batch_command(
     failed pairs are stored with their reason and the job goes on. Rerun the same command to
     resume: only the missing pairs are computed.
     """
+    check_output_folder(out, "--out")
     from pairx.batch.explain import ExplainTask, explain_batch, read_pairs_file
     from pairx.batch.spec import ModelSpec
     from pairx.data.datasets import load_dataset

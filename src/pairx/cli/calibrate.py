@@ -13,6 +13,7 @@ from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
@@ -63,6 +64,7 @@ def calibrate_command(
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Measure MODEL's similarities of true matches and of non-matches on DATA.
 

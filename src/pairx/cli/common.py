@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from pairx.core.errors import InputError
+from pairx.core.locks import check_not_held
 from pairx.models.adapter import ReIDModel
 
 __all__ = [
@@ -197,6 +198,8 @@ def check_output_folder(path: Path, option: str = "--out", *, empty: bool = Fals
     ------
     InputError
         ``path`` is a file, lies below a file, cannot be written, or (``empty``) is not empty.
+    BusyError
+        Another pairx process is writing ``path``.
     """
     if path.exists() and not path.is_dir():
         raise InputError(f"{option} {path} is a file, not a folder; give a folder name")
@@ -211,6 +214,7 @@ def check_output_folder(path: Path, option: str = "--out", *, empty: bool = Fals
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{option} {path}: no permission to write in {existing}; choose a "
                          "folder you can write to")
+    check_not_held(path)
     return path
 
 

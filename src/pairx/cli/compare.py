@@ -15,6 +15,7 @@ from pairx.cli.common import (
     MAX_SIDE,
     AllowUntrainedOpt,
     DeviceOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
@@ -95,6 +96,7 @@ def compare_command(
                                               min=2, max=MAX_COUNT)] = 1000,
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Explain IMAGE_A and IMAGE_B with several methods and draw one row per method."""
     from pairx.core.images import load_image

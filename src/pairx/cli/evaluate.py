@@ -23,8 +23,10 @@ from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     StdOpt,
+    check_output_folder,
     load_cli_model,
     preprocessing_options,
 )
@@ -95,6 +97,7 @@ def evaluate(
     worker_cpus: WorkerCpusOpt = 1,
     threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Compute rho/Delta of the inverted residual mean and match coverage (paper Table 1).
 
@@ -103,6 +106,7 @@ def evaluate(
     synthetic benchmark, OUT/faithfulness.csv. With --backend ray the pairs are computed by
     Ray actors (the embeddings and the files stay with this process); the files are the same.
     """
+    check_output_folder(out, "--out")
     from pairx.batch.spec import ModelSpec
     from pairx.data.datasets import load_dataset
     from pairx.evaluation.protocol import EvaluationConfig

@@ -20,6 +20,7 @@ from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
@@ -164,6 +165,7 @@ def explain_command(
                           "default) or attnlrp (AttnLRP's softmax and bilinear rules); see "
                           "docs/transformers.md."),
     ] = "cp",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Explain why MODEL finds IMAGE_A and IMAGE_B similar, as a PAIR-X picture.
 

@@ -136,6 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         _fail(_one_line(str(exc)))
+    except OSError as exc:  # a file or folder the checks could not foresee (a full disk...)
+        if debug:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"{_one_line(exc.strerror or str(exc))}{where}; check that the path exists, that "
+              "you may read or write it and that the disk has room, then rerun")
     except Exception as exc:  # the last resort: one line, never a traceback
         if debug:
             traceback.print_exc()

@@ -9,10 +9,12 @@ import typer
 
 from pairx.cli.common import (
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
     WeightsOpt,
+    check_output_folder,
     preprocessing_options,
 )
 
@@ -52,11 +54,13 @@ def init_command(
              "where it fits the model), 'default', a 'pairx amd train' run folder, or 'none'.")
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Create or update PROJ: embed every image of DIR once, store each query's exact top-k.
 
     Re-running is incremental (new or changed images only) and resumes an interrupted run.
     """
+    check_output_folder(proj, "PROJ")
     from pairx.app.project import init_project
     from pairx.models.loaders import load_model
     from pairx.models.provenance import require_trained

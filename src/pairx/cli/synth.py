@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pairx.cli.common import MAX_SEED, MAX_WORKERS
+from pairx.cli.common import MAX_SEED, MAX_WORKERS, check_output_folder
 from pairx.data.synthetic import SPECIES, generate
 
 
@@ -41,6 +41,7 @@ def synth(
     Writes OUT/metadata.csv (WildlifeDatasets format with species, orientation, split),
     OUT/images/ and OUT/gt/ (part masks, attributes, pose for true correspondences).
     """
+    check_output_folder(out, "--out")
     start = time.perf_counter()
     ds = generate(
         out, seed=seed, individuals=individuals, sightings=sightings, species=species,

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from pairx.cli.common import MAX_BATCH, MAX_SEED, MAX_WORKERS, check_device
+from pairx.cli.common import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_WORKERS,
+    MaxPixelsOpt,
+    check_device,
+    check_output_folder,
+)
 from pairx.core.errors import InputError, ModelError
 
 __all__ = ["load_any_model", "register"]
@@ -153,10 +160,12 @@ def train_command(
                             min=0.0, max=1e3)
     ] = 0.1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet,
     optionally a dense correspondence term on synthetic ground truth), or PAW-ViT / its plain
     ViT baseline (--arch paw-vit|vit)."""
+    check_output_folder(out, "--out")
     from pairx.models.token_models import TOKEN_ARCHS
     from pairx.training.loop import TrainConfig, train
 
@@ -238,6 +247,7 @@ def retrieval_command(
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.",
                                             min=1, max=MAX_BATCH)] = 64,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Print rank-1 and mAP per species as JSON (queries: test sightings; cosine similarity)."""
     from pairx.data.datasets import load_dataset

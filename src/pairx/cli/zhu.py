@@ -16,6 +16,7 @@ from pairx.cli.common import (
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
@@ -46,6 +47,7 @@ def zhu_point_command(
         "zhu_point.png"),
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Which regions of B make one point of A similar (Zhu et al.'s point-specific map)."""
     from pairx.explainers.zhu import ZhuExplainer, decompose_tensors, upsample_map
@@ -85,6 +87,7 @@ def zhu_retrieve_command(
                                      min=1, max=MAX_COUNT)] = 10,
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Rank a gallery by its similarity to one region of the query (and by the whole image)."""
     from pairx.data.crops import image_input

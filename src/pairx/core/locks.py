@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pairx.core.errors import BusyError, InputError
 
-__all__ = ["LOCK_FILE", "hold_folder"]
+__all__ = ["LOCK_FILE", "check_not_held", "hold_folder"]
 
 LOCK_FILE = ".pairx.lock"
 
@@ -27,6 +27,41 @@ def _holder(path: Path) -> str:
     except OSError:
         return "unknown"
     return text if text.isascii() and text.isdigit() else "unknown"
+
+
+def _busy(root: Path, lock: Path, what: str) -> BusyError:
+    return BusyError(
+        f"the {what} {root} is being written by another pairx process (pid {_holder(lock)}); "
+        "wait for it to finish, stop it, or choose another folder"
+    )
+
+
+def check_not_held(folder: str | Path, what: str = "output folder") -> None:
+    """Refuse at once, before any work, a folder another process holds (:func:`hold_folder`).
+
+    Nothing is created; a folder without a lock file, or whose holder has exited, passes.
+
+    Raises
+    ------
+    BusyError
+        Another process holds the folder (the message names its pid).
+    """
+    root = Path(folder)
+    lock = root / LOCK_FILE
+    try:
+        import fcntl
+
+        fd = os.open(lock, os.O_RDONLY)
+    except (ImportError, OSError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy(root, lock, what) from None
+    except OSError:
+        return
+    finally:
+        os.close(fd)  # releases the probe's lock
 
 
 @contextmanager
@@ -69,10 +104,7 @@ def hold_folder(folder: str | Path, what: str = "output folder") -> Iterator[Pat
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BusyError(
-                f"the {what} {root} is being written by another pairx process (pid "
-                f"{_holder(lock)}); wait for it to finish, stop it, or choose another folder"
-            ) from None
+            raise _busy(root, lock, what) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         yield lock
