@@ -8,6 +8,7 @@ Accepted inputs (``ImageLike``): a path (``str`` or ``os.PathLike``), a ``PIL.Im
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Union
@@ -172,9 +173,11 @@ def load_image(source: ImageLike) -> np.ndarray:
                     img.load()
                     alpha = _alpha(img)
                     rgb = _pil_to_rgb(img)
-        except Image.DecompressionBombError:
+        except Image.DecompressionBombError as exc:  # PIL's own check, at twice the limit
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            count = f"{int(found.group(1)):,} pixels" if found else "more pixels"
             raise ImageTooLargeError(
-                f"image {path} has more pixels than the limit of {max_pixels():,}; shrink it, "
+                f"image {path} has {count}, more than the limit of {max_pixels():,}; shrink it, "
                 "or raise the limit with --max-pixels N if you trust the file") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             if isinstance(exc, ImageTooLargeError):
