@@ -210,7 +210,8 @@ def check_output_folder(path: Path, option: str = "--out", *, empty: bool = Fals
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise InputError(f"{option} {path}: {existing} is a file, not a folder")
+        raise InputError(f"{option} {path}: {existing} is a file, not a folder; choose a path "
+                         "inside a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{option} {path}: no permission to write in {existing}; choose a "
                          "folder you can write to")

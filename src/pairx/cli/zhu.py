@@ -36,7 +36,8 @@ def zhu_point_command(
     image_a: Annotated[Path, typer.Argument(help="Image with the query point.", metavar="A")],
     image_b: Annotated[Path, typer.Argument(help="The other image.", metavar="B")],
     xy: Annotated[tuple[float, float], typer.Option(
-        help="Query point X Y in A's own pixels (the photograph, not the model input).")],
+        help="Query point X Y in A's own pixels (the photograph, not the model input).",
+        min=0.0, max=1e6)],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
     size: InputSizeOpt = None,
@@ -75,7 +76,8 @@ def zhu_point_command(
 def zhu_retrieve_command(
     query: Annotated[Path, typer.Argument(help="The query image.", metavar="QUERY")],
     roi: Annotated[tuple[float, float, float, float], typer.Option(
-        help="Region of interest X0 Y0 X1 Y1 in the query's own pixels.")],
+        help="Region of interest X0 Y0 X1 Y1 in the query's own pixels.",
+        min=0.0, max=1e6)],
     data: Annotated[Path, typer.Option(help="Gallery: a dataset folder.", metavar="DIR")],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
