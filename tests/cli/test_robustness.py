@@ -261,6 +261,9 @@ def test_cause6_unclear_messages_made_clear(
     code, _, err = run(capsys, "synth", "-o", str(tmp_path / "s"))
     assert code == 130 and err.strip() == (
         "pairx: interrupted; rerun the same command to resume where it stopped")
+    monkeypatch.setattr("pairx.cli.compare.parse_methods", interrupted)
+    code, _, err = run(capsys, "compare", "a.png", "b.png")
+    assert code == 130 and err.strip() == "pairx: interrupted"
 
 
 def test_an_unexpected_exception_is_one_line_and_debug_shows_it(

@@ -89,7 +89,7 @@ def compare_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG.", metavar="PNG")] = Path(
         "compare.png"),
     size: Annotated[int, typer.Option(help="Height of each image in pixels.",
-                                      min=32, max=MAX_SIDE)] = 256,
+                                      min=64, max=MAX_SIDE)] = 256,
     n_lines: Annotated[int, typer.Option(help="Top matches drawn per matching method.",
                                          min=0, max=MAX_COUNT)] = 10,
     shap_samples: Annotated[int, typer.Option(help="Kernel SHAP samples (paper: 1000).",

@@ -49,8 +49,8 @@ def _click_class(name: str) -> type[Exception]:
 UsageError = _click_class("UsageError")
 ClickException = _click_class("ClickException")
 
-RESUMABLE = frozenset({"explain-batch", "evaluate", "baselines", "train", "amd-train", "review",
-                       "synth"})
+RESUMABLE = frozenset({"explain-batch", "evaluate", "baselines", "train", "amd train",
+                       "review init", "synth"})
 """Commands whose rerun, with the same arguments, continues where an interrupted run stopped."""
 
 app = typer.Typer(
@@ -97,6 +97,12 @@ for _module in COMMAND_MODULES:
 def _command_of(argv: list[str]) -> str:
     """The (first) command name of a command line: its first word that is not an option."""
     return next((a for a in argv if not a.startswith("-")), "")
+
+
+def _resumable(argv: list[str]) -> bool:
+    """Whether the command of ``argv`` (one word, or a group and its command) is resumable."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    return bool(words) and (words[0] in RESUMABLE or " ".join(words) in RESUMABLE)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -149,9 +155,7 @@ def main(argv: list[str] | None = None) -> None:
               "is a pairx bug or an input it does not expect: rerun with --debug (or "
               "PAIRX_DEBUG=1) for the traceback and report it")
     if code == 130:
-        command = _command_of(args)
-        again = ("; rerun the same command to resume where it stopped"
-                 if command in RESUMABLE else "")
+        again = "; rerun the same command to resume where it stopped" if _resumable(args) else ""
         typer.secho(f"pairx: interrupted{again}", err=True, fg=typer.colors.YELLOW)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
