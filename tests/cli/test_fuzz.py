@@ -10,7 +10,7 @@ message is one line; never another exception. A small budget by default; a large
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,19 @@ from typer.testing import CliRunner
 
 from pairx.cli.main import app
 from pairx.core.errors import PairxError
+from pairx.core.images import set_max_pixels
 
 FAST = settings(max_examples=30, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(autouse=True)
+def _default_pixel_limit() -> Iterator[None]:
+    """``--max-pixels`` sets a process-wide limit: every test leaves the default behind."""
+    yield
+    set_max_pixels(None)
 
 numbers = st.one_of(
     st.integers(-3, 3).map(str),

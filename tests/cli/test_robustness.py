@@ -23,6 +23,7 @@ import typer.main
 from PIL import Image
 
 from pairx.cli.main import app, main
+from pairx.core.images import set_max_pixels
 from pairx.core.locks import hold_folder
 from pairx.models.adapter import Preprocessing
 
@@ -41,6 +42,13 @@ def fake_png(path: Path, width: int, height: int) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
                      + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _default_pixel_limit() -> Iterator[None]:
+    """``--max-pixels`` sets a process-wide limit: every test leaves the default behind."""
+    yield
+    set_max_pixels(None)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

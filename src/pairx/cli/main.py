@@ -22,6 +22,7 @@ import typer
 from pairx import __version__
 from pairx.core.allocator import tune_allocator
 from pairx.core.errors import PairxError
+from pairx.core.images import set_max_pixels
 
 # Modules that define commands; each has ``register(app)``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "--debug" in args)
     debug = debug or os.environ.get("PAIRX_DEBUG", "") not in ("", "0")
     tune_allocator()
+    set_max_pixels(None)  # each command line starts from the default (--max-pixels sets it)
     warnings.showwarning = _show_warning
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
