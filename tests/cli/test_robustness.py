@@ -317,7 +317,18 @@ def test_concurrent_writer_is_refused_before_the_model_loads(
     with hold_folder(out):
         for cmd in (["explain-batch", str(pairs), "-o", str(out)],
                     ["evaluate", str(tmp_path), "-o", str(out)],
-                    ["train", str(tmp_path), "-o", str(out)]):
+                    ["train", str(tmp_path), "-o", str(out)],
+                    ["review", "init", str(out), "--data", str(tmp_path)]):
             code, _, err = run(capsys, *cmd)
             assert_one_error(code, err, f"another pairx process (pid {os.getpid()})")
+
+
+def test_review_init_holds_its_project(review_data: Path, tmp_path: Path) -> None:
+    from pairx.app.project import init_project
+    from pairx.core.errors import BusyError
+
+    root = tmp_path / "p"
+    with hold_folder(root), pytest.raises(BusyError, match="review project"):
+        init_project(root, data=review_data, k=3, progress=False)
+    assert [p.name for p in root.iterdir()] == [".pairx.lock"]
 
