@@ -330,5 +330,14 @@ def test_review_init_holds_its_project(review_data: Path, tmp_path: Path) -> Non
     root = tmp_path / "p"
     with hold_folder(root), pytest.raises(BusyError, match="review project"):
         init_project(root, data=review_data, k=3, progress=False)
-    assert [p.name for p in root.iterdir()] == [".pairx.lock"]
+    assert not root.exists()  # the holder wrote nothing: the folder it made is gone
+
+
+def test_a_refused_training_run_leaves_no_folder(
+        synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", str(synth_dir), "-o", str(out), "--batch-p", "99",
+                       "--epochs", "1", "--size", "64", "--quiet")
+    assert_one_error(code, err, "batch-p")
+    assert not out.exists()
 

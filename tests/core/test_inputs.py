@@ -127,8 +127,11 @@ def test_second_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
         with pytest.raises(BusyError):
             check_not_held(out)
     check_not_held(out)  # released
+    assert not out.exists()  # made by the lock, nothing written: removed
+    out.mkdir()
     with hold_folder(out):
-        pass
+        (out / "result").write_text("x")
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "result"]
 
 
 def test_lock_of_a_killed_process_never_blocks(tmp_path: Path) -> None:

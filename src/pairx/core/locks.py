@@ -94,6 +94,7 @@ def hold_folder(folder: str | Path, what: str = "output folder") -> Iterator[Pat
     except ImportError:  # pragma: no cover - not POSIX: no lock, as before
         yield lock
         return
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -107,6 +108,21 @@ def hold_folder(folder: str | Path, what: str = "output folder") -> Iterator[Pat
             raise _busy(root, lock, what) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        yield lock
+        try:
+            yield lock
+        finally:
+            if created:
+                _remove_if_unused(root, lock)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_if_unused(root: Path, lock: Path) -> None:
+    """Remove a folder :func:`hold_folder` created when the holder wrote nothing into it (a
+    refused run leaves no trace); called while the lock is still held."""
+    try:
+        if [p.name for p in root.iterdir()] == [LOCK_FILE]:
+            lock.unlink()
+            root.rmdir()
+    except OSError:
+        pass
