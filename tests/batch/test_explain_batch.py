@@ -187,3 +187,38 @@ def test_pairs_file_keeps_working_folder_paths(tmp_path: Path, batch_data: Path,
     assert items[0].error is None and Path(str(items[0].source_a)) == img.resolve()
     with (sub / "p.csv").open() as fh:
         assert next(iter(csv.DictReader(fh)))["image_a"] == img.name
+
+
+def test_an_image_over_the_pixel_limit_is_a_failed_row(tmp_path: Path, batch_data: Path,
+                                                       model) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    bomb = tmp_path / "bomb.png"  # a header claiming 20000 x 20000 pixels
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    good = sorted((batch_data / "images").rglob("*.jpg"))[:2]
+    pairs = tmp_path / "p.csv"
+    pairs.write_text(f"image_a,image_b\n{good[0]},{good[1]}\n{bomb},{good[1]}\n")
+    res = _run(read_pairs_file(pairs), _task(model), tmp_path / "o", model)
+    recs = {r["row"]: r for r in map(json.loads, (tmp_path / "o" / "results.jsonl").open())}
+    assert res.n_failed == 1 and recs[1]["status"] == "ok" and recs[2]["status"] == "failed"
+    assert "bomb.png" in recs[2]["error"] and "limit" in recs[2]["error"]
+
+
+def test_a_second_writer_is_refused_and_nothing_duplicated(pairs_csv: Path, batch_data: Path,
+                                                           model, tmp_path: Path) -> None:
+    import os
+
+    from pairx.core.errors import BusyError
+    from pairx.core.locks import hold_folder
+
+    items = read_pairs_file(pairs_csv, load_dataset(batch_data))[:2]
+    with hold_folder(tmp_path / "o"), pytest.raises(BusyError, match=f"pid {os.getpid()}"):
+        _run(items, _task(model), tmp_path / "o", model)
+    assert not (tmp_path / "o" / "results.jsonl").exists()

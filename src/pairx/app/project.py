@@ -16,11 +16,12 @@ a different model is refused unless ``replace_model`` is set.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from pairx.app.store import (
     upsert_image,
 )
 from pairx.core.errors import DatasetError, InputError, PairxError
+from pairx.core.locks import LOCK_FILE, hold_folder
+from pairx.core.tables import read_csv_rows
 
 __all__ = [
     "PROJECT_FILE",
@@ -163,12 +166,11 @@ def _optional_columns(root: Path) -> dict[str, dict[str, str]]:
     if not csv_path.is_file():
         return {}
     out: dict[str, dict[str, str]] = {}
-    with csv_path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            out[row.get("image_id", "")] = {
-                name: next((row[c] for c in cols if row.get(c)), "")
-                for name, cols in _OPTIONAL.items()}
+    for entry in read_csv_rows(csv_path, what="metadata file")[1]:
+        row = entry.values
+        out[row.get("image_id", "")] = {
+            name: next((row[c] for c in cols if row.get(c)), "")
+            for name, cols in _OPTIONAL.items()}
     return out
 
 
@@ -260,7 +262,7 @@ def init_project(
     previous: dict[str, Any] | None = None
     if (root / PROJECT_FILE).is_file():
         previous = Project.open(root).settings
-    elif root.is_dir() and any(root.iterdir()):
+    elif root.is_dir() and any(p.name != LOCK_FILE for p in root.iterdir()):
         raise ProjectError(f"{root} is a non-empty folder that is not a review project; "
                            f"choose a new folder")
     dataset = load_dataset(data, check_files=False)
@@ -284,75 +286,111 @@ def init_project(
     keep = (interpreter in (None, "auto") and previous is not None and "interpreter" in previous
             and previous["model_digest"] == digest)
     amd = previous["interpreter"] if keep and previous else resolve_interpreter(interpreter, net)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "cache").mkdir(exist_ok=True)
-    settings = {
-        "schema": PROJECT_SCHEMA, "data": str(Path(data).expanduser().resolve()),
-        "model": model, "weights": None if weights is None else str(Path(weights).resolve()),
-        "model_name": net.name, "model_digest": digest, "layers": chosen, "k": int(k),
-        "model_options": {k_: list(v) if isinstance(v, tuple) else v for k_, v in options.items()},
-        "queries": queries, "gallery": gallery, "pairx": __version__,
-        "cache_limit_mb": (previous or {}).get("cache_limit_mb", 2048),
-        "pairx_options": (previous or {}).get("pairx_options", dict(PAIRX_OPTIONS)),
-        "interpreter": amd,
-    }
-    conn = connect(root / "review.sqlite", create=True)
-    _write_settings(root, settings)  # first, so that an interrupted run is resumed
-    extra = _optional_columns(dataset.root)
-    summary = InitSummary(images=len(dataset), embedded=0, reused=0, interpreter=amd)
-    with transaction(conn):
-        for s in dataset:
-            sha = _file_hash(s.path)
-            ex = extra.get(s.image_id, {})
-            status, problem = ("ok", "") if sha else ("missing", f"cannot read {s.path}")
-            upsert_image(
-                conn, image_id=s.image_id, identity=s.identity, path=str(s.path),
-                split=s.split, species=s.species, location=ex.get("location", ""),
-                captured_at=ex.get("captured_at", ""),
-                viewpoint=ex.get("viewpoint", "") or s.orientation, sha256=sha or "",
-                status=status, problem=problem,
-                bbox="" if s.bbox is None else ",".join(f"{v:g}" for v in s.bbox))
-            if not sha:
-                summary.problems.append(f"{s.image_id}: missing file {s.path}")
-    crops = {s.image_id: s.bbox for s in dataset}
-    todo = images_to_embed(conn, digest)
-    summary.reused = count_embedded(conn, digest)
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        xs, ok = [], []
-        for row in batch:
-            try:
-                rgb = load_image(row["path"])
-                box = crops.get(row["image_id"])
-                if box is not None:
-                    rgb = crop(rgb, box)
-                xs.append(net.to_input(rgb))
-                ok.append(row)
-            except (PairxError, OSError, ValueError) as exc:
-                summary.problems.append(f"{row['image_id']}: {exc}")
-                mark_unreadable(conn, row["id"], str(exc)[:300])
-        if xs:
-            with torch.no_grad():
-                emb = net.embed(torch.cat(xs).to(net.device)).float()
-                emb = torch.nn.functional.normalize(emb, dim=1).cpu().numpy()
-            if not np.isfinite(emb).all():
-                raise PairxError(f"the model gave non-finite embeddings for "
-                                 f"{ok[0]['image_id']}...; nothing of this batch was stored")
-            store_embeddings(conn, digest, ((row["id"], row["sha256"],
-                                             vec.astype(np.float32).tobytes())
-                                            for row, vec in zip(ok, emb, strict=True)))
-            summary.embedded += len(ok)
-        bar.update(len(batch))
-    bar.close()
-    summary.seconds_embedding = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    _store_candidates(conn, settings, digest, summary)
-    summary.seconds_search = time.perf_counter() - t1
-    record_model_digest(conn, digest)
-    conn.close()
-    return summary
+    _check_splits(dataset, queries, gallery)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1; got {batch_size}")
+    with hold_folder(root, "review project"), _removed_on_error(root, fresh=previous is None):
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "cache").mkdir(exist_ok=True)
+        settings = {
+            "schema": PROJECT_SCHEMA, "data": str(Path(data).expanduser().resolve()),
+            "model": model, "weights": None if weights is None else str(Path(weights).resolve()),
+            "model_name": net.name, "model_digest": digest, "layers": chosen, "k": int(k),
+            "model_options": {k_: list(v) if isinstance(v, tuple) else v
+                              for k_, v in options.items()},
+            "queries": queries, "gallery": gallery, "pairx": __version__,
+            "cache_limit_mb": (previous or {}).get("cache_limit_mb", 2048),
+            "pairx_options": (previous or {}).get("pairx_options", dict(PAIRX_OPTIONS)),
+            "interpreter": amd,
+        }
+        conn = connect(root / "review.sqlite", create=True)
+        _write_settings(root, settings)  # first, so that an interrupted run is resumed
+        extra = _optional_columns(dataset.root)
+        summary = InitSummary(images=len(dataset), embedded=0, reused=0, interpreter=amd)
+        with transaction(conn):
+            for s in dataset:
+                sha = _file_hash(s.path)
+                ex = extra.get(s.image_id, {})
+                status, problem = ("ok", "") if sha else ("missing", f"cannot read {s.path}")
+                upsert_image(
+                    conn, image_id=s.image_id, identity=s.identity, path=str(s.path),
+                    split=s.split, species=s.species, location=ex.get("location", ""),
+                    captured_at=ex.get("captured_at", ""),
+                    viewpoint=ex.get("viewpoint", "") or s.orientation, sha256=sha or "",
+                    status=status, problem=problem,
+                    bbox="" if s.bbox is None else ",".join(f"{v:g}" for v in s.bbox))
+                if not sha:
+                    summary.problems.append(f"{s.image_id}: missing file {s.path}")
+        crops = {s.image_id: s.bbox for s in dataset}
+        todo = images_to_embed(conn, digest)
+        summary.reused = count_embedded(conn, digest)
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress)
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            xs, ok = [], []
+            for row in batch:
+                try:
+                    rgb = load_image(row["path"])
+                    box = crops.get(row["image_id"])
+                    if box is not None:
+                        rgb = crop(rgb, box)
+                    xs.append(net.to_input(rgb))
+                    ok.append(row)
+                except (PairxError, OSError, ValueError) as exc:
+                    summary.problems.append(f"{row['image_id']}: {exc}")
+                    mark_unreadable(conn, row["id"], str(exc)[:300])
+            if xs:
+                with torch.no_grad():
+                    emb = net.embed(torch.cat(xs).to(net.device)).float()
+                    emb = torch.nn.functional.normalize(emb, dim=1).cpu().numpy()
+                if not np.isfinite(emb).all():
+                    raise PairxError(f"the model gave non-finite embeddings for "
+                                     f"{ok[0]['image_id']}...; nothing of this batch was stored")
+                store_embeddings(conn, digest, ((row["id"], row["sha256"],
+                                                 vec.astype(np.float32).tobytes())
+                                                for row, vec in zip(ok, emb, strict=True)))
+                summary.embedded += len(ok)
+            bar.update(len(batch))
+        bar.close()
+        summary.seconds_embedding = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        _store_candidates(conn, settings, digest, summary)
+        summary.seconds_search = time.perf_counter() - t1
+        record_model_digest(conn, digest)
+        conn.close()
+        return summary
+
+
+def _check_splits(dataset: Any, queries: str, gallery: str) -> None:
+    """Refuse a ``queries`` or ``gallery`` split the dataset does not have (before writing)."""
+    splits = sorted({s.split for s in dataset if s.split})
+    if not splits:
+        return
+    for option, value, extra in (("--queries", queries, ("all",)),
+                                 ("--gallery", gallery, ("all", "rest"))):
+        if value not in (*extra, *splits):
+            raise InputError(f"{option} {value!r}: the dataset's splits are {', '.join(splits)}; "
+                             f"pass one of them or {' or '.join(extra)}")
+
+
+@contextmanager
+def _removed_on_error(root: Path, *, fresh: bool) -> Iterator[None]:
+    """Remove what a new project wrote when its creation is refused (a :class:`PairxError`:
+    nothing could be embedded, a split is empty); a crash or an interrupt keeps it, to resume,
+    and an existing project is left as it was."""
+    try:
+        yield
+    except PairxError:
+        if fresh and root.is_dir():
+            for entry in root.iterdir():
+                if entry.name == LOCK_FILE:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise
 
 
 def _write_settings(root: Path, settings: dict[str, Any]) -> None:

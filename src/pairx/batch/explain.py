@@ -9,7 +9,6 @@ fails, is stored with ``"status": "failed"`` and the reason, and the job goes on
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -26,6 +25,8 @@ from pairx.batch.spec import ModelSpec
 from pairx.batch.store import JsonlStore
 from pairx.core.errors import InputError
 from pairx.core.files import atomic_write_text
+from pairx.core.locks import hold_folder
+from pairx.core.tables import read_csv_rows
 from pairx.data.datasets import ReIDDataset, Sample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,22 +96,12 @@ def read_pairs_file(path: str | Path, dataset: ReIDDataset | None = None) -> lis
         Unreadable file, missing columns, no pairs, or no pair naming two images.
     """
     p = Path(path)
-    try:
-        with p.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in PAIR_FILE_COLUMNS if c not in header]
-            if missing:
-                raise InputError(
-                    f"{p}: the pairs file needs the columns image_a, image_b (paths, or image "
-                    f"ids of --data); it has {header or 'no header'}, missing {missing}"
-                )
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the pairs file {p}: {exc}") from None
+    _, table = read_csv_rows(
+        p, required=PAIR_FILE_COLUMNS, what="pairs file", error=InputError,
+        hint="paths, or image ids of --data")
     items: dict[str, PairItem] = {}
-    for n, r in enumerate(rows, 1):
-        a, b = r["image_a"], r["image_b"]
+    for entry in table:
+        n, a, b = entry.line - 1, entry.values["image_a"], entry.values["image_b"]
         if not a and not b:
             continue
         key = f"{a}\t{b}"
@@ -324,11 +315,21 @@ def explain_batch(
     ------
     InputError
         ``OUT`` holds results of other settings (without ``overwrite``), bad ``chunk_size``.
+    BusyError
+        Another process is writing ``OUT`` (:func:`pairx.core.locks.hold_folder`).
     """
     if chunk_size < 1:
         raise InputError(f"--chunk-size must be at least 1; got {chunk_size}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with hold_folder(out, "explain-batch output folder"):
+        return _run_held(pairs, task, out, executor, chunk_size=chunk_size, overwrite=overwrite,
+                         retry_failed=retry_failed, progress=progress)
+
+
+def _run_held(pairs: Sequence[PairItem], task: ExplainTask, out: Path, executor: Executor, *,
+              chunk_size: int, overwrite: bool, retry_failed: bool, progress: bool
+              ) -> BatchResult:
+    """:func:`explain_batch` once ``out`` is held."""
     cfg_path, text = out / "job.json", _job_config(task)
     if cfg_path.is_file() and cfg_path.read_text(encoding="utf-8") != text:
         if not overwrite:

@@ -84,10 +84,22 @@ class LineStore(ABC):
         text = self.path.read_text(encoding="utf-8")
         lines = text.splitlines(keepends=True)
         self.check_header(lines)
-        if lines and not lines[-1].endswith("\n"):  # interrupted mid-line: drop the partial row
+        changed = bool(lines) and not lines[-1].endswith("\n")
+        if changed:  # interrupted mid-line: drop the partial row
             lines = lines[:-1]
+        keys = list(self.stored_keys(lines))
+        head = len(lines) - len(keys)  # header lines (rows with embedded newlines: none)
+        if len(set(keys)) < len(keys) and head in (0, 1):
+            # a record stored twice (an older pairx let two writers append): keep the first
+            kept, seen = list(lines[:head]), set()
+            for line, key in zip(lines[head:], keys, strict=True):
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(line)
+            lines, changed = kept, True
+        if changed:
             atomic_write_text(self.path, "".join(lines))
-        self.keys.update(self.stored_keys(lines))
+        self.keys.update(keys)
 
     def new_file_text(self) -> str:
         """What a new (or empty) file starts with; nothing by default."""

@@ -12,7 +12,15 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from pairx.cli.common import DeviceOpt, check_device, check_output_file
+from pairx.cli.common import (
+    MAX_SEED,
+    MAX_WORKERS,
+    DeviceOpt,
+    MaxPixelsOpt,
+    check_device,
+    check_output_file,
+    check_output_folder,
+)
 from pairx.core.errors import DatasetError, InputError
 
 __all__ = ["amd_app", "register"]
@@ -33,20 +41,31 @@ def amd_train_command(
         help="Comma-separated attributes to use (default: every attr_* column).")] = None,
     share: Annotated[str | None, typer.Option(
         help="Last shared stage (default: layer2 for ResNets, as in the paper).")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs (paper: 30).")] = 30,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up epochs (paper: 10).")] = 10,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-4).")] = 1e-4,
-    batch_p: Annotated[int, typer.Option("--batch-p", help="Identities per batch.")] = 6,
-    batch_k: Annotated[int, typer.Option("--batch-k", help="Images per identity.")] = 4,
-    alpha: Annotated[float, typer.Option(help="Weight of L_p1 (Eq. 11).")] = 10.0,
-    beta: Annotated[float, typer.Option(help="Weight of L_p2 (Eq. 11).")] = 50.0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Annotated[int, typer.Option(help="Epochs (paper: 30).",
+                                        min=1, max=100_000)] = 30,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up epochs (paper: 10).",
+                                                 min=0.0, max=100_000.0)] = 10,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-4).",
+                                      min=0.0, max=10.0)] = 1e-4,
+    batch_p: Annotated[int, typer.Option("--batch-p", help="Identities per batch.",
+                                         min=2, max=100_000)] = 6,
+    batch_k: Annotated[int, typer.Option("--batch-k", help="Images per identity.",
+                                         min=2, max=10_000)] = 4,
+    alpha: Annotated[float, typer.Option(help="Weight of L_p1 (Eq. 11).",
+                                         min=0.0, max=1e6)] = 10.0,
+    beta: Annotated[float, typer.Option(help="Weight of L_p2 (Eq. 11).",
+                                        min=0.0, max=1e6)] = 50.0,
+    seed: Annotated[int, typer.Option(help="Random seed.",
+                                      min=0, max=MAX_SEED)] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o.")] = False,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.",
+                                                min=1, max=MAX_WORKERS)] = None,
     device: DeviceOpt = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Train an AMD interpreter for a frozen model on a dataset with attribute labels."""
+    check_output_folder(out, "--out")
     from pairx.training.amd import AMDTrainConfig, train_interpreter
 
     names = tuple(a.strip() for a in attributes.split(",") if a.strip()) if attributes else None
@@ -106,8 +125,10 @@ def amd_explain_command(
         help="Target model spec (default: the one the interpreter was trained for).")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Output PNG (Figure 4).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Output JSON record.")] = None,
-    top: Annotated[int, typer.Option(help="Attributes drawn and printed first.")] = 3,
+    top: Annotated[int, typer.Option(help="Attributes drawn and printed first.",
+                                     min=1, max=1000)] = 3,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Which attributes make A and B differ: distance, contributions, attention maps."""
     from pairx.explainers.amd import AMDExplainer, load_interpreter, with_labels

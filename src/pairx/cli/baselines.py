@@ -16,13 +16,17 @@ from typing import Annotated, Any
 import typer
 
 from pairx.cli.common import (
+    MAX_COUNT,
+    MAX_SEED,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
     WeightsOpt,
+    check_output_folder,
     load_cli_model,
     preprocessing_options,
 )
@@ -144,21 +148,28 @@ def baselines_command(
     mean: MeanOpt = None,
     std: StdOpt = None,
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = FAST_METHODS,
-    pairs: Annotated[int, typer.Option(help="Same-individual, same-flank pairs.")] = 200,
-    negatives: Annotated[int, typer.Option(help="Hard-negative pairs (scored separately).")] = 0,
+    pairs: Annotated[int, typer.Option(help="Same-individual, same-flank pairs.",
+                                       min=0, max=MAX_COUNT)] = 200,
+    negatives: Annotated[int, typer.Option(help="Hard-negative pairs (scored separately).",
+                                           min=0, max=MAX_COUNT)] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "baselines_out"),
-    seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random maps.")] = 0,
-    steps: Annotated[int, typer.Option(help="Deletion/insertion steps.")] = 20,
-    shap_samples: Annotated[int, typer.Option(help="Kernel SHAP samples (paper: 1000).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random maps.",
+                                      min=0, max=MAX_SEED)] = 0,
+    steps: Annotated[int, typer.Option(help="Deletion/insertion steps.",
+                                       min=2, max=100_000)] = 20,
+    shap_samples: Annotated[int, typer.Option(help="Kernel SHAP samples (paper: 1000).",
+                                              min=2, max=MAX_COUNT)] = 1000,
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Measure explainers against the synthetic benchmark's ground truth (CSV, markdown, plot).
 
     Rows are appended to OUT/pairs.csv as they are computed; a rerun with the same options
     computes only what is missing.
     """
+    check_output_folder(out, "--out")
     from tqdm.auto import tqdm
 
     from pairx.cli.compare import method_options, parse_methods

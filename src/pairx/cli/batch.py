@@ -13,13 +13,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pairx.cli.common import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_WORKERS,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
     WeightsOpt,
+    check_output_folder,
     load_cli_model,
     preprocessing_options,
 )
@@ -41,12 +46,15 @@ RayAddressOpt = Annotated[
     typer.Option(help="--backend ray: 'auto' (this machine's cluster), HOST:PORT or "
                       "ray://HOST:PORT; default: start a private local Ray.", metavar="ADDR"),
 ]
-WorkersOpt = Annotated[int, typer.Option(help="--backend ray: actors (one model each).")]
-WorkerCpusOpt = Annotated[int, typer.Option(help="--backend ray: CPUs reserved per actor.")]
+WorkersOpt = Annotated[int, typer.Option(help="--backend ray: actors (one model each).",
+                                         min=1, max=MAX_WORKERS)]
+WorkerCpusOpt = Annotated[int, typer.Option(help="--backend ray: CPUs reserved per actor.",
+                                            min=1, max=MAX_WORKERS)]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(help="Torch threads (per Ray actor; default: --worker-cpus; local: as is).",
-                 metavar="N"),
+                 metavar="N",
+                 min=1, max=MAX_WORKERS),
 ]
 
 
@@ -83,14 +91,17 @@ def explain_batch_command(
     data: Annotated[
         Path | None, typer.Option(help="Dataset folder whose image ids the pairs file uses.")
     ] = None,
-    n_matches: Annotated[int, typer.Option(help="Top matches kept per pair.")] = 20,
+    n_matches: Annotated[int, typer.Option(help="Top matches kept per pair.",
+                                           min=1, max=MAX_COUNT)] = 20,
     figures: Annotated[bool, typer.Option("--figures", help="Also write a PNG per pair.")] = False,
     n_pixel_maps: Annotated[
         int | None,
-        typer.Option(help="Matches traced back to pixels (default: 10 with --figures, else 0)."),
+        typer.Option(help="Matches traced back to pixels (default: 10 with --figures, else 0).",
+                     min=0, max=MAX_COUNT),
     ] = None,
     chunk_size: Annotated[
-        int, typer.Option(help="Pairs per chunk (a query is never split): the unit of work.")
+        int, typer.Option(help="Pairs per chunk (a query is never split): the unit of work.",
+                          min=1, max=MAX_BATCH)
     ] = 16,
     backend: BackendOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -106,6 +117,7 @@ def explain_batch_command(
         bool, typer.Option("--retry-failed", help="Try the pairs stored as failed again.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Explain every pair of PAIRS.csv with PAIR-X into OUT/results.jsonl (one record per pair).
 
@@ -114,6 +126,7 @@ def explain_batch_command(
     failed pairs are stored with their reason and the job goes on. Rerun the same command to
     resume: only the missing pairs are computed.
     """
+    check_output_folder(out, "--out")
     from pairx.batch.explain import ExplainTask, explain_batch, read_pairs_file
     from pairx.batch.spec import ModelSpec
     from pairx.data.datasets import load_dataset

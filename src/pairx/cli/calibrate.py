@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from pairx.cli.common import (
+    MAX_BATCH,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
@@ -57,10 +59,12 @@ def calibrate_command(
         typer.Option("--same-viewpoint",
                      help="Pair only sightings with the same orientation (flank) annotation."),
     ] = False,
-    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.",
+                                            min=1, max=MAX_BATCH)] = 64,
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Measure MODEL's similarities of true matches and of non-matches on DATA.
 

@@ -13,20 +13,56 @@ from typing import Annotated
 import typer
 
 from pairx.core.errors import InputError
+from pairx.core.locks import check_not_held
 from pairx.models.adapter import ReIDModel
 
 __all__ = [
+    "MAX_BATCH",
+    "MAX_COUNT",
+    "MAX_SEED",
+    "MAX_SIDE",
+    "MAX_WORKERS",
     "AllowUntrainedOpt",
     "DeviceOpt",
     "InputSizeOpt",
+    "MaxPixelsOpt",
     "MeanOpt",
     "ModelOpt",
     "StdOpt",
     "WeightsOpt",
     "check_device",
     "check_output_file",
+    "check_output_folder",
     "load_cli_model",
     "preprocessing_options",
+]
+
+MAX_COUNT = 10_000_000
+"""Upper bound of counts (pairs, matches, samples, epochs): larger is a typo, not a plan."""
+MAX_BATCH = 65_536
+"""Upper bound of batch and chunk sizes."""
+MAX_SIDE = 8192
+"""Upper bound of image sides in pixels."""
+MAX_SEED = 2**32 - 1
+"""Seeds are unsigned 32-bit numbers (numpy's and torch's common range)."""
+MAX_WORKERS = 1024
+"""Upper bound of worker processes, actors and threads."""
+
+
+def _set_max_pixels(value: int | None) -> int | None:
+    from pairx.core.images import set_max_pixels
+
+    set_max_pixels(value)
+    return value
+
+
+MaxPixelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pixels", min=64, max=2**40, callback=_set_max_pixels, metavar="N",
+        help="Largest image read, in pixels (width x height); larger files are refused, or "
+        "skipped by batch commands (default: PIL's limit, about 89.5 million).",
+    ),
 ]
 
 ModelOpt = Annotated[
@@ -143,6 +179,43 @@ def check_output_file(path: Path, suffixes: tuple[str, ...], option: str) -> Pat
         raise InputError(f"{option} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{option} {path}: no permission to write in {existing}")
+    return path
+
+
+def check_output_folder(path: Path, option: str = "--out", *, empty: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be an output folder.
+
+    Parameters
+    ----------
+    path
+        The folder the command will write (it may not exist yet).
+    option
+        The option's name, for the message.
+    empty
+        Refuse a folder that exists and holds files.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a file, lies below a file, cannot be written, or (``empty``) is not empty.
+    BusyError
+        Another pairx process is writing ``path``.
+    """
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is a file, not a folder; give a folder name")
+    if empty and path.is_dir() and any(path.iterdir()):
+        raise InputError(f"{option} {path} exists and is not empty; choose a new folder or "
+                         "empty this one")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is a file, not a folder; choose a path "
+                         "inside a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: no permission to write in {existing}; choose a "
+                         "folder you can write to")
+    check_not_held(path)
     return path
 
 

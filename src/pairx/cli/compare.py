@@ -11,8 +11,11 @@ from typing import Annotated, Any
 import typer
 
 from pairx.cli.common import (
+    MAX_COUNT,
+    MAX_SIDE,
     AllowUntrainedOpt,
     DeviceOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
@@ -85,11 +88,15 @@ def compare_command(
     std: StdOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG.", metavar="PNG")] = Path(
         "compare.png"),
-    size: Annotated[int, typer.Option(help="Height of each image in pixels.")] = 256,
-    n_lines: Annotated[int, typer.Option(help="Top matches drawn per matching method.")] = 10,
-    shap_samples: Annotated[int, typer.Option(help="Kernel SHAP samples (paper: 1000).")] = 1000,
+    size: Annotated[int, typer.Option(help="Height of each image in pixels.",
+                                      min=64, max=MAX_SIDE)] = 256,
+    n_lines: Annotated[int, typer.Option(help="Top matches drawn per matching method.",
+                                         min=0, max=MAX_COUNT)] = 10,
+    shap_samples: Annotated[int, typer.Option(help="Kernel SHAP samples (paper: 1000).",
+                                              min=2, max=MAX_COUNT)] = 1000,
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Explain IMAGE_A and IMAGE_B with several methods and draw one row per method."""
     from pairx.core.images import load_image

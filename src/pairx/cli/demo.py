@@ -16,6 +16,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from pairx.cli.common import check_output_folder
+
 DEMO_SEED = 20261121
 """Seed of the demo sightings (never used to train the default model)."""
 
@@ -130,10 +132,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")] = Path("demo_out"),
-        individuals: Annotated[int, typer.Option(help="Individuals per species.")] = 3,
-        sightings: Annotated[int, typer.Option(help="Sightings per individual.")] = 3,
+        individuals: Annotated[int, typer.Option(help="Individuals per species.",
+                                                 min=1, max=1000)] = 3,
+        sightings: Annotated[int, typer.Option(help="Sightings per individual.",
+                                               min=2, max=1000)] = 3,
     ) -> None:
         """Generate sightings and explain a true match and a hard non-match (offline)."""
+        check_output_folder(out, "--out")
         summary = run_demo(out, individuals=individuals, sightings=sightings)
         typer.echo(json.dumps(summary, indent=2))
         typer.echo(f"wrote {out}/retrieval.png, true_match.png/.json/.npz, "

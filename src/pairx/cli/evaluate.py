@@ -17,11 +17,16 @@ from pairx.cli.batch import (
     executor_from_options,
 )
 from pairx.cli.common import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_SEED,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     StdOpt,
+    check_output_folder,
     load_cli_model,
     preprocessing_options,
 )
@@ -55,7 +60,8 @@ def evaluate(
         ),
     ] = "auto",
     pairs: Annotated[
-        int, typer.Option("--pairs", help="Pairs per dataset/species (half correct).")
+        int, typer.Option("--pairs", help="Pairs per dataset/species (half correct).",
+                          min=6, max=MAX_COUNT)
     ] = 2000,
     homography: Annotated[
         str,
@@ -64,18 +70,22 @@ def evaluate(
             "a list such as 'truth,sift' adds res_sift on the same matches.",
         ),
     ] = "sift",
-    seed: Annotated[int, typer.Option(help="Seed of the pair sampling.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the pair sampling.",
+                                      min=0, max=MAX_SEED)] = 0,
     selection_pairs: Annotated[
-        int, typer.Option(help="Train-vs-train pairs for --layers auto.")
+        int, typer.Option(help="Train-vs-train pairs for --layers auto.",
+                          min=6, max=MAX_COUNT)
     ] = 500,
     group_by: Annotated[
         str, typer.Option(help="'species': evaluate each annotated species separately; 'none'.")
     ] = "species",
     device: DeviceOpt = "cpu",
     allow_untrained: AllowUntrainedOpt = False,
-    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.",
+                                            min=1, max=MAX_BATCH)] = 32,
     chunk_size: Annotated[
-        int, typer.Option(help="Pairs per PAIR-X call (results are flushed after each).")
+        int, typer.Option(help="Pairs per PAIR-X call (results are flushed after each).",
+                          min=1, max=MAX_BATCH)
     ] = 16,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Discard results of another configuration.")
@@ -87,6 +97,7 @@ def evaluate(
     worker_cpus: WorkerCpusOpt = 1,
     threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Compute rho/Delta of the inverted residual mean and match coverage (paper Table 1).
 
@@ -95,6 +106,7 @@ def evaluate(
     synthetic benchmark, OUT/faithfulness.csv. With --backend ray the pairs are computed by
     Ray actors (the embeddings and the files stay with this process); the files are the same.
     """
+    check_output_folder(out, "--out")
     from pairx.batch.spec import ModelSpec
     from pairx.data.datasets import load_dataset
     from pairx.evaluation.protocol import EvaluationConfig

@@ -15,9 +15,12 @@ from typing import Annotated
 import typer
 
 from pairx.cli.common import (
+    MAX_COUNT,
+    MAX_SIDE,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
@@ -103,9 +106,11 @@ def explain_command(
             metavar="NAME",
         ),
     ] = None,
-    n_matches: Annotated[int, typer.Option(help="Top matches drawn as lines.")] = 20,
+    n_matches: Annotated[int, typer.Option(help="Top matches drawn as lines.",
+                                           min=1, max=MAX_COUNT)] = 20,
     n_pixel_maps: Annotated[
-        int, typer.Option(help="Top matches traced back to pixels (0: none, faster).")
+        int, typer.Option(help="Top matches traced back to pixels (0: none, faster).",
+                          min=0, max=MAX_COUNT)
     ] = 10,
     out: Annotated[
         Path,
@@ -146,7 +151,8 @@ def explain_command(
         ),
     ] = None,
     allow_untrained: AllowUntrainedOpt = False,
-    top: Annotated[int, typer.Option(help="Matches listed in the printed summary.")] = 5,
+    top: Annotated[int, typer.Option(help="Matches listed in the printed summary.",
+                                     min=0, max=MAX_COUNT)] = 5,
     device: DeviceOpt = "cpu",
     precision: Annotated[
         str,
@@ -159,6 +165,7 @@ def explain_command(
                           "default) or attnlrp (AttnLRP's softmax and bilinear rules); see "
                           "docs/transformers.md."),
     ] = "cp",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Explain why MODEL finds IMAGE_A and IMAGE_B similar, as a PAIR-X picture.
 
@@ -298,7 +305,8 @@ def layers_command(
     ] = "default",
     weights: WeightsOpt = None,
     size: Annotated[
-        int | None, typer.Option(help="Input side in pixels (default: the model's own).")
+        int | None, typer.Option(help="Input side in pixels (default: the model's own).",
+                                 min=8, max=MAX_SIDE)
     ] = None,
     mean: MeanOpt = None,
     std: StdOpt = None,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pairx.cli.common import check_output_folder
 from pairx.data.merge import merge_datasets
 
 
@@ -33,6 +34,7 @@ def merge(
     never merge (two `pairx synth` sets both have a `giraffe_0000`); split, species,
     orientation and bbox are kept.
     """
+    check_output_folder(out, "--out")
     ds = merge_datasets(sources, out, names=name or None, overwrite=overwrite)
     n_train = sum(1 for s in ds if s.split == "train")
     typer.echo(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pairx.cli.common import MaxPixelsOpt
 from pairx.core.errors import ModelError
 
 __all__ = ["register"]
@@ -17,6 +18,7 @@ def parts_command(
     model: Annotated[str, typer.Option("--model", "-m",
                                        help="A PAW-ViT run folder or its model.safetensors.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output PNG.")] = Path("parts.png"),
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Draw the part masks PAW-ViT's ATM decoder predicts for IMAGE (argmax and per part)."""
     from PIL import Image

@@ -9,10 +9,12 @@ import typer
 
 from pairx.cli.common import (
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
     WeightsOpt,
+    check_output_folder,
     preprocessing_options,
 )
 
@@ -38,7 +40,8 @@ def init_command(
     layer: Annotated[list[str] | None, typer.Option(
         "--layer", help="PAIR-X layer(s) the app offers (repeatable); default: the model's.",
         metavar="NAME")] = None,
-    k: Annotated[int, typer.Option("--k", help="Candidates stored per query.")] = 10,
+    k: Annotated[int, typer.Option("--k", help="Candidates stored per query.",
+                                   min=1, max=10_000)] = 10,
     queries: Annotated[str, typer.Option(
         help="Split whose images are the queries, or 'all' (leave-one-out).")] = "test",
     gallery: Annotated[str, typer.Option(
@@ -51,11 +54,13 @@ def init_command(
              "where it fits the model), 'default', a 'pairx amd train' run folder, or 'none'.")
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Create or update PROJ: embed every image of DIR once, store each query's exact top-k.
 
     Re-running is incremental (new or changed images only) and resumes an interrupted run.
     """
+    check_output_folder(proj, "PROJ")
     from pairx.app.project import init_project
     from pairx.models.loaders import load_model
     from pairx.models.provenance import require_trained
@@ -119,7 +124,8 @@ def serve_command(
     proj: ProjArg,
     host: Annotated[str, typer.Option(help="Interface to bind (default: this machine only).")
                     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port.",
+                                      min=1, max=65535)] = 8000,
     allow_host: Annotated[list[str] | None, typer.Option(
         "--allow-host", help="Extra Host header name to accept (a reverse proxy's name).",
         metavar="NAME")] = None,
@@ -128,15 +134,47 @@ def serve_command(
     ] = False,
 ) -> None:
     """Serve the review app of PROJ (http://HOST:PORT), with PAIR-X on demand."""
+    from pairx.app.project import Project
+    from pairx.app.security import check_bind
     from pairx.app.server import serve
+    from pairx.app.store import has_users
     from pairx.core.errors import InputError
 
+    conn = Project.open(proj).db()
+    try:
+        check_bind(host, has_users(conn))  # refused before the URL is printed
+    except PermissionError as exc:
+        raise InputError(str(exc)) from None
+    finally:
+        conn.close()
+    _check_port_free(host, port)
     try:
         typer.echo(f"pairx review: http://{host}:{port}/  (Ctrl-C stops)")
         serve(proj, host=host, port=port, allowed_hosts=set(allow_host or []),
               worker=not no_worker)
     except PermissionError as exc:
         raise InputError(str(exc)) from exc
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program listens on, or a host this machine has no address for."""
+    import socket
+
+    from pairx.core.errors import InputError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise InputError(f"--host {host!r} is not an address of this machine ({exc}); use "
+                         "127.0.0.1, or 0.0.0.0 for every interface") from None
+    family, kind, _, _, address = infos[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); stop the "
+                             "program using that port or pass another --port") from None
 
 
 def register(app: typer.Typer) -> None:

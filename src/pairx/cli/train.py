@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from pairx.cli.common import check_device
+from pairx.cli.common import (
+    MAX_BATCH,
+    MAX_SEED,
+    MAX_WORKERS,
+    MaxPixelsOpt,
+    check_device,
+    check_output_folder,
+)
 from pairx.core.errors import InputError, ModelError
 
 __all__ = ["load_any_model", "register"]
@@ -62,25 +69,36 @@ def train_command(
             help='timm.create_model options as JSON, e.g. {"channels": [32, 64, 128, 256]}.',
         ),
     ] = None,
-    size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 160,
-    epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 20,
-    batch_p: Annotated[int, typer.Option("--batch-p", help="Identities per batch.")] = 16,
-    batch_k: Annotated[int, typer.Option("--batch-k", help="Images per identity.")] = 4,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    size: Annotated[int, typer.Option(help="Square input size in pixels.",
+                                      min=32, max=4096)] = 160,
+    epochs: Annotated[int, typer.Option(help="Number of epochs.",
+                                        min=1, max=100_000)] = 20,
+    batch_p: Annotated[int, typer.Option("--batch-p", help="Identities per batch.",
+                                         min=2, max=100_000)] = 16,
+    batch_k: Annotated[int, typer.Option("--batch-k", help="Images per identity.",
+                                         min=2, max=10_000)] = 4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.",
+                                      min=0.0, max=10.0)] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.",
+                                      min=0, max=MAX_SEED)] = 0,
     species: Annotated[
         str | None, typer.Option(help="Comma-separated species to train on (default: all).")
     ] = None,
-    arcface_weight: Annotated[float, typer.Option(help="Sub-center ArcFace weight.")] = 1.0,
-    triplet_weight: Annotated[float, typer.Option(help="Batch-hard triplet weight.")] = 1.0,
-    arcface_margin: Annotated[float, typer.Option(help="ArcFace angular margin (radians).")] = 0.35,
+    arcface_weight: Annotated[float, typer.Option(help="Sub-center ArcFace weight.",
+                                                  min=0.0, max=1e6)] = 1.0,
+    triplet_weight: Annotated[float, typer.Option(help="Batch-hard triplet weight.",
+                                                  min=0.0, max=1e6)] = 1.0,
+    arcface_margin: Annotated[float, typer.Option(help="ArcFace angular margin (radians).",
+                                                  min=0.0, max=3.2)] = 0.35,
     margin_warmup: Annotated[
-        float, typer.Option(help="Fraction of training over which the margin ramps up from 0.")
+        float, typer.Option(help="Fraction of training over which the margin ramps up from 0.",
+                            min=0.0, max=1.0)
     ] = 0.0,
     dense_weight: Annotated[
         float,
         typer.Option(help="Dense correspondence term weight (synthetic data with ground truth; "
-                          "0 disables it)."),
+                          "0 disables it).",
+                     min=0.0, max=1e6),
     ] = 0.0,
     dense_layer: Annotated[
         str, typer.Option(help="Layer whose activations the dense term trains.")
@@ -97,7 +115,8 @@ def train_command(
         bool,
         typer.Option("--evaluate/--no-evaluate", help="Retrieval on the test split at the end."),
     ] = True,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.",
+                                                min=1, max=MAX_WORKERS)] = None,
     device: Annotated[
         str, typer.Option(help="Torch device to train on ('cpu', 'cuda', 'cuda:1', ...).")
     ] = "cpu",
@@ -109,7 +128,8 @@ def train_command(
     ] = None,
     max_minutes: Annotated[
         float | None,
-        typer.Option(help="Training-time budget: the LR schedule ends and training stops then."),
+        typer.Option(help="Training-time budget: the LR schedule ends and training stops then.",
+                     min=0.0, max=1e7),
     ] = None,
     arch: Annotated[
         str,
@@ -117,12 +137,17 @@ def train_command(
                           "segmentation distillation; synthetic data) or vit (the plain ViT "
                           "baseline)."),
     ] = "reidnet",
-    patch: Annotated[int, typer.Option(help="paw-vit/vit: patch size.")] = 16,
-    vit_dim: Annotated[int, typer.Option(help="paw-vit/vit: token width.")] = 192,
-    vit_depth: Annotated[int, typer.Option(help="paw-vit/vit: transformer blocks.")] = 6,
-    vit_heads: Annotated[int, typer.Option(help="paw-vit/vit: attention heads.")] = 3,
+    patch: Annotated[int, typer.Option(help="paw-vit/vit: patch size.",
+                                       min=1, max=256)] = 16,
+    vit_dim: Annotated[int, typer.Option(help="paw-vit/vit: token width.",
+                                         min=8, max=8192)] = 192,
+    vit_depth: Annotated[int, typer.Option(help="paw-vit/vit: transformer blocks.",
+                                           min=1, max=1000)] = 6,
+    vit_heads: Annotated[int, typer.Option(help="paw-vit/vit: attention heads.",
+                                           min=1, max=1024)] = 3,
     seg_weight: Annotated[
-        float, typer.Option(help="paw-vit: segmentation distillation weight (0: ablation).")
+        float, typer.Option(help="paw-vit: segmentation distillation weight (0: ablation).",
+                            min=0.0, max=1e6)
     ] = 1.0,
     stem: Annotated[
         str | None,
@@ -131,13 +156,16 @@ def train_command(
                           "(stride 8); --patch is then unused."),
     ] = None,
     stem_lr: Annotated[
-        float, typer.Option(help="paw-vit/vit: learning-rate factor of the hybrid stem.")
+        float, typer.Option(help="paw-vit/vit: learning-rate factor of the hybrid stem.",
+                            min=0.0, max=1e3)
     ] = 0.1,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Train a MiewID-style embedding model (GeM + BN neck, sub-center ArcFace + triplet,
     optionally a dense correspondence term on synthetic ground truth), or PAW-ViT / its plain
     ViT baseline (--arch paw-vit|vit)."""
+    check_output_folder(out, "--out")
     from pairx.models.token_models import TOKEN_ARCHS
     from pairx.training.loop import TrainConfig, train
 
@@ -216,8 +244,10 @@ def retrieval_command(
     split: Annotated[
         str, typer.Option(help="Split to evaluate ('test'; 'all' for every sample).")
     ] = "test",
-    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.",
+                                            min=1, max=MAX_BATCH)] = 64,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Print rank-1 and mAP per species as JSON (queries: test sightings; cosine similarity)."""
     from pairx.data.datasets import load_dataset

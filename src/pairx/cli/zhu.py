@@ -12,9 +12,11 @@ import numpy as np
 import typer
 
 from pairx.cli.common import (
+    MAX_COUNT,
     AllowUntrainedOpt,
     DeviceOpt,
     InputSizeOpt,
+    MaxPixelsOpt,
     MeanOpt,
     ModelOpt,
     StdOpt,
@@ -34,7 +36,8 @@ def zhu_point_command(
     image_a: Annotated[Path, typer.Argument(help="Image with the query point.", metavar="A")],
     image_b: Annotated[Path, typer.Argument(help="The other image.", metavar="B")],
     xy: Annotated[tuple[float, float], typer.Option(
-        help="Query point X Y in A's own pixels (the photograph, not the model input).")],
+        help="Query point X Y in A's own pixels (the photograph, not the model input).",
+        min=0.0, max=1e6)],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
     size: InputSizeOpt = None,
@@ -45,6 +48,7 @@ def zhu_point_command(
         "zhu_point.png"),
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Which regions of B make one point of A similar (Zhu et al.'s point-specific map)."""
     from pairx.explainers.zhu import ZhuExplainer, decompose_tensors, upsample_map
@@ -72,7 +76,8 @@ def zhu_point_command(
 def zhu_retrieve_command(
     query: Annotated[Path, typer.Argument(help="The query image.", metavar="QUERY")],
     roi: Annotated[tuple[float, float, float, float], typer.Option(
-        help="Region of interest X0 Y0 X1 Y1 in the query's own pixels.")],
+        help="Region of interest X0 Y0 X1 Y1 in the query's own pixels.",
+        min=0.0, max=1e6)],
     data: Annotated[Path, typer.Option(help="Gallery: a dataset folder.", metavar="DIR")],
     model: ModelOpt = "default",
     weights: WeightsOpt = None,
@@ -80,9 +85,11 @@ def zhu_retrieve_command(
     mean: MeanOpt = None,
     std: StdOpt = None,
     layer: LayerOpt = None,
-    top: Annotated[int, typer.Option(help="Results listed.")] = 10,
+    top: Annotated[int, typer.Option(help="Results listed.",
+                                     min=1, max=MAX_COUNT)] = 10,
     allow_untrained: AllowUntrainedOpt = False,
     device: DeviceOpt = "cpu",
+    max_pixels: MaxPixelsOpt = None,
 ) -> None:
     """Rank a gallery by its similarity to one region of the query (and by the whole image)."""
     from pairx.data.crops import image_input

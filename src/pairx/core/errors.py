@@ -21,6 +21,14 @@ class ImageReadError(PairxError, OSError):
     """An image file is missing, unreadable or in an unsupported format."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image file has more pixels than the limit (a decompression bomb, or a huge photo)."""
+
+
+class BusyError(PairxError, RuntimeError):
+    """An output folder is being written by another pairx process."""
+
+
 class LayerError(PairxError, KeyError):
     """A layer name does not exist in the model or has no spatial output."""
 

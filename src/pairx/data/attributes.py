@@ -9,7 +9,6 @@ markings come from the ground-truth files and orientation and species from ``met
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pairx.core.errors import DatasetError, InputError
+from pairx.core.tables import read_csv_rows
 from pairx.data.datasets import ReIDDataset
 
 __all__ = ["AttributeTable", "load_attributes"]
@@ -83,18 +83,16 @@ def _parse(value: str, where: str) -> bool:
 
 
 def _from_columns(dataset: ReIDDataset, csv_path: Path) -> AttributeTable | None:
-    with csv_path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        attr_cols = [c for c in columns if c.startswith("attr_") and len(c) > 5]
-        if not attr_cols:
-            return None
-        rows = {}
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "") for k, v in row.items()}
-            rows[row.get("image_id", "").strip()] = [
-                _parse(row.get(c, ""), f"{csv_path}:{line} column {c}") for c in attr_cols
-            ]
+    columns, table = read_csv_rows(csv_path, what="metadata file")
+    attr_cols = [c for c in columns if c.startswith("attr_") and len(c) > 5]
+    if not attr_cols:
+        return None
+    rows = {
+        entry.values.get("image_id", ""): [
+            _parse(entry.values.get(c, ""), f"{csv_path}:{entry.line} column {c}")
+            for c in attr_cols]
+        for entry in table
+    }
     ids = tuple(s.image_id for s in dataset)
     missing = [i for i in ids if i not in rows]
     if missing:

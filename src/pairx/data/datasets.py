@@ -10,13 +10,13 @@ A dataset is a list of :class:`Sample` records. Two on-disk layouts are recognis
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pairx.core.errors import DatasetError
+from pairx.core.tables import read_csv_rows
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 REQUIRED_COLUMNS = ("image_id", "identity", "path")
@@ -118,26 +118,14 @@ def _parse_bbox(text: str, where: str) -> tuple[float, float, float, float] | No
 
 
 def _read_metadata(root: Path, csv_path: Path) -> list[Sample]:
-    try:
-        with csv_path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-            if missing:
-                raise DatasetError(
-                    f"{csv_path}: missing column(s) {missing}; a WildlifeDatasets metadata file "
-                    f"needs {list(REQUIRED_COLUMNS)} (found {columns})"
-                )
-            rows = list(reader)
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{csv_path}: not a UTF-8 CSV file ({exc})") from exc
-    except csv.Error as exc:
-        raise DatasetError(f"{csv_path}: malformed CSV ({exc})") from exc
+    _, rows = read_csv_rows(
+        csv_path, required=REQUIRED_COLUMNS, what="metadata file",
+        hint="the WildlifeDatasets format")
     samples: list[Sample] = []
     seen: set[str] = set()
-    for line, row in enumerate(rows, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        where = f"{csv_path}:{line}"
+    for entry in rows:
+        row = entry.values
+        where = f"{csv_path}:{entry.line}"
         image_id, identity = row.get("image_id", ""), row.get("identity", "")
         rel = row.get("path", "")
         if not image_id or not identity or not rel:

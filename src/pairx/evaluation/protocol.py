@@ -60,6 +60,7 @@ from pairx.batch.executors import Executor, LocalExecutor
 from pairx.batch.spec import ModelSpec
 from pairx.core.errors import DatasetError, InputError
 from pairx.core.files import atomic_write_text
+from pairx.core.locks import hold_folder
 from pairx.data.crops import image_input
 from pairx.data.datasets import ReIDDataset, Sample
 from pairx.evaluation.chunks import images_of, run_pairs
@@ -82,6 +83,7 @@ from pairx.evaluation.pairs import (
     split_dataset,
     unique_samples,
 )
+from pairx.evaluation.plan import UNFINISHED, check_plan, results_started
 from pairx.evaluation.rows import PAIR_COLUMNS, PairStore, read_pairs
 from pairx.metrics.homography import HomographySource, is_synthetic, make_homography_source
 from pairx.models.adapter import ReIDModel
@@ -156,7 +158,10 @@ def _check_config(out_dir: Path, config: EvaluationConfig, overwrite: bool) -> N
     cfg_path = out_dir / "config.json"
     if cfg_path.is_file() and not overwrite:
         old = cfg_path.read_text(encoding="utf-8")
-        if old.strip() != config.to_json().strip():
+        if (old.strip() != config.to_json().strip() and (out_dir / UNFINISHED).is_file()
+                and not results_started(out_dir)):
+            overwrite = True  # a run of this pairx that failed before computing any pair
+        elif old.strip() != config.to_json().strip():
             raise InputError(
                 f"{out_dir} holds results of a different configuration ({cfg_path}); use another "
                 "output folder, or --overwrite to discard them"
@@ -170,6 +175,7 @@ def _check_config(out_dir: Path, config: EvaluationConfig, overwrite: bool) -> N
             for f in emb.glob("*.npz"):
                 f.unlink()
     atomic_write_text(cfg_path, config.to_json() + "\n")
+    (out_dir / UNFINISHED).touch()
 
 
 def _check_homographies(
@@ -349,14 +355,26 @@ def evaluate(
     """
     if len(dataset) == 0:
         raise DatasetError(f"dataset {dataset.root} is empty")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, config, overwrite)
-    synthetic = is_synthetic(dataset)
     names = _check_homographies(config, dataset, model, homography_source)
+    groups = check_plan(config, dataset, model)
+    out = Path(out_dir)
+    with hold_folder(out, "evaluation output folder"):
+        _check_config(out, config, overwrite)
+        return _start(dataset, model, out, config, groups, names, batch_size=batch_size,
+                          chunk_size=chunk_size, progress=progress,
+                          homography_source=homography_source, engine_factory=engine_factory,
+                          executor=executor, model_spec=model_spec)
+
+
+def _start(dataset: ReIDDataset, model: ReIDModel, out: Path, config: EvaluationConfig,
+           groups: dict[str, ReIDDataset], names: list[str], *, batch_size: int,
+           chunk_size: int, progress: bool, homography_source: HomographySource | None,
+           engine_factory: EngineFactory | None, executor: Executor | None,
+           model_spec: ModelSpec | None) -> EvaluationResult:
+    """:func:`evaluate` once the plan is checked and ``out`` is held."""
+    synthetic = is_synthetic(dataset)
     executor = executor or LocalExecutor(model)
     spec = model_spec or ModelSpec(spec=model.name, device=str(model.device))
-    groups = group_dataset(split_dataset(dataset), config.group_by)
     layers_path = out / "layers.json"
     chosen: dict[str, Any] = (
         json.loads(layers_path.read_text(encoding="utf-8")) if layers_path.is_file() else {}
@@ -385,4 +403,5 @@ def evaluate(
     finally:
         run.store.close()
         run.selection_store.close()
+    (out / UNFINISHED).unlink(missing_ok=True)
     return run.result

@@ -145,7 +145,11 @@ def load_checkpoint(path: Path, size: tuple[int, int] | None) -> ReIDModel:
         try:
             raw = torch.load(str(weight_file), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ModelError(f"cannot read checkpoint {weight_file}: {exc}") from exc
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise ModelError(
+                f"cannot read checkpoint {weight_file}: {first or type(exc).__name__}; give a "
+                "state dict saved with torch.save, a .safetensors file or a pairx model folder"
+            ) from exc
         if isinstance(raw, Mapping) and isinstance(raw.get("config"), Mapping):
             cfg = dict(raw["config"])
         state = as_state_dict(raw, weight_file)

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pairx.core.errors import InputError
+from pairx.core.locks import hold_folder
 from pairx.data.batches import load_images, normalize
 from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from pairx.models.architectures import ReIDNet
@@ -134,6 +135,23 @@ def train(
     DatasetError
         Missing dataset, no training split, fewer identities than ``batch_p``.
     """
+    config.validate()
+    with hold_folder(run_dir, "training run folder"):
+        return _train_held(config, run_dir, resume=resume, progress=progress, threads=threads,
+                           stop_after=stop_after, device=device)
+
+
+def _train_held(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+    stop_after: int | None = None,
+    device: str = "cpu",
+) -> TrainResult:
+    """:func:`train` once ``run_dir`` is held."""
     config.validate()
     out = Path(run_dir)
     ckpt_path = out / CHECKPOINT

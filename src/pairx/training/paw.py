@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
+from pairx.core.locks import hold_folder
 from pairx.data.batches import load_images, normalize
 from pairx.data.datasets import Sample
 from pairx.models.export import stem_of
@@ -250,6 +251,16 @@ def train_paw(config: PAWTrainConfig, run_dir: str | Path, *, resume: bool = Fal
     dict
         ``model_path``, ``history`` (one record per epoch) and ``retrieval`` (test split).
     """
+    config.validate()
+    with hold_folder(run_dir, "training run folder"):
+        return _train_paw_held(config, run_dir, resume=resume, progress=progress,
+                               threads=threads, stop_after=stop_after, device=device)
+
+
+def _train_paw_held(config: PAWTrainConfig, run_dir: str | Path, *, resume: bool = False,
+              progress: bool = True, threads: int | None = None, stop_after: int | None = None,
+              device: str = "cpu") -> dict[str, Any]:
+    """:func:`train_paw` once ``run_dir`` is held."""
     config.validate()
     out = Path(run_dir)
     ckpt_path = out / CHECKPOINT

@@ -140,6 +140,14 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        import timm
+
+        if not timm.is_model(self.backbone):
+            close = timm.list_models(f"*{self.backbone[:4]}*")[:5] if self.backbone else []
+            raise InputError(
+                f"--backbone {self.backbone!r} is not a timm model; pass a timm name such as "
+                f"resnet50 or efficientnet_b0" + (f" (close: {', '.join(close)})" if close else "")
+            )
 
     def augment_config(self) -> AugmentConfig:
         """The :class:`AugmentConfig` described by :attr:`augment`."""
