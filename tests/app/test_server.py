@@ -233,3 +233,17 @@ def test_every_project_layer_is_offered_and_queued_separately(review_data: Path,
             assert st["layer"] == name and st["total"] == 2
     conn = Project.open(tmp_path / "two").db()
     assert sorted(r[0] for r in conn.execute("SELECT layer FROM jobs")) == layers
+
+
+def test_serve_refuses_a_project_another_process_writes(fresh_project: Path) -> None:
+    from pairx.app.server import serve
+    from pairx.core.errors import BusyError
+    from pairx.core.locks import hold_folder
+
+    import socket
+
+    with socket.socket() as busy, hold_folder(fresh_project, "review project"):
+        busy.bind(("127.0.0.1", 0))  # without the lock, uvicorn would stop on this busy port
+        busy.listen()
+        with pytest.raises(BusyError, match=r"pid \d+"):
+            serve(fresh_project, port=busy.getsockname()[1], worker=False)

@@ -19,6 +19,7 @@ from typing import Any
 from pairx.app.project import Project
 from pairx.app.security import check_bind
 from pairx.app.store import has_users
+from pairx.core.locks import hold_folder
 from pairx.core.optional import require
 
 require("fastapi", "app", "the review app")
@@ -99,6 +100,8 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     ------
     PermissionError
         A non-loopback host and a project without reviewers.
+    BusyError
+        Another pairx process writes the project (a ``review init`` or another server).
     """
     require("uvicorn", "app")
     import uvicorn
@@ -110,5 +113,6 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     finally:
         conn.close()
     extra = set(allowed_hosts or set()) | ({host} if host not in ("0.0.0.0", "::") else set())
-    app = create_app(proj, allowed_hosts=extra, start_worker=worker)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    with hold_folder(proj.root, "review project"):  # one writer: not beside a review init
+        app = create_app(proj, allowed_hosts=extra, start_worker=worker)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
