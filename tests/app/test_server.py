@@ -236,11 +236,11 @@ def test_every_project_layer_is_offered_and_queued_separately(review_data: Path,
 
 
 def test_serve_refuses_a_project_another_process_writes(fresh_project: Path) -> None:
+    import socket
+
     from pairx.app.server import serve
     from pairx.core.errors import BusyError
     from pairx.core.locks import hold_folder
-
-    import socket
 
     with socket.socket() as busy, hold_folder(fresh_project, "review project"):
         busy.bind(("127.0.0.1", 0))  # without the lock, uvicorn would stop on this busy port
