@@ -125,7 +125,9 @@ def test_unreachable_ray_address(pairs_csv: Path, batch_data: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize(("address", "message"), [("127.0.0.1:1", "no Ray cluster answers"),
-                                                  ("headnode", "is not 'auto'")])
+                                                  ("headnode", "is not 'auto'"),
+                                                  ("headnode:\u00b2", "is not 'auto'"),
+                                                  ("headnode:70000", "is not 'auto'")])
 def test_bad_ray_address_fails_at_construction(address: str, message: str) -> None:
     # Before any embedding or chunk work: the executor is built before the job starts.
     with pytest.raises(InputError, match=message):

@@ -151,7 +151,7 @@ def _check_address(address: str) -> None:
     if address in ("auto", "local") or address.startswith("ray://"):
         return
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise InputError(
             f"--ray-address {address!r} is not 'auto', 'HOST:PORT' or 'ray://HOST:PORT'"
         )
