@@ -132,3 +132,22 @@ def test_bad_ray_address_fails_at_construction(address: str, message: str) -> No
     # Before any embedding or chunk work: the executor is built before the job starts.
     with pytest.raises(InputError, match=message):
         RayExecutor(address, workers=1)
+
+
+def test_ray_workers_keep_the_drivers_pixel_limit(pairs_csv: Path, batch_data: Path, model,
+                                                  tmp_path: Path) -> None:
+    import json
+
+    from pairx.core.images import set_max_pixels
+
+    items = read_pairs_file(pairs_csv, load_dataset(batch_data))[:2]
+    task = ExplainTask(ModelSpec.of(model, "default"), (LAYER,))
+    set_max_pixels(100)  # below every image of the test data: each pair must fail, on the actor
+    try:
+        with RayExecutor(workers=1) as ex:
+            res = explain_batch(items, task, tmp_path / "r", ex, chunk_size=2, progress=False)
+    finally:
+        set_max_pixels(None)
+    recs = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").open()]
+    assert res.n_failed == 2 and len(recs) == 2
+    assert all(r["status"] == "failed" and "limit" in r["error"] for r in recs)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pairx.batch.spec import WORKER_CACHE, ChunkTask, WorkerError, run_chunk, task_key
 from pairx.core.errors import InputError
+from pairx.core.images import max_pixels, set_max_pixels
 from pairx.core.optional import require
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,13 +112,14 @@ class LocalExecutor(Executor):
 class _Actor:
     """A Ray actor: loads the model once (in ``__init__``), then runs chunks."""
 
-    def __init__(self, spec: Any, threads: int) -> None:
+    def __init__(self, spec: Any, threads: int, pixel_limit: int) -> None:
         import torch
 
         from pairx.core.allocator import tune_allocator
 
         tune_allocator()
         torch.set_num_threads(threads)
+        set_max_pixels(pixel_limit)  # the driver's --max-pixels holds on every node
         self.error: str | None = None
         try:
             WORKER_CACHE.model_for(spec)
@@ -236,7 +238,8 @@ class RayExecutor(Executor):
         ray = self.ray
         remote = ray.remote(_Actor).options(num_cpus=self.worker_cpus, max_restarts=-1,
                                             max_task_retries=-1)
-        self.actors = [remote.remote(spec, self.threads) for _ in range(self.workers)]
+        self.actors = [remote.remote(spec, self.threads, max_pixels())
+                       for _ in range(self.workers)]
         self._spec = spec
         for i, info in enumerate(ray.get([a.check.remote() for a in self.actors])):
             if info["error"]:
