@@ -173,3 +173,11 @@ def test_store_resume_drops_duplicate_keys(tmp_path: Path) -> None:
     rows = CsvStore(table, ("k", "v"), ("k",))
     rows.close()
     assert table.read_text() == "k,v\n1,x\n2,y\n"
+
+
+def test_an_error_message_is_one_line_whatever_text_it_quotes() -> None:
+    from pairx.core.errors import ImageReadError, LayerError, ModelError
+
+    for cls in (ModelError, LayerError, ImageReadError):
+        text = str(cls("image file not found: evil\nname\r.png"))
+        assert "\n" not in text and "\r" not in text and "evil\\nname\\r.png" in text

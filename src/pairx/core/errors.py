@@ -10,7 +10,19 @@ from __future__ import annotations
 
 
 class PairxError(Exception):
-    """Base class of every error pairx raises on purpose."""
+    """Base class of every error pairx raises on purpose.
+
+    Its message is always one line: line breaks that user text brings into it (a file name, a
+    model spec) are shown escaped.
+    """
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped (``\\n``, ``\\r``)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class InputError(PairxError, ValueError):
@@ -33,7 +45,7 @@ class LayerError(PairxError, KeyError):
     """A layer name does not exist in the model or has no spatial output."""
 
     def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
+        return one_line(str(self.args[0])) if self.args else ""
 
 
 class ModelError(PairxError, ValueError):

@@ -299,7 +299,7 @@ def load_model(
     else:
         looks_like_path = "/" in text or "\\" in text or Path(text).suffix != ""
         if looks_like_path:
-            raise ModelError(f"model file or folder not found: {text}")
+            raise ModelError(f"model file or folder not found: {text!r}")
         raise ModelError(f"unknown model spec {text!r}; {_spec_help()}")
     model.net.eval()
     model.net.to(device)
