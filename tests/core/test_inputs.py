@@ -181,3 +181,12 @@ def test_an_error_message_is_one_line_whatever_text_it_quotes() -> None:
     for cls in (ModelError, LayerError, ImageReadError):
         text = str(cls("image file not found: evil\nname\r.png"))
         assert "\n" not in text and "\r" not in text and "evil\\nname\\r.png" in text
+
+
+def test_a_path_with_an_unknown_user_is_taken_literally() -> None:
+    from pathlib import Path
+
+    from pairx.core.files import user_path
+
+    assert user_path("~no-such-user-pairx/x.png") == Path("~no-such-user-pairx/x.png")
+    assert user_path("~/x.png") == Path.home() / "x.png"

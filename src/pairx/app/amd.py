@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pairx.core.errors import DatasetError, InputError, ModelError
+from pairx.core.files import user_path
 
 __all__ = ["AMD_VIEW", "attribute_data", "attribute_jpeg", "dataset_labels", "file_digest",
            "project_labels", "resolve_interpreter"]
@@ -66,7 +67,7 @@ def resolve_interpreter(spec: str | None, model: Any) -> dict[str, Any] | None:
         spec = "default"
     else:
         if spec != "default":
-            spec = str(Path(spec).expanduser().resolve())
+            spec = str(user_path(spec).resolve())
         interp = load_interpreter(spec, model)
     weights, _ = interpreter_files(spec)
     return {"spec": spec, "digest": file_digest(weights), "attributes": list(interp.attributes)}

@@ -43,6 +43,7 @@ from pairx.app.store import (
     upsert_image,
 )
 from pairx.core.errors import DatasetError, InputError, PairxError
+from pairx.core.files import user_path
 from pairx.core.locks import LOCK_FILE, hold_folder
 from pairx.core.tables import read_csv_rows
 
@@ -83,7 +84,7 @@ class Project:
         ProjectError
             ``root`` is not a project folder, or its ``project.json`` is unreadable.
         """
-        root = Path(root).expanduser().resolve()
+        root = user_path(root).resolve()
         file = root / PROJECT_FILE
         if not file.is_file():
             raise ProjectError(
@@ -256,7 +257,7 @@ def init_project(
 
     if k < 1:
         raise InputError(f"--k must be at least 1; got {k}")
-    root = Path(root).expanduser().resolve()
+    root = user_path(root).resolve()
     if root.exists() and not root.is_dir():
         raise ProjectError(f"{root} exists and is not a folder")
     previous: dict[str, Any] | None = None
@@ -267,7 +268,7 @@ def init_project(
                            f"choose a new folder")
     dataset = load_dataset(data, check_files=False)
     if model.startswith("onnx:"):  # the worker may run elsewhere: keep an absolute path
-        model = "onnx:" + str(Path(model[len("onnx:"):]).expanduser().resolve())
+        model = "onnx:" + str(user_path(model[len("onnx:"):]).resolve())
     options = dict(model_options or (previous or {}).get("model_options") or {})
     net = (load or load_model)(model, weights=weights, **options)
     digest = weight_digest(net)
@@ -293,7 +294,7 @@ def init_project(
         root.mkdir(parents=True, exist_ok=True)
         (root / "cache").mkdir(exist_ok=True)
         settings = {
-            "schema": PROJECT_SCHEMA, "data": str(Path(data).expanduser().resolve()),
+            "schema": PROJECT_SCHEMA, "data": str(user_path(data).resolve()),
             "model": model, "weights": None if weights is None else str(Path(weights).resolve()),
             "model_name": net.name, "model_digest": digest, "layers": chosen, "k": int(k),
             "model_options": {k_: list(v) if isinstance(v, tuple) else v

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from pairx.batch.spec import ModelSpec
 from pairx.batch.store import JsonlStore
 from pairx.core.errors import InputError
-from pairx.core.files import atomic_write_text
+from pairx.core.files import atomic_write_text, user_path
 from pairx.core.locks import hold_folder
 from pairx.core.tables import read_csv_rows
 from pairx.data.datasets import ReIDDataset, Sample
@@ -74,7 +74,7 @@ def _resolve(value: str, base: Path, dataset: ReIDDataset | None) -> tuple[Any, 
             return dataset.by_id(value), None
         except Exception:  # not an id: maybe a path
             pass
-    path = Path(value).expanduser()
+    path = user_path(value)
     for cand in ([path] if path.is_absolute() else [base / path, Path.cwd() / path]):
         if cand.is_file():
             return str(cand.resolve()), None

@@ -1,4 +1,5 @@
-"""Writing result files so that an interruption never leaves a half-written one."""
+"""Paths users type, and writing result files so that an interruption never leaves a
+half-written one."""
 
 from __future__ import annotations
 
@@ -23,3 +24,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded where that user exists.
+
+    ``Path.expanduser`` raises ``RuntimeError`` for an unknown user (``~0``); such a path is
+    taken literally instead, so that it is reported as not found like any other.
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)

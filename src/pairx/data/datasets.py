@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pairx.core.errors import DatasetError
+from pairx.core.files import user_path
 from pairx.core.tables import read_csv_rows
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -186,7 +187,7 @@ def load_dataset(path: str | Path, *, check_files: bool = True) -> ReIDDataset:
     DatasetError
         Missing folder, malformed metadata, no images, or missing image files.
     """
-    p = Path(path).expanduser()
+    p = user_path(path)
     if not p.exists():
         raise DatasetError(f"dataset not found: {p}")
     if p.is_file():

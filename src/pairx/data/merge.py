@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pairx.core.errors import DatasetError
-from pairx.core.files import atomic_write_text
+from pairx.core.files import atomic_write_text, user_path
 from pairx.data.datasets import ReIDDataset, Sample, load_dataset
 
 COLUMNS = ("image_id", "identity", "path", "species", "orientation", "split", "bbox")
@@ -83,7 +83,7 @@ def merge_datasets(
         Fewer than two sources, a source that cannot be read, clashing or malformed names, or an
         existing ``metadata.csv`` without ``overwrite``.
     """
-    paths = [Path(s).expanduser() for s in sources]
+    paths = [user_path(s) for s in sources]
     if len(paths) < 2:
         raise DatasetError(f"merging needs at least two datasets, got {len(paths)}")
     datasets = [load_dataset(p) for p in paths]
@@ -104,7 +104,7 @@ def merge_datasets(
             f"two datasets would get the same prefix {clash}: their identities would mix; "
             "give distinct names (--name)"
         )
-    root = Path(out).expanduser().resolve()
+    root = user_path(out).resolve()
     target = root / "metadata.csv"
     if any(root == ds.root for ds in datasets):
         raise DatasetError(f"the merged folder {root} must not be one of the sources")

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from pairx.core.errors import InputError, ModelError
 from pairx.core.explanation import Explanation
-from pairx.core.files import atomic_write_text
+from pairx.core.files import atomic_write_text, user_path
 from pairx.explainers.base import PairExplainer, PreparedImage
 from pairx.models.adapter import ReIDModel
 from pairx.models.amd_net import AMDNet
@@ -156,7 +156,7 @@ def interpreter_files(spec: str | Path) -> tuple[Path, Path]:
         root = resources.files("pairx") / "weights"
         return (Path(str(root / "amd_default.safetensors")),
                 Path(str(root / "amd_default.json")))
-    p = Path(spec).expanduser()
+    p = user_path(spec)
     if p.is_dir():
         return p / "interpreter.safetensors", p / "interpreter.json"
     return p, p.with_suffix(".json")

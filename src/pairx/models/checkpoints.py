@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pairx.core.errors import ModelError
+from pairx.core.files import user_path
 from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = [
@@ -74,7 +75,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ModelError
         The file is missing, unreadable, or does not hold a mapping of tensors.
     """
-    path = Path(path).expanduser()
+    path = user_path(path)
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
     try:

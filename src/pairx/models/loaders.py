@@ -48,6 +48,7 @@ from typing import Literal
 import torch
 
 from pairx.core.errors import ModelError
+from pairx.core.files import user_path
 from pairx.models.adapter import ReIDModel
 from pairx.models.cnn_loaders import (
     TORCHVISION_RESNETS,
@@ -285,17 +286,17 @@ def load_model(
         raise ModelError("mean/std can only be given for onnx: models; other models know theirs")
     if found is not None and found[0].normalisation:  # a format that records its own input
         return found[0].load(found[1], SpecRequest(weights, device, hw, mean, std))
-    if text.endswith(".onnx") and Path(text).expanduser().is_file():
+    if text.endswith(".onnx") and user_path(text).is_file():
         raise ModelError(f"{text} is an ONNX file; load it as 'onnx:{text}'")
     request = SpecRequest(weights, device, hw, mean, std)
     if found is not None:
         model = found[0].load(found[1], request)
         if not found[0].finalise:
             return model
-    elif Path(text).expanduser().exists():
+    elif user_path(text).exists():
         if weights is not None:
             raise ModelError(f"{text} is a model path; do not pass weights= as well")
-        model = load_checkpoint(Path(text).expanduser(), hw)
+        model = load_checkpoint(user_path(text), hw)
     else:
         looks_like_path = "/" in text or "\\" in text or Path(text).suffix != ""
         if looks_like_path:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pairx.core.errors import ModelError
+from pairx.core.files import user_path
 from pairx.models.adapter import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, ReIDModel
 from pairx.models.architectures import ReIDNet
 from pairx.models.checkpoints import load_checked, read_state_dict
@@ -174,7 +175,7 @@ def resolve_hub_weights(source: str | Path | None, repo: str, what: str, spec: s
             f"`load_model('{spec}', weights=PATH)` or "
             f"`pairx explain A B --model {spec} --weights PATH`."
         )
-    path = Path(source).expanduser()
+    path = user_path(source)
     if path.is_file():
         return path
     if not path.exists():

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pairx.core.errors import DatasetError, InputError
+from pairx.core.files import user_path
 from pairx.data.attributes import AttributeTable, load_attributes
 from pairx.data.batches import load_images, normalize
 from pairx.data.datasets import load_dataset
@@ -154,7 +155,7 @@ def train_interpreter(
     cfg.validate()
     if threads:
         torch.set_num_threads(int(threads))
-    run = Path(out).expanduser()
+    run = user_path(out)
     ckpt_path = run / "checkpoint.pt"
     if run.exists() and any(run.iterdir()) and not resume:
         raise InputError(f"{run} is not empty; pass --resume to continue its run or pick -o")

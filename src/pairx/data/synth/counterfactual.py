@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from pairx.core.errors import DatasetError, InputError
+from pairx.core.files import user_path
 from pairx.data.synth.encoding import encode_jpeg
 from pairx.data.synth.ground_truth import MIN_MARKING_PIXELS, load_ground_truth
 from pairx.data.synth.patterns import ATTRIBUTE_NAMES, FACE_LACKS
@@ -81,7 +82,7 @@ def render_counterfactual(dataset_dir: str | Path, image_id: str, marking: str) 
     """
     if marking not in ATTRIBUTE_NAMES:
         raise InputError(f"unknown marking {marking!r}; choose from {', '.join(ATTRIBUTE_NAMES)}")
-    root = Path(dataset_dir).expanduser()
+    root = user_path(dataset_dir)
     try:
         config = json.loads((root / "synth.json").read_text(encoding="utf-8"))
         seed, size = int(config["seed"]), int(config["size"])

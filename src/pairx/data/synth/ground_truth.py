@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pairx.core.errors import DatasetError, InputError
+from pairx.core.files import user_path
 from pairx.data.synth.geometry import SightingTransform
 from pairx.data.synth.patterns import ATTRIBUTE_NAMES
 
@@ -181,7 +182,7 @@ def load_ground_truth(dataset_dir: str | Path, image_id: str) -> GroundTruth:
     DatasetError
         The folder has no ground truth for ``image_id`` (not a synthetic dataset?).
     """
-    root = Path(dataset_dir).expanduser()
+    root = user_path(dataset_dir)
     path = root / "gt" / f"{image_id}.npz"
     if not path.is_file():
         if not (root / "gt").is_dir():

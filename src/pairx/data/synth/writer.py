@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pairx.core.errors import DatasetError, InputError
+from pairx.core.files import user_path
 from pairx.data.datasets import ReIDDataset, load_dataset
 from pairx.data.synth.encoding import encode_jpeg, save_npz
 from pairx.data.synth.ground_truth import FORMAT_VERSION, MIN_MARKING_PIXELS, pack_markings
@@ -198,7 +199,7 @@ def generate(
         raise InputError(f"size must be an integer between 64 and 1024; got {size!r}")
     if not 0.0 <= float(test_fraction) < 1.0:
         raise InputError(f"test_fraction must be in [0, 1); got {test_fraction!r}")
-    out = Path(out_dir).expanduser()
+    out = user_path(out_dir)
     config: dict[str, object] = {
         "format_version": FORMAT_VERSION, "seed": int(seed), "individuals": n_ind,
         "sightings": n_sight, "species": list(names), "size": int(size),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pairx.core.errors import ModelError
+from pairx.core.files import user_path
 from pairx.core.optional import require
 from pairx.models.adapter import Preprocessing
 
@@ -173,7 +174,7 @@ def read_graph(path: str | Path) -> OnnxGraph:
         image input and one output, or an output that is not ``(B, D)``.
     """
     onnx = _onnx()
-    file = Path(path).expanduser()
+    file = user_path(path)
     if not file.is_file():
         raise ModelError(f"ONNX file not found: {file}")
     try:
