@@ -118,5 +118,6 @@ def test_every_route_survives_fuzzing(fuzz_client: tuple[Any, dict[str, str]]) -
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz_budget
 def test_every_route_survives_long_fuzzing(fuzz_client: tuple[Any, dict[str, str]]) -> None:
     _run(fuzz_client, 3000)

@@ -121,6 +121,7 @@ test_fuzz_explain = fuzz(explain_args, FAST)
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz_budget
 @pytest.mark.parametrize("strategy", [synth_args, layers_args, merge_args, explain_args],
                          ids=["synth", "layers", "merge", "explain"])
 def test_fuzz_cli_at_length(strategy: Callable[[Path], st.SearchStrategy[list[str]]]) -> None:

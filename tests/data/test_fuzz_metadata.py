@@ -80,6 +80,7 @@ def test_fuzz_metadata_and_pairs_files(data: bytes) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz_budget
 @SLOW
 @given(csv_files())
 def test_fuzz_metadata_and_pairs_files_at_length(data: bytes) -> None:
