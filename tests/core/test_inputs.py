@@ -190,3 +190,15 @@ def test_a_path_with_an_unknown_user_is_taken_literally() -> None:
 
     assert user_path("~no-such-user-pairx/x.png") == Path("~no-such-user-pairx/x.png")
     assert user_path("~/x.png") == Path.home() / "x.png"
+
+
+def test_a_missing_extra_is_one_clean_pairx_error_naming_the_extra() -> None:
+    import pytest
+
+    from pairx.core.errors import PairxError
+    from pairx.core.optional import require
+
+    with pytest.raises(ImportError) as info:
+        require("pairx_no_such_package", "app", "the review app")
+    assert isinstance(info.value, PairxError)  # the CLI prints it as one line, not as a bug
+    assert "pip install 'pairx[app]'" in str(info.value)

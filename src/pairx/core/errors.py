@@ -37,6 +37,10 @@ class ImageTooLargeError(ImageReadError):
     """An image file has more pixels than the limit (a decompression bomb, or a huge photo)."""
 
 
+class MissingExtraError(PairxError, ImportError):
+    """An optional package is not installed; the message names the pairx extra that brings it."""
+
+
 class BusyError(PairxError, RuntimeError):
     """An output folder is being written by another pairx process."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from pairx.core.errors import MissingExtraError
+
 
 def require(module: str, extra: str, purpose: str = "") -> ModuleType:
     """Import ``module`` or raise an ImportError telling the user which extra installs it.
@@ -27,7 +29,7 @@ def require(module: str, extra: str, purpose: str = "") -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         what = f" for {purpose}" if purpose else ""
-        raise ImportError(
+        raise MissingExtraError(
             f"pairx needs the optional package {module!r}{what}; "
             f"install it with: pip install 'pairx[{extra}]'"
         ) from exc
